@@ -1,0 +1,132 @@
+"""The three ways to authenticate, and reading them from the environment (SPEC sections 2, 6).
+
+These are plain, frozen descriptions of credentials; what to do with them on each request
+(fetch and cache a token, or sign) is the transport's job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+
+from mpt_async._exceptions import ConfigurationError
+from mpt_async._signer import DEFAULT_EXPIRATION
+
+__all__ = [
+    "AKSKAuth",
+    "AccessTokenAuth",
+    "Auth",
+    "FixedTokenAuth",
+    "ENV_VARS",
+    "auth_from_env",
+    "base_url_from_env",
+]
+
+DEFAULT_BASE_URL = "https://aip.baidubce.com"
+
+#: The environment variables read when ``auth=None`` (the qianfan SDK's names).
+ENV_VARS = (
+    "QIANFAN_ACCESS_TOKEN",
+    "QIANFAN_AK",
+    "QIANFAN_SK",
+    "QIANFAN_ACCESS_KEY",
+    "QIANFAN_SECRET_KEY",
+    "QIANFAN_BASE_URL",
+)
+
+
+def _mask(value: str) -> str:
+    """Show only enough of an identifier to tell two apart."""
+    return repr(value[:4] + "…") if len(value) > 8 else "'…'"
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        msg = f"{type(instance).__name__}.{attribute.name} must be a non-empty string"
+        raise ConfigurationError(msg)
+
+
+@attrs.frozen
+class AccessTokenAuth:
+    """An application's API Key and Secret Key, traded for an access token (refreshed for you).
+
+    Args:
+        api_key: The application's API Key (``client_id``).
+        secret_key: The application's Secret Key; never shown in ``repr``.
+    """
+
+    api_key: str = attrs.field(validator=_non_empty, repr=_mask)
+    secret_key: str = attrs.field(validator=_non_empty, repr=False)
+
+
+@attrs.frozen
+class AKSKAuth:
+    """IAM Access Key and Secret Key: every request is signed with bce-auth-v1.
+
+    Args:
+        access_key: The IAM Access Key.
+        secret_key: The IAM Secret Key; never shown in ``repr``.
+        expiration: How long each signature is valid, in seconds (at most 1800).
+    """
+
+    access_key: str = attrs.field(validator=_non_empty, repr=_mask)
+    secret_key: str = attrs.field(validator=_non_empty, repr=False)
+    expiration: int = attrs.field(default=DEFAULT_EXPIRATION)
+
+    @expiration.validator
+    def _check_expiration(self, _: object, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1800:
+            msg = "AKSKAuth.expiration must be an integer in [1, 1800] seconds"
+            raise ConfigurationError(msg)
+
+
+@attrs.frozen
+class FixedTokenAuth:
+    """An access token obtained elsewhere; used as is and never refreshed.
+
+    Args:
+        access_token: The token; never shown in ``repr``.
+    """
+
+    access_token: str = attrs.field(validator=_non_empty, repr=False)
+
+
+Auth = AccessTokenAuth | AKSKAuth | FixedTokenAuth
+
+
+def auth_from_env(environ: Mapping[str, str] | None = None) -> Auth:
+    """Pick credentials from the environment, as the qianfan SDK names them.
+
+    In order: ``QIANFAN_ACCESS_TOKEN``; ``QIANFAN_AK`` + ``QIANFAN_SK``;
+    ``QIANFAN_ACCESS_KEY`` + ``QIANFAN_SECRET_KEY``.
+
+    Raises:
+        ConfigurationError: If none is set (or only half a pair), saying what to set.
+    """
+    env = os.environ if environ is None else environ
+    if token := env.get("QIANFAN_ACCESS_TOKEN"):
+        return FixedTokenAuth(token)
+    for key, secret, cls in (
+        ("QIANFAN_AK", "QIANFAN_SK", AccessTokenAuth),
+        ("QIANFAN_ACCESS_KEY", "QIANFAN_SECRET_KEY", AKSKAuth),
+    ):
+        first, second = env.get(key), env.get(secret)
+        if first and second:
+            return cls(first, second)
+        if first or second:
+            missing = secret if first else key
+            msg = f"{key} and {secret} go together: {missing} is not set"
+            raise ConfigurationError(msg)
+    msg = (
+        "no credentials: pass auth=..., or set QIANFAN_AK and QIANFAN_SK (API Key and Secret "
+        "Key), QIANFAN_ACCESS_KEY and QIANFAN_SECRET_KEY (IAM AK/SK), or QIANFAN_ACCESS_TOKEN"
+    )
+    raise ConfigurationError(msg)
+
+
+def base_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``QIANFAN_BASE_URL``, or Baidu's own host."""
+    env = os.environ if environ is None else environ
+    return env.get("QIANFAN_BASE_URL") or DEFAULT_BASE_URL

@@ -1,0 +1,284 @@
+"""``mpt_async.Client``: the public face of the transport."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import httpx
+
+from mpt_async import _converter
+from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
+from mpt_async._backoff import Backoff
+from mpt_async._exceptions import ConfigurationError
+from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+from mpt_async._stream import ChatStream
+from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, as_timeouts
+from mpt_async._transport import CallOptions, Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["DEFAULT_ENDPOINT", "Client"]
+
+#: The API name used when none is given (the one Baidu's examples use).
+DEFAULT_ENDPOINT = "mpt-30b-instruct"
+_ENDPOINT = re.compile(r"[A-Za-z0-9._~-]+")
+_DEFAULT_BACKOFF = Backoff()
+
+
+def _check_max_retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"max_retries must be a non-negative integer, not {value!r}"
+        raise ConfigurationError(msg)
+    return value
+
+
+class Client:
+    """An async client for one MPT-30B-instruct service.
+
+    Use it as ``async with Client(...) as client``, or call :meth:`aclose` when done.
+    Every call goes through one pooled ``httpx.AsyncClient``.
+
+    Args:
+        endpoint: The API name chosen when the service was created.
+        auth: :class:`AccessTokenAuth`, :class:`AKSKAuth`, :class:`FixedTokenAuth`, or a
+            token string. ``None`` reads ``QIANFAN_ACCESS_TOKEN``, ``QIANFAN_AK`` /
+            ``QIANFAN_SK`` or ``QIANFAN_ACCESS_KEY`` / ``QIANFAN_SECRET_KEY``.
+        base_url: The service's address; ``None`` reads ``QIANFAN_BASE_URL``, else
+            ``https://aip.baidubce.com``.
+        timeout: A :class:`Timeouts`, or one number of seconds for every bound.
+        max_retries: How many times a retryable failure is tried again.
+        http_client: Your own ``httpx.AsyncClient``; it is used as is and not closed.
+        backoff: The waits between retries.
+        max_connections: The pool's size, when the client makes its own ``httpx`` client.
+
+    Raises:
+        ConfigurationError: For missing credentials or a bad option.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        auth: Auth | str | None = None,
+        base_url: str | None = None,
+        timeout: TimeoutLike = DEFAULT_TIMEOUTS,
+        max_retries: int = 2,
+        http_client: httpx.AsyncClient | None = None,
+        backoff: Backoff = _DEFAULT_BACKOFF,
+        max_connections: int = 100,
+    ) -> None:
+        if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
+            msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}"
+            raise ConfigurationError(msg)
+        if isinstance(auth, str):
+            auth = FixedTokenAuth(auth)
+        elif auth is None:
+            auth = auth_from_env()
+        base_url = base_url or base_url_from_env()
+        if not base_url.startswith(("http://", "https://")):
+            msg = f"base_url must start with http:// or https://, not {base_url!r}"
+            raise ConfigurationError(msg)
+        self._options = CallOptions(
+            timeouts=as_timeouts(timeout),
+            max_retries=_check_max_retries(max_retries),
+            backoff=backoff,
+        )
+        if http_client is None:
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+            http_client = httpx.AsyncClient(limits=limits)
+            owns_http = True
+        else:
+            owns_http = False
+        self._endpoint = endpoint
+        self._transport = Transport(
+            http=http_client, owns_http=owns_http, base_url=base_url, auth=auth
+        )
+        self._is_copy = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Client(endpoint={self._endpoint!r}, base_url={self._transport.base_url!r}, "
+            f"auth={self._transport.auth!r})"
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The API name this client calls."""
+        return self._endpoint
+
+    @property
+    def base_url(self) -> str:
+        """The service's address."""
+        return self._transport.base_url
+
+    @property
+    def timeout(self) -> Any:
+        """The :class:`Timeouts` in force."""
+        return self._options.timeouts
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a retryable failure is tried again."""
+        return self._options.max_retries
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` has been called (on this client or the one it copies)."""
+        return self._transport.closed
+
+    def with_options(
+        self,
+        *,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        backoff: Backoff | None = None,
+        endpoint: str | None = None,
+    ) -> Client:
+        """A copy with other options, sharing this client's connections and token.
+
+        Closing a copy does nothing; close the original.
+        """
+        copy = object.__new__(Client)
+        copy._transport = self._transport
+        copy._is_copy = True
+        copy._endpoint = self._endpoint
+        if endpoint is not None:
+            if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
+                msg = f"endpoint must be an API name, not {endpoint!r}"
+                raise ConfigurationError(msg)
+            copy._endpoint = endpoint
+        changes: dict[str, Any] = {}
+        if timeout is not None:
+            changes["timeouts"] = as_timeouts(timeout)
+        if max_retries is not None:
+            changes["max_retries"] = _check_max_retries(max_retries)
+        if backoff is not None:
+            changes["backoff"] = backoff
+        copy._options = attrs.evolve(self._options, **changes)
+        return copy
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (unless they belong to your own ``http_client``)."""
+        if not self._is_copy:
+            await self._transport.aclose()
+
+    def _prepare(
+        self,
+        messages: Iterable[MessageLike],
+        stream: bool,
+        timeout: TimeoutLike | None,
+        params: Mapping[str, Any],
+    ) -> tuple[bytes, CallOptions]:
+        request = ChatRequest(messages=messages, stream=stream, **params)
+        if self._transport.closed:
+            msg = "the client is closed"
+            raise RuntimeError(msg)
+        options = self._options
+        if timeout is not None:
+            options = attrs.evolve(options, timeouts=as_timeouts(timeout))
+        return _converter.encode_request(request, _converter.CONVERTER), options
+
+    async def chat(
+        self,
+        messages: Iterable[MessageLike],
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        stop: Iterable[str] | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: TimeoutLike | None = None,
+    ) -> ChatResponse:
+        """Ask for a whole answer.
+
+        Args:
+            messages: The conversation, last turn the user's: :class:`Message` objects or
+                ``{"role": ..., "content": ...}`` dicts.
+            temperature: In (0, 1].
+            top_k: A positive integer.
+            top_p: In [0, 1].
+            penalty_score: In [1, 2].
+            stop: At most 4 strings of at most 20 characters.
+            user_id: The end user's id.
+            metadata: At most 16 string-to-string entries.
+            timeout: Override the client's timeouts for this call.
+
+        Raises:
+            RequestValidationError: Before sending, if a rule of the API is broken.
+            APIError: If the service refused the call (a subclass says why).
+            APIConnectionError: If no answer came back, after the retries.
+        """
+        body, options = self._prepare(
+            messages,
+            False,
+            timeout,
+            {
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "penalty_score": penalty_score,
+                "stop": stop,
+                "user_id": user_id,
+                "metadata": metadata,
+            },
+        )
+        data = await self._transport.chat(self._endpoint, body, options)
+        return _converter.structure(data, ChatResponse, status_code=200)
+
+    def chat_stream(
+        self,
+        messages: Iterable[MessageLike],
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        stop: Iterable[str] | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: TimeoutLike | None = None,
+    ) -> ChatStream:
+        """Ask for an answer sentence by sentence.
+
+        The request is checked now and sent when the stream is entered (or first iterated).
+        ``timeout``'s ``stream_read`` bounds the silence before and between chunks.
+
+        Raises:
+            RequestValidationError: At once, if a rule of the API is broken.
+        """
+        body, options = self._prepare(
+            messages,
+            True,
+            timeout,
+            {
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "penalty_score": penalty_score,
+                "stop": stop,
+                "user_id": user_id,
+                "metadata": metadata,
+            },
+        )
+        endpoint, transport = self._endpoint, self._transport
+        return ChatStream(lambda: transport.open_stream(endpoint, body, options))

@@ -1,0 +1,314 @@
+"""The protocol's value types, and every rule of the request body (SPEC sections 3 and 4).
+
+Requests check themselves when built: a broken rule raises
+:class:`~mpt_async.RequestValidationError` naming the field and the rule, so nothing that
+the service would refuse is ever sent. Responses are plain frozen records; turning JSON into
+them (and refusing malformed JSON) is the converter's job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from mpt_async._exceptions import RequestValidationError
+
+__all__ = [
+    "MAX_METADATA_ENTRIES",
+    "MAX_STOP_LENGTH",
+    "MAX_STOP_WORDS",
+    "MAX_TOTAL_CONTENT",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResponse",
+    "ErrorEnvelope",
+    "Message",
+    "MessageLike",
+    "Role",
+    "TokenGrant",
+    "Usage",
+]
+
+Role = Literal["user", "assistant"]
+ROLES: tuple[Role, ...] = ("user", "assistant")
+#: The most characters the contents of all messages may add up to.
+MAX_TOTAL_CONTENT = 4800
+MAX_STOP_WORDS = 4
+MAX_STOP_LENGTH = 20
+MAX_METADATA_ENTRIES = 16
+
+
+def _check_role(path: str, role: object) -> None:
+    if role not in ROLES:
+        raise RequestValidationError(path, f"must be 'user' or 'assistant', not {role!r}")
+
+
+def _check_content(path: str, content: object) -> None:
+    if not isinstance(content, str):
+        raise RequestValidationError(path, f"must be a string, not {type(content).__name__}")
+    if not content:
+        raise RequestValidationError(path, "must not be empty")
+
+
+@attrs.frozen
+class Message:
+    """One turn of a conversation.
+
+    Args:
+        role: ``"user"`` or ``"assistant"``.
+        content: The turn's text; must not be empty.
+
+    Raises:
+        RequestValidationError: If ``role`` or ``content`` breaks a rule.
+    """
+
+    role: Role
+    content: str
+
+    def __attrs_post_init__(self) -> None:
+        _check_role("role", self.role)
+        _check_content("content", self.content)
+
+
+#: What ``messages`` may hold: :class:`Message` objects or ``{"role", "content"}`` dicts.
+MessageLike = Message | Mapping[str, Any]
+
+
+def _to_message(index: int, item: object) -> Message:
+    if isinstance(item, Message):
+        return item
+    path = f"messages[{index}]"
+    if not isinstance(item, Mapping):
+        raise RequestValidationError(path, "must be a Message or a mapping with role and content")
+    extra = set(item) - {"role", "content"}
+    if extra:
+        raise RequestValidationError(path, f"unknown keys {sorted(map(str, extra))}")
+    for key in ("role", "content"):
+        if key not in item:
+            raise RequestValidationError(f"{path}.{key}", "is required")
+    role, content = item["role"], item["content"]
+    _check_role(f"{path}.role", role)
+    _check_content(f"{path}.content", content)
+    return Message(role=role, content=content)
+
+
+def _to_messages(value: Iterable[MessageLike]) -> tuple[Message, ...]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise RequestValidationError("messages", "must be a list of messages")
+    return tuple(_to_message(i, item) for i, item in enumerate(value))
+
+
+def _check_messages(_: object, __: object, messages: tuple[Message, ...]) -> None:
+    if not messages:
+        raise RequestValidationError("messages", "must not be empty")
+    if len(messages) % 2 == 0:
+        raise RequestValidationError(
+            "messages", f"must hold an odd number of messages, not {len(messages)}"
+        )
+    for i, message in enumerate(messages):
+        expected = ROLES[i % 2]
+        if message.role != expected:
+            raise RequestValidationError(
+                f"messages[{i}].role",
+                f"must be {expected!r}: roles alternate user, assistant, ..., user",
+            )
+    total = sum(len(m.content) for m in messages)
+    if total > MAX_TOTAL_CONTENT:
+        raise RequestValidationError(
+            "messages",
+            f"total content must be at most {MAX_TOTAL_CONTENT} characters, not {total}",
+        )
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestValidationError(name, f"must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise RequestValidationError(name, "must be finite")
+    return float(value)
+
+
+def _range_check(
+    low: float, high: float, *, low_open: bool = False
+) -> attrs._ValidatorType[float | None]:
+    bracket = "(" if low_open else "["
+
+    def check(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+        if value is None:
+            return
+        number = _number(attribute.name, value)
+        below = number <= low if low_open else number < low
+        if below or number > high:
+            raise RequestValidationError(
+                attribute.name, f"must be in {bracket}{low}, {high}], not {value!r}"
+            )
+
+    return check
+
+
+def _check_top_k(_: object, __: object, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestValidationError("top_k", f"must be an integer, not {type(value).__name__}")
+    if value < 1:
+        raise RequestValidationError("top_k", f"must be a positive integer, not {value}")
+
+
+def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise RequestValidationError("stop", "must be a list of strings")
+    words = tuple(value)
+    if len(words) > MAX_STOP_WORDS:
+        raise RequestValidationError(
+            "stop", f"must hold at most {MAX_STOP_WORDS} elements, not {len(words)}"
+        )
+    for i, word in enumerate(words):
+        if not isinstance(word, str):
+            raise RequestValidationError(f"stop[{i}]", "must be a string")
+        if len(word) > MAX_STOP_LENGTH:
+            raise RequestValidationError(
+                f"stop[{i}]", f"must be at most {MAX_STOP_LENGTH} characters, not {len(word)}"
+            )
+    return words
+
+
+def _check_user_id(_: object, __: object, value: str | None) -> None:
+    if value is not None and not isinstance(value, str):
+        raise RequestValidationError("user_id", "must be a string")
+
+
+def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise RequestValidationError("metadata", "must be a mapping of strings to strings")
+    if len(value) > MAX_METADATA_ENTRIES:
+        raise RequestValidationError(
+            "metadata", f"must hold at most {MAX_METADATA_ENTRIES} entries, not {len(value)}"
+        )
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise RequestValidationError(f"metadata[{key!r}]", "keys and values must be strings")
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class ChatRequest:
+    """The body of one chat call, checked against every rule of SPEC section 3.
+
+    Fields left ``None`` are not sent.
+
+    Args:
+        messages: Odd count, alternating ``user``/``assistant``, first and last ``user``,
+            contents adding up to at most 4,800 characters. Dicts are accepted.
+        stream: Ask for a stream of sentences.
+        temperature: In (0, 1].
+        top_k: A positive integer.
+        top_p: In [0, 1].
+        penalty_score: In [1, 2].
+        stop: At most 4 strings of at most 20 characters each.
+        user_id: The end user's id.
+        metadata: At most 16 string-to-string entries.
+
+    Raises:
+        RequestValidationError: Naming the field and the rule it breaks.
+    """
+
+    messages: tuple[Message, ...] = attrs.field(converter=_to_messages, validator=_check_messages)
+    stream: bool = attrs.field(default=False)
+    temperature: float | None = attrs.field(
+        default=None, validator=_range_check(0.0, 1.0, low_open=True)
+    )
+    top_k: int | None = attrs.field(default=None, validator=_check_top_k)
+    top_p: float | None = attrs.field(default=None, validator=_range_check(0.0, 1.0))
+    penalty_score: float | None = attrs.field(default=None, validator=_range_check(1.0, 2.0))
+    stop: tuple[str, ...] | None = attrs.field(default=None, converter=_to_stop)
+    user_id: str | None = attrs.field(default=None, validator=_check_user_id)
+    metadata: dict[str, str] | None = attrs.field(default=None, converter=_to_metadata, hash=False)
+
+    @stream.validator
+    def _check_stream(self, _: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise RequestValidationError("stream", "must be a bool")
+
+
+@attrs.frozen
+class Usage:
+    """Token counts of one call."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@attrs.frozen(kw_only=True)
+class ChatResponse:
+    """A whole (non-stream) answer.
+
+    Attributes:
+        id: The id of this round.
+        object: ``"chat.completion"``.
+        created: Unix time in seconds.
+        result: The answer's text.
+        is_truncated: The answer was cut short.
+        need_clear_history: The input was flagged: end the session and clear the history.
+        ban_round: With ``need_clear_history``, the flagged round (``-1``: this question).
+        usage: Token counts.
+    """
+
+    id: str
+    object: str
+    created: int
+    result: str
+    is_truncated: bool = False
+    need_clear_history: bool = False
+    ban_round: int | None = None
+    usage: Usage
+
+
+@attrs.frozen(kw_only=True)
+class ChatChunk:
+    """One sentence of a streamed answer.
+
+    Attributes:
+        sentence_id: 0, 1, 2, ... in order.
+        is_end: True on the last chunk.
+        result: This sentence's text.
+        usage: Token counts so far; totals on the last chunk.
+
+    The other attributes are those of :class:`ChatResponse`.
+    """
+
+    id: str
+    object: str
+    created: int
+    sentence_id: int
+    is_end: bool
+    result: str
+    is_truncated: bool = False
+    need_clear_history: bool = False
+    ban_round: int | None = None
+    usage: Usage
+
+
+@attrs.frozen(kw_only=True)
+class ErrorEnvelope:
+    """The body of a refused call: ``{"error_code": ..., "error_msg": ...}``."""
+
+    error_code: int
+    error_msg: str
+    id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TokenGrant:
+    """What the token endpoint grants; only these two fields matter."""
+
+    access_token: str = attrs.field(repr=False)
+    expires_in: int

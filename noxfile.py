@@ -1,0 +1,50 @@
+"""Sessions: ``tests`` (asyncio and trio), ``lint``, ``typing``.
+
+``bench`` and ``qianfan`` run only when named.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.error_on_missing_interpreters = True
+
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the suite; every async test runs once on asyncio and once on trio."""
+    session.install("-e", ".[tests]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff's checks (ASYNC rules included) and its formatter."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict on the package and on tests/typing/api.py (a never-run user program)."""
+    session.install("-e", ".[typing]", MYPY)
+    session.run("mypy")
+
+
+@nox.session(default=False)
+def qianfan(session: nox.Session) -> None:
+    """Prove the emulator stands in for Baidu's server: the official SDK against it."""
+    session.install("-e", ".[tests]", "qianfan")
+    session.run("pytest", "tests/test_qianfan_sdk.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks; writes benchmarks/RESULTS.md."""
+    session.install("-e", ".[emulator]", "qianfan", "aiohttp")
+    session.run("python", "-m", "benchmarks", *session.posargs)

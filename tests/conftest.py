@@ -1,0 +1,30 @@
+"""Fixtures shared by the whole suite: both anyio backends, and one emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from mpt_async.testing import Emulator
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[Emulator]:
+    """One emulator on a free loopback port for the whole session."""
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(emulator_server: Emulator) -> Iterator[Emulator]:
+    """The session's emulator, with faults, counters and tokens reset for this test."""
+    emulator_server.reset()
+    yield emulator_server
+    emulator_server.reset()

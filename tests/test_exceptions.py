@@ -1,0 +1,131 @@
+"""The error tree and the code table of SPEC section 5."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import mpt_async
+from mpt_async import _exceptions
+from mpt_async._codes import CODE_TABLE, Action, classify_code, classify_status, make_error
+
+RETRY = {1, 2, 4, 15, 18, 336000, 336100, 336501, 336502}
+REFRESH = {110, 111}
+RAISE = {
+    3,
+    6,
+    13,
+    14,
+    17,
+    19,
+    100,
+    336001,
+    336002,
+    336003,
+    336004,
+    336005,
+    336006,
+    336007,
+    336101,
+    336103,
+    336104,
+    336105,
+}
+RATE = {4, 17, 18, 19, 336501, 336502}
+AUTH = {13, 14, 100, 110, 111}
+
+
+def test_table_covers_every_spec_code() -> None:
+    """The table holds exactly the codes of SPEC section 5."""
+    assert set(CODE_TABLE) == RETRY | REFRESH | RAISE
+
+
+@pytest.mark.parametrize("code", sorted(RETRY | REFRESH | RAISE))
+def test_code_actions_follow_the_spec(code: int) -> None:
+    """Each code is retried, refreshed or raised as SPEC section 5 says."""
+    action, cls = classify_code(code)
+    expected = (
+        Action.RETRY if code in RETRY else Action.REFRESH if code in REFRESH else Action.RAISE
+    )
+    assert action is expected
+    if code in RATE:
+        assert cls is mpt_async.RateLimitError
+    if code in AUTH:
+        assert cls is mpt_async.AuthenticationError
+    assert issubclass(cls, mpt_async.APIError)
+
+
+def test_unknown_code_raises_keeping_code_and_message() -> None:
+    """An unknown code is raised as a plain APIError with its code and message."""
+    action, error = make_error(999999, "new thing", status_code=200, request_id="as-1")
+    assert action is Action.RAISE
+    assert type(error) is mpt_async.APIError
+    assert (error.error_code, error.error_msg, error.status_code, error.request_id) == (
+        999999,
+        "new thing",
+        200,
+        "as-1",
+    )
+    assert "999999" in str(error)
+    assert "new thing" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "cls"),
+    [
+        (429, Action.RETRY, mpt_async.RateLimitError),
+        (500, Action.RETRY, mpt_async.InternalServerError),
+        (502, Action.RETRY, mpt_async.InternalServerError),
+        (503, Action.RETRY, mpt_async.InternalServerError),
+        (401, Action.RAISE, mpt_async.AuthenticationError),
+        (403, Action.RAISE, mpt_async.PermissionDeniedError),
+        (404, Action.RAISE, mpt_async.NotFoundError),
+        (400, Action.RAISE, mpt_async.InvalidRequestError),
+    ],
+)
+def test_http_status_classes(status: int, action: Action, cls: type[Exception]) -> None:
+    """HTTP 429 and 5xx are retried; other statuses raise their class."""
+    assert classify_status(status) == (action, cls)
+
+
+def test_tree_matches_the_contract() -> None:
+    """The public classes sit where SPEC section 8 puts them."""
+    assert issubclass(mpt_async.RequestValidationError, mpt_async.MPTError)
+    assert issubclass(mpt_async.RequestValidationError, ValueError)
+    for cls in (mpt_async.AuthenticationError, mpt_async.RateLimitError):
+        assert issubclass(cls, mpt_async.APIError)
+    assert issubclass(mpt_async.APITimeoutError, mpt_async.APIConnectionError)
+    for cls in (mpt_async.APIError, mpt_async.APIConnectionError, mpt_async.StreamError):
+        assert issubclass(cls, mpt_async.MPTError)
+
+
+def test_every_error_class_is_drawn_in_the_docstring() -> None:
+    """The module docstring's tree names every error class the module defines."""
+    doc = _exceptions.__doc__ or ""
+    for name in _exceptions.__all__:
+        assert name in doc
+
+
+def test_api_error_attributes_default_to_none() -> None:
+    """An APIError built from a message alone has None for what is unknown."""
+    error = mpt_async.APIError("boom")
+    assert (error.error_code, error.status_code, error.request_id) == (None, None, None)
+    assert str(error) == "boom"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        mpt_async.RateLimitError("slow down", error_code=18, status_code=200, request_id="as-1"),
+        mpt_async.RequestValidationError("top_k", "must be positive"),
+        mpt_async.StreamError("gap", received=3),
+        mpt_async.APITimeoutError("timed out"),
+    ],
+)
+def test_errors_pickle(error: Exception) -> None:
+    """Errors survive pickling (for process pools), attributes included."""
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is type(error)
+    assert str(clone) == str(error)
+    assert vars(clone) == vars(error)
