@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 
 from mpt_async import _converter
@@ -19,6 +20,9 @@ __all__ = ["ChatStream"]
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+#: How long to wait for the body's end after the last chunk before giving up on reuse.
+_DRAIN_LIMIT = 1.0
 
 
 class ChatStream:
@@ -79,8 +83,22 @@ class ChatStream:
             await self.aclose()
             raise
         if chunk.is_end:
-            await self.aclose()
+            await self._finish()
         return chunk
+
+    async def _finish(self) -> None:
+        """After ``is_end``: read to the body's end, so the connection can be reused."""
+        reader = self._reader
+        if reader is not None:
+            # The body ends right after the last event; a server that keeps it open
+            # only costs its connection, never the caller's time.
+            with anyio.move_on_after(_DRAIN_LIMIT):
+                try:
+                    while await reader.next_payload() is not None:
+                        pass  # anything after is_end is not part of the answer
+                except (httpx.TransportError, BadLine):
+                    pass
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop reading and release the connection; safe to call more than once."""

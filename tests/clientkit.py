@@ -1,0 +1,50 @@
+"""Helpers shared by the client's tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+import mpt_async
+from mpt_async.testing import Emulator
+
+#: Retries in tests wait milliseconds, not seconds.
+FAST = mpt_async.Backoff(initial=0.01, maximum=0.02, max_retry_after=0.5)
+HI = [{"role": "user", "content": "Please introduce The Great Wall"}]
+
+
+def token_client(emu: Emulator, **kwargs: Any) -> mpt_async.Client:
+    """A client using the emulator's API Key / Secret Key (token flow)."""
+    kwargs.setdefault("backoff", FAST)
+    return mpt_async.Client(
+        auth=mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key),
+        base_url=emu.base_url,
+        **kwargs,
+    )
+
+
+def aksk_client(emu: Emulator, **kwargs: Any) -> mpt_async.Client:
+    """A client signing every request with the emulator's IAM AK/SK."""
+    kwargs.setdefault("backoff", FAST)
+    return mpt_async.Client(
+        auth=mpt_async.AKSKAuth(emu.access_key, emu.secret_access_key),
+        base_url=emu.base_url,
+        **kwargs,
+    )
+
+
+def chat_requests(emu: Emulator) -> list[Any]:
+    """The chat requests the emulator has recorded, oldest first."""
+    return [r for r in emu.requests if r.kind == "chat"]
+
+
+async def wait_no_connections(emu: Emulator, timeout: float = 3.0) -> int:
+    """Poll until the emulator holds no open connection; return the last count seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = emu.stats.open_connections
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        await anyio.sleep(0.02)
