@@ -16,7 +16,7 @@ from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike
 from mpt_async._stream import ChatStream
-from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, as_timeouts
+from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._transport import CallOptions, Transport
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Client:
         return self._transport.base_url
 
     @property
-    def timeout(self) -> Any:
+    def timeout(self) -> Timeouts:
         """The :class:`Timeouts` in force."""
         return self._options.timeouts
 

@@ -40,9 +40,9 @@ def chat_requests(emu: Emulator) -> list[Any]:
     return [r for r in emu.requests if r.kind == "chat"]
 
 
-async def wait_no_connections(emu: Emulator, timeout: float = 3.0) -> int:
+async def wait_no_connections(emu: Emulator, limit: float = 3.0) -> int:
     """Poll until the emulator holds no open connection; return the last count seen."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while True:
         count = emu.stats.open_connections
         if count == 0 or time.monotonic() > deadline:

@@ -1,0 +1,542 @@
+"""The ``chat`` command: ``python -m mpt_async chat "Please introduce The Great Wall"``.
+
+It streams the answer to standard output as it arrives. Without a prompt it holds a
+multi-round conversation over standard input; with ``-`` it reads one prompt from there.
+With no credentials in the environment (or with ``--emulator``) it starts the embedded
+emulator from :mod:`mpt_async.testing` and talks to that.
+
+Exit statuses: 0 on success, 1 when the service or the network failed, 2 for a usage,
+configuration or validation error, 130 after Ctrl-C. Every error is one line on standard
+error, never a traceback, and never a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from mpt_async._auth import AccessTokenAuth
+from mpt_async._client import DEFAULT_ENDPOINT, Client
+from mpt_async._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+    MPTError,
+    RateLimitError,
+    RequestValidationError,
+    StreamError,
+)
+from mpt_async._models import MAX_TOTAL_CONTENT, ChatRequest, Message, Usage
+
+__all__ = [
+    "CREDENTIAL_VARS",
+    "EXIT_API",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "UsageError",
+    "add_chat_parser",
+    "error_line",
+    "exit_code",
+    "fit_history",
+    "run_chat",
+]
+
+#: The name used in messages.
+PROG = "mpt_async"
+EXIT_OK = 0
+#: The service refused, the network failed, or a stream broke.
+EXIT_API = 1
+#: A bad option, missing configuration, or a request the API would refuse.
+EXIT_USAGE = 2
+#: Interrupted by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+#: Any of these set means "talk to the real service" (half a pair is reported as an error).
+CREDENTIAL_VARS = (
+    "QIANFAN_ACCESS_TOKEN",
+    "QIANFAN_AK",
+    "QIANFAN_SK",
+    "QIANFAN_ACCESS_KEY",
+    "QIANFAN_SECRET_KEY",
+)
+_SECRET_VARS = ("QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
+_SECRET_PARAMS = re.compile(r"(?i)\b(access_token|client_secret|client_id)=[^&\s]+")
+_INSTALL_HINT = "pip install 'mpt-async[emulator]'"
+_EXIT_WORDS = frozenset({"/exit", "/quit"})
+
+
+class UsageError(Exception):
+    """A mistake on the command line that argparse could not catch (exit status 2)."""
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not value > 0 or value == float("inf"):
+        msg = f"must be a positive number of seconds, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"not an integer: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value < 0:
+        msg = f"must be 0 or more, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``chat`` sub-command to a parser's sub-commands.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+
+    Returns:
+        The new sub-parser (its ``func`` default is :func:`run_chat`).
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "chat",
+        help="ask MPT-30B-instruct a question (or chat over standard input)",
+        description=(
+            "Ask MPT-30B-instruct a question and print the answer as it arrives. Without "
+            "PROMPT, chat over standard input, one question per line, keeping the history, "
+            "until end of input, an empty line or /exit. Credentials come from "
+            "QIANFAN_AK/QIANFAN_SK, QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY or "
+            "QIANFAN_ACCESS_TOKEN (and QIANFAN_BASE_URL); with none set, the embedded "
+            "emulator answers instead."
+        ),
+    )
+    parser.add_argument(
+        "prompt",
+        nargs="?",
+        help="the question; '-' reads it from standard input; omit it to chat interactively",
+    )
+    parser.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="wait for the whole answer instead of streaming it",
+    )
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--temperature", type=float, help="randomness, in (0, 1]")
+    sampling.add_argument("--top-k", type=int, help="sample from the K likeliest tokens (K >= 1)")
+    sampling.add_argument("--top-p", type=float, help="nucleus sampling mass, in [0, 1]")
+    sampling.add_argument(
+        "--penalty-score", type=float, help="penalty for repeated tokens, in [1, 2]"
+    )
+    sampling.add_argument(
+        "--stop",
+        action="append",
+        metavar="WORD",
+        help="stop generating at WORD (repeatable; at most 4 of at most 20 characters)",
+    )
+    sampling.add_argument("--user-id", help="the end user's id, passed to the service")
+    service = parser.add_argument_group("service")
+    service.add_argument(
+        "--endpoint",
+        default=DEFAULT_ENDPOINT,
+        help="the service's API name (default: %(default)s)",
+    )
+    service.add_argument(
+        "--base-url", help="the service's address (default: QIANFAN_BASE_URL, else Baidu's)"
+    )
+    service.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="bound every wait (connect, send, idle gap while reading) to SECONDS",
+    )
+    service.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="retries of a failed call before giving up (default: %(default)s)",
+    )
+    service.add_argument(
+        "--emulator",
+        action="store_true",
+        help="talk to the embedded emulator even when credentials are set",
+    )
+    parser.add_argument(
+        "--usage", action="store_true", help="print the token usage on standard error"
+    )
+    parser.set_defaults(func=run_chat)
+    return parser
+
+
+# -- small pure helpers -------------------------------------------------------------------
+
+
+def fit_history(
+    rounds: Sequence[tuple[str, str]], question: str, limit: int = MAX_TOTAL_CONTENT
+) -> list[tuple[str, str]]:
+    """Drop the oldest rounds until the conversation fits the API's length limit.
+
+    Args:
+        rounds: Earlier ``(question, answer)`` pairs, oldest first.
+        question: The current question; it is never dropped.
+        limit: The most characters all contents may add up to.
+
+    Returns:
+        The newest rounds that fit together with ``question`` (maybe none; the question
+        alone may still be too long, which the request's validation reports).
+    """
+    kept = list(rounds)
+    total = len(question) + sum(len(asked) + len(answered) for asked, answered in kept)
+    while kept and total > limit:
+        asked, answered = kept.pop(0)
+        total -= len(asked) + len(answered)
+    return kept
+
+
+def _messages(rounds: Sequence[tuple[str, str]], question: str) -> list[Message]:
+    messages: list[Message] = []
+    for asked, answered in rounds:
+        messages += [Message("user", asked), Message("assistant", answered)]
+    messages.append(Message("user", question))
+    return messages
+
+
+def _secrets(extra: Sequence[str] = ()) -> list[str]:
+    values = [os.environ.get(name, "") for name in _SECRET_VARS]
+    return sorted({v for v in (*values, *extra) if len(v) >= 4}, key=len, reverse=True)
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def _describe(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    if isinstance(exc, RequestValidationError):
+        return f"invalid request: {message}"
+    if isinstance(exc, (ConfigurationError, UsageError)):
+        return message
+    if isinstance(exc, AuthenticationError):
+        return f"authentication failed: {message}"
+    if isinstance(exc, RateLimitError):
+        return f"rate limited: {message}"
+    if isinstance(exc, APIError):
+        return f"the service refused the request: {message}"
+    if isinstance(exc, APITimeoutError):
+        return f"timed out: {message}" if not message.startswith("timed out") else message
+    if isinstance(exc, (APIConnectionError, StreamError)):
+        return message or type(exc).__name__
+    kind = type(exc).__name__
+    return f"unexpected {kind}: {message}" if message else f"unexpected {kind}"
+
+
+def error_line(exc: BaseException, secrets: Sequence[str] = ()) -> str:
+    """The one line printed for ``exc``: ``mpt_async: error: <message>``, secrets masked.
+
+    Args:
+        exc: The error.
+        secrets: Extra strings to mask (the environment's secrets are always masked).
+    """
+    return f"{PROG}: error: {_redact(_describe(exc), _secrets(secrets))}"
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an error: 2 for usage, configuration and validation, else 1.
+
+    Args:
+        exc: The error.
+    """
+    if isinstance(exc, (RequestValidationError, ConfigurationError, UsageError)):
+        return EXIT_USAGE
+    return EXIT_API
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+class _Output:
+    """Standard output, flushed after every write, tracking whether a line is open."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.line_open = False
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        try:
+            self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self._stream, "encoding", None) or "ascii"
+            self._stream.write(text.encode(encoding, "replace").decode(encoding))
+        self._stream.flush()
+        self.line_open = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self.line_open:
+            self.write("\n")
+
+
+def _note(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _print_usage(usage: Usage | None) -> None:
+    if usage is None:
+        return
+    print(
+        f"usage: prompt_tokens={usage.prompt_tokens} "
+        f"completion_tokens={usage.completion_tokens} total_tokens={usage.total_tokens}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+# -- one round ----------------------------------------------------------------------------
+
+
+class _Answer:
+    """What one round produced: the raw text, its usage, and whether it was flagged."""
+
+    def __init__(self, text: str, usage: Usage | None, flagged: bool, truncated: bool) -> None:
+        self.text = text
+        self.usage = usage
+        self.flagged = flagged
+        self.truncated = truncated
+
+
+async def _ask(
+    client: Client, messages: list[Message], args: argparse.Namespace, out: _Output
+) -> _Answer:
+    """Send one request and print the answer (leading blanks trimmed, newline added)."""
+    params = _params(args)
+    started = False
+
+    def show(text: str) -> None:
+        nonlocal started
+        if not started:
+            text = text.lstrip()
+            started = bool(text)
+        out.write(text)
+
+    if not args.stream:
+        response = await client.chat(messages, **params)
+        show(response.result)
+        out.write("\n")
+        return _Answer(
+            response.result, response.usage, response.need_clear_history, response.is_truncated
+        )
+    flagged = truncated = False
+    async with client.chat_stream(messages, **params) as stream:
+        async for chunk in stream:
+            show(chunk.result)
+            flagged = flagged or chunk.need_clear_history
+            truncated = truncated or chunk.is_truncated
+        out.write("\n")
+        return _Answer(stream.text, stream.usage, flagged, truncated)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("temperature", "top_k", "top_p", "penalty_score", "stop", "user_id")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _report(answer: _Answer, args: argparse.Namespace) -> None:
+    if answer.truncated:
+        _note("note: the answer was truncated by the service")
+    if args.usage:
+        _print_usage(answer.usage)
+
+
+# -- reading standard input ---------------------------------------------------------------
+
+
+async def _read_line(portal: BlockingPortal) -> str:
+    """Read one line of standard input without blocking the event loop.
+
+    The read runs in a daemon thread, so Ctrl-C (which cancels the main task) never
+    waits for the user to press Enter, and exiting never waits for that thread.
+    """
+    done = anyio.Event()
+    box: list[str] = []
+
+    def deliver(line: str) -> None:
+        box.append(line)
+        done.set()
+
+    def read() -> None:
+        try:
+            line = sys.stdin.readline()
+        except (OSError, ValueError, UnicodeDecodeError):
+            line = ""
+        with contextlib.suppress(Exception):
+            portal.call(deliver, line)
+
+    threading.Thread(target=read, name="mpt_async stdin", daemon=True).start()
+    await done.wait()
+    return box[0]
+
+
+async def _converse(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Chat round after round over standard input; the worst exit status of the rounds."""
+    tty = sys.stdin.isatty()
+    if tty:
+        _note("chatting; an empty line, /exit or end of input (Ctrl-D) ends it")
+    rounds: list[tuple[str, str]] = []
+    status = EXIT_OK
+    async with BlockingPortal() as portal:
+        while True:
+            if tty:
+                print("> ", end="", file=sys.stderr, flush=True)
+            line = await _read_line(portal)
+            question = line.strip()
+            if not question or question in _EXIT_WORDS:
+                if tty and not line:
+                    print(file=sys.stderr)
+                break
+            rounds = fit_history(rounds, question)
+            try:
+                answer = await _ask(client, _messages(rounds, question), args, out)
+            except (AuthenticationError, ConfigurationError):
+                raise
+            except MPTError as exc:
+                out.end_line()
+                print(error_line(exc), file=sys.stderr, flush=True)
+                status = max(status, exit_code(exc))
+                continue
+            _report(answer, args)
+            if answer.flagged:
+                _note("note: the service flagged the conversation; its history is cleared")
+                rounds = []
+            elif answer.text:
+                rounds.append((question, answer.text))
+    return status
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def _use_emulator(args: argparse.Namespace) -> bool:
+    return bool(args.emulator) or not any(os.environ.get(name) for name in CREDENTIAL_VARS)
+
+
+@contextlib.contextmanager
+def _embedded_emulator(forced: bool) -> Iterator[dict[str, Any]]:
+    """Start the emulator; yield the client's ``auth`` and ``base_url`` for it."""
+    try:
+        from mpt_async.testing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Emulator
+
+        emulator = Emulator(api_key=DEFAULT_API_KEY, secret_key=DEFAULT_SECRET_KEY)
+        emulator.start()
+    except ImportError as exc:
+        why = "--emulator was given" if forced else "no credentials in the environment"
+        msg = (
+            f"{why}, and the embedded emulator is not installed ({exc}): run "
+            f"{_INSTALL_HINT}, or set QIANFAN_AK and QIANFAN_SK (or QIANFAN_ACCESS_KEY and "
+            "QIANFAN_SECRET_KEY, or QIANFAN_ACCESS_TOKEN)"
+        )
+        raise ConfigurationError(msg) from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        msg = f"cannot start the embedded emulator: {exc}"
+        raise APIConnectionError(msg) from None
+    try:
+        why = "--emulator" if forced else "no credentials in the environment"
+        _note(f"{why}; using the embedded emulator at {emulator.base_url}")
+        yield {
+            "auth": AccessTokenAuth(emulator.api_key, emulator.secret_key),
+            "base_url": emulator.base_url,
+        }
+    finally:
+        emulator.stop()
+
+
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    """The one-shot question (``None`` for interactive mode), checked before any I/O."""
+    prompt: str | None = args.prompt
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            msg = "no prompt on standard input"
+            raise UsageError(msg)
+    elif prompt is not None and not prompt.strip():
+        msg = "the prompt is empty"
+        raise UsageError(msg)
+    # Check every option against the API's rules now, before starting anything.
+    ChatRequest(messages=[Message("user", prompt or "?")], **_params(args))
+    return prompt
+
+
+async def _chat(args: argparse.Namespace, prompt: str | None, connection: dict[str, Any]) -> int:
+    out = _Output(sys.stdout)
+    options: dict[str, Any] = {
+        "endpoint": args.endpoint,
+        "max_retries": args.max_retries,
+        **connection,
+    }
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    try:
+        async with Client(**options) as client:
+            if prompt is None:
+                return await _converse(client, args, out)
+            answer = await _ask(client, [Message("user", prompt)], args, out)
+            _report(answer, args)
+            if answer.flagged:
+                _note("note: the service flagged this input (need_clear_history)")
+            return EXIT_OK
+    finally:
+        out.end_line()
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Run the ``chat`` command.
+
+    Args:
+        args: Parsed by a parser built with :func:`add_chat_parser`.
+
+    Returns:
+        The exit status: 0, 1 (service or network), 2 (usage or validation), 130 (Ctrl-C).
+    """
+    extra_secrets: list[str] = []
+    try:
+        prompt = _read_prompt(args)
+        with contextlib.ExitStack() as stack:
+            connection: dict[str, Any] = {}
+            if _use_emulator(args):
+                connection = stack.enter_context(_embedded_emulator(bool(args.emulator)))
+                extra_secrets.append(connection["auth"].secret_key)
+            elif args.base_url:
+                connection["base_url"] = args.base_url
+            return anyio.run(_chat, args, prompt, connection)
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # leave the shell's prompt on a line of its own
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # the caller silences stdout
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
+        print(error_line(exc, extra_secrets), file=sys.stderr, flush=True)
+        return exit_code(exc)
