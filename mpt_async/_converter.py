@@ -128,7 +128,8 @@ def structure(
         return (converter or CONVERTER).structure(data, cls)
     except cattrs.ForbiddenExtraKeysError as exc:
         problem = f"unknown fields {sorted(exc.extra_fields)}"
-    except (KeyError, TypeError, ValueError, cattrs.BaseValidationError):
+    except (KeyError, TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
+        # e.g. a nested object that is null or a list: find and name the place.
         problem = _explain(data, cls)
     request_id = data.get("id")
     raise MalformedResponseError(
@@ -144,6 +145,6 @@ def _explain(data: dict[str, Any], cls: type[Any]) -> str:
         _EXPLAINER.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         return "; ".join(cattrs.transform_error(exc))
-    except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - belt and braces
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pragma: no cover
         return repr(exc)
     return "invalid value"  # pragma: no cover - the fast path and the explainer disagree

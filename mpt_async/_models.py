@@ -308,7 +308,15 @@ class ErrorEnvelope:
 
 @attrs.frozen(kw_only=True)
 class TokenGrant:
-    """What the token endpoint grants; only these two fields matter."""
+    """What the token endpoint grants; only ``access_token`` and ``expires_in`` are used.
+
+    The other fields are Baidu's documented extras, kept so that a strict reading of the
+    reply knows them; the secret-looking ones stay out of ``repr``.
+    """
 
     access_token: str = attrs.field(repr=False)
     expires_in: int
+    refresh_token: str | None = attrs.field(default=None, repr=False)
+    scope: str | None = None
+    session_key: str | None = attrs.field(default=None, repr=False)
+    session_secret: str | None = attrs.field(default=None, repr=False)

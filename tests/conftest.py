@@ -6,7 +6,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from mpt_async import _converter
 from mpt_async.testing import Emulator
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _strict_wire() -> Iterator[None]:
+    """Refuse unknown reply fields everywhere in the suite, so emulator/model drift fails."""
+    tolerant = _converter.CONVERTER
+    _converter.CONVERTER = _converter.make_converter(strict=True)
+    yield
+    _converter.CONVERTER = tolerant
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -82,8 +82,15 @@ def test_seed_chunk_structures() -> None:
 
 def test_unknown_fields_are_tolerated() -> None:
     """A field the models do not know is ignored by the package's converter."""
-    reply = structure({**SEED_REPLY, "new_field": [1]}, ChatResponse)
+    tolerant = make_converter()
+    reply = structure({**SEED_REPLY, "new_field": [1]}, ChatResponse, converter=tolerant)
     assert reply.result == " Hello!"
+
+
+def test_suite_runs_the_strict_converter() -> None:
+    """Every test structures replies with the strict converter (see conftest)."""
+    with pytest.raises(MalformedResponseError, match="unknown fields"):
+        structure({**SEED_REPLY, "new_field": 1}, ChatResponse)
 
 
 def test_strict_converter_refuses_unknown_fields() -> None:
