@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -11,6 +12,7 @@ import attrs
 import httpx
 
 from mpt_async import _converter
+from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
@@ -28,6 +30,20 @@ __all__ = ["DEFAULT_ENDPOINT", "Client"]
 DEFAULT_ENDPOINT = "mpt-30b-instruct"
 _ENDPOINT = re.compile(r"[A-Za-z0-9._~-]+")
 _DEFAULT_BACKOFF = Backoff()
+
+
+def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """Pick aiohttp under httpx on asyncio when installed, unless MPT_ASYNC_TRANSPORT=httpx."""
+    choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
+    if choice == "httpx" or (choice == "auto" and not AIOHTTP_AVAILABLE):
+        return None
+    if choice not in ("auto", "aiohttp"):
+        msg = f"MPT_ASYNC_TRANSPORT must be auto, httpx or aiohttp, not {choice!r}"
+        raise ConfigurationError(msg)
+    if not AIOHTTP_AVAILABLE:
+        msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
+        raise ConfigurationError(msg)
+    return AutoTransport(limits)
 
 
 def _check_max_retries(value: object) -> int:
@@ -92,7 +108,7 @@ class Client:
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
-            http_client = httpx.AsyncClient(limits=limits)
+            http_client = httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
             owns_http = True
         else:
             owns_http = False

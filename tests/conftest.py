@@ -19,9 +19,17 @@ def _strict_wire() -> Iterator[None]:
     _converter.CONVERTER = tolerant
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio."""
+@pytest.fixture(params=["asyncio", "asyncio+httpx", "trio"])
+def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio.
+
+    On asyncio, clients send through aiohttp when it is installed (the ``speed`` extra);
+    ``asyncio+httpx`` runs the same tests on httpx's own transport.
+    """
+    if request.param == "asyncio+httpx":
+        monkeypatch.setenv("MPT_ASYNC_TRANSPORT", "httpx")
+        return "asyncio"
+    monkeypatch.delenv("MPT_ASYNC_TRANSPORT", raising=False)
     return str(request.param)
 
 

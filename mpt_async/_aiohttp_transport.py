@@ -1,0 +1,188 @@
+"""An httpx transport that sends through aiohttp, used on asyncio when aiohttp is installed.
+
+Why: httpcore's connection pool re-examines every queued request on every state change, so
+its cost per request grows with the number of requests in flight (at concurrency 100 a call
+costs several times what it costs alone). aiohttp's connector hands connections out in O(1)
+and parses HTTP in C. httpx stays the client's interface (timeouts, requests, responses);
+only the wire work moves. On trio (or without aiohttp) httpx's own transport is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Any
+
+import httpx
+
+#: The aiohttp module, imported on first use: it costs more to import than all the rest.
+aiohttp: Any = None
+
+__all__ = ["AIOHTTP_AVAILABLE", "AiohttpTransport", "AutoTransport"]
+
+#: Whether aiohttp is installed (found without importing it).
+AIOHTTP_AVAILABLE = importlib.util.find_spec("aiohttp") is not None
+
+
+def _load_aiohttp() -> None:
+    global aiohttp  # a lazy import, done once
+    if aiohttp is None:
+        import aiohttp as module
+
+        aiohttp = module
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _timeout(request: httpx.Request) -> Any:
+    bounds = request.extensions.get("timeout") or {}
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=bounds.get("pool"),  # aiohttp's "connect" includes waiting for the pool
+        sock_connect=bounds.get("connect"),
+        sock_read=bounds.get("read"),
+    )
+
+
+def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """Turn aiohttp's failure into the httpx exception a caller of httpx expects."""
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return httpx.ConnectTimeout(str(exc) or "connect timed out", request=request)
+        return httpx.ReadTimeout(str(exc) or "read timed out", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(str(exc), request=request)
+    return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as an httpx byte stream (a plain iterator, no generator)."""
+
+    __slots__ = ("_request", "_response")
+
+    def __init__(self, response: Any, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk: bytes = await self._response.content.readany()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self._request) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        response = self._response
+        if response.content.is_eof():
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # unread body: the connection cannot be reused
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests with an aiohttp session (asyncio only).
+
+    Args:
+        max_connections: The pool's size.
+    """
+
+    def __init__(self, *, max_connections: int = 100) -> None:
+        if not AIOHTTP_AVAILABLE:  # pragma: no cover
+            msg = "the aiohttp transport needs aiohttp: pip install 'mpt-async[speed]'"
+            raise RuntimeError(msg)
+        self._max_connections = max_connections
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        _load_aiohttp()
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+        )
+        # No cookie jar, no decompression, no automatic headers: httpx has set them all.
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and return its response with a streamed body."""
+        session = self._session
+        if session is None:
+            session = self._session = self._open()
+        try:
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content,
+                timeout=_timeout(request),
+                allow_redirects=False,
+                compress=None,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, request) from exc
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class AutoTransport(httpx.AsyncBaseTransport):
+    """aiohttp on asyncio, httpx's own transport elsewhere (trio), chosen per request.
+
+    Args:
+        limits: The pool limits for both transports.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._httpx: httpx.AsyncHTTPTransport | None = None
+        self._aiohttp: AiohttpTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send through the transport that suits the running event loop."""
+        if _on_asyncio():
+            transport: httpx.AsyncBaseTransport | None = self._aiohttp
+            if transport is None:
+                transport = self._aiohttp = AiohttpTransport(
+                    max_connections=self._limits.max_connections or 100
+                )
+        else:
+            transport = self._httpx
+            if transport is None:
+                transport = self._httpx = httpx.AsyncHTTPTransport(limits=self._limits)
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close whichever transports were opened."""
+        for transport in (self._aiohttp, self._httpx):
+            if transport is not None:
+                await transport.aclose()
