@@ -1,0 +1,312 @@
+"""The :class:`Emulator`: a local stand-in for Baidu's Qianfan servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from types import TracebackType
+
+from mpt_async.testing._app import CHAT_PREFIX, TOKEN_PATH, EmulatorApp
+from mpt_async.testing._faults import Fault
+from mpt_async.testing._server import ServerThread, check_loopback
+from mpt_async.testing._state import (
+    Config,
+    EmulatorState,
+    EmulatorStats,
+    RecordedRequest,
+    check_chunk_delay,
+)
+
+__all__ = [
+    "DEFAULT_ACCESS_KEY",
+    "DEFAULT_API_KEY",
+    "DEFAULT_SECRET_ACCESS_KEY",
+    "DEFAULT_SECRET_KEY",
+    "Emulator",
+]
+
+#: API Key accepted by the token endpoint when none is given or set in ``QIANFAN_AK``.
+DEFAULT_API_KEY = "emulator-api-key"
+#: Secret Key paired with :data:`DEFAULT_API_KEY` (else ``QIANFAN_SK``).
+DEFAULT_SECRET_KEY = "emulator-secret-key"
+#: IAM access key accepted in signatures (else ``QIANFAN_ACCESS_KEY``).
+DEFAULT_ACCESS_KEY = "emulator-access-key"
+#: IAM secret key paired with :data:`DEFAULT_ACCESS_KEY` (else ``QIANFAN_SECRET_KEY``).
+DEFAULT_SECRET_ACCESS_KEY = "emulator-secret-access-key"
+
+
+def _pick(explicit: str | None, env_name: str, default: str) -> str:
+    if explicit is not None:
+        return explicit
+    return os.environ.get(env_name) or default
+
+
+class Emulator:
+    """A local HTTP server that answers like Qianfan's MPT-30B-instruct chat API.
+
+    It serves the token endpoint, the chat endpoint (token or AK/SK auth, strict body
+    validation, deterministic answers, streaming) and ``/_emulator/`` controls, on
+    loopback, from a daemon thread with its own event loop. Use it as a context
+    manager, or call :meth:`start` and :meth:`stop`.
+
+    Credentials come from the arguments, else from ``QIANFAN_AK``/``QIANFAN_SK`` and
+    ``QIANFAN_ACCESS_KEY``/``QIANFAN_SECRET_KEY`` when set, else from the
+    ``DEFAULT_*`` constants.
+
+    Args:
+        host: A loopback address to listen on.
+        port: The port; 0 picks a free one.
+        api_key: The API Key the token endpoint accepts.
+        secret_key: Its Secret Key.
+        access_key: The IAM access key accepted in ``bce-auth-v1`` signatures.
+        secret_access_key: Its secret key.
+        token_ttl: Lifetime of issued access tokens, in seconds (real clock).
+        stream_chunks: Chunks per streamed answer (changeable while running).
+        chunk_delay: Seconds between two stream chunks (changeable while running).
+        endpoints: The endpoint names served; ``None`` serves any name, others get
+            error 336005.
+        max_records: How many recent requests :attr:`requests` keeps.
+
+    Raises:
+        ValueError: A non-loopback host, or a setting out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        secret_key: str | None = None,
+        access_key: str | None = None,
+        secret_access_key: str | None = None,
+        token_ttl: float = 2592000,
+        stream_chunks: int = 3,
+        chunk_delay: float = 0.0,
+        endpoints: Iterable[str] | None = None,
+        max_records: int = 10_000,
+    ) -> None:
+        check_loopback(host)
+        if not token_ttl > 0:
+            msg = "token_ttl must be positive"
+            raise ValueError(msg)
+        check_chunk_delay(chunk_delay)
+        self.host = host
+        self.api_key = _pick(api_key, "QIANFAN_AK", DEFAULT_API_KEY)
+        self.secret_key = _pick(secret_key, "QIANFAN_SK", DEFAULT_SECRET_KEY)
+        self.access_key = _pick(access_key, "QIANFAN_ACCESS_KEY", DEFAULT_ACCESS_KEY)
+        self.secret_access_key = _pick(
+            secret_access_key, "QIANFAN_SECRET_KEY", DEFAULT_SECRET_ACCESS_KEY
+        )
+        self._requested_port = port
+        self._port: int | None = None
+        self._state = EmulatorState(
+            api_keys={self.api_key: self.secret_key},
+            access_keys={self.access_key: self.secret_access_key},
+            token_ttl=token_ttl,
+            config=Config(stream_chunks=stream_chunks, chunk_delay=float(chunk_delay)),
+            endpoints=endpoints,
+            max_records=max_records,
+        )
+        self._server: ServerThread | None = None
+
+    def __repr__(self) -> str:
+        # No credentials here: reprs end up in logs and test reports.
+        where = self.base_url if self._port is not None else "not running"
+        return f"<Emulator {where}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Start serving; returns once the server accepts connections.
+
+        Returns:
+            The emulator itself.
+
+        Raises:
+            RuntimeError: Already running, or the server did not start.
+            OSError: The port could not be bound.
+        """
+        if self._server is not None:
+            msg = "the emulator is already running"
+            raise RuntimeError(msg)
+        server = ServerThread(EmulatorApp(self._state), self.host, self._requested_port)
+        server.start()
+        self._state.open_connections = server.open_connections
+        self._server = server
+        self._port = server.port
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the server thread to end (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        self._state.open_connections = lambda: 0
+        self._port = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is serving."""
+        return self._server is not None and self._server.running
+
+    @property
+    def port(self) -> int:
+        """The port listened on.
+
+        Raises:
+            RuntimeError: The emulator is not running.
+        """
+        if self._port is None:
+            msg = "the emulator is not running; call start() or use 'with Emulator()'"
+            raise RuntimeError(msg)
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``, the value for ``QIANFAN_BASE_URL``.
+
+        Raises:
+            RuntimeError: The emulator is not running.
+        """
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def chat_url(self, endpoint: str = "mpt-30b-instruct") -> str:
+        """The full URL of the chat endpoint ``endpoint``.
+
+        Args:
+            endpoint: The endpoint (service) name.
+
+        Raises:
+            RuntimeError: The emulator is not running.
+        """
+        return self.base_url + CHAT_PREFIX + endpoint
+
+    @property
+    def token_url(self) -> str:
+        """The full URL of the token endpoint (parameters not included).
+
+        Raises:
+            RuntimeError: The emulator is not running.
+        """
+        return self.base_url + TOKEN_PATH
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the qianfan SDK (or mpt_async) here.
+
+        Returns:
+            ``QIANFAN_BASE_URL``, ``QIANFAN_CONSOLE_API_BASE_URL`` and both credential
+            pairs. The values include the secret keys: pass them to a child process,
+            do not log them.
+
+        Raises:
+            RuntimeError: The emulator is not running.
+        """
+        return {
+            "QIANFAN_BASE_URL": self.base_url,
+            "QIANFAN_CONSOLE_API_BASE_URL": self.base_url,
+            "QIANFAN_AK": self.api_key,
+            "QIANFAN_SK": self.secret_key,
+            "QIANFAN_ACCESS_KEY": self.access_key,
+            "QIANFAN_SECRET_KEY": self.secret_access_key,
+        }
+
+    # -- observing -------------------------------------------------------------------
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """A snapshot of the counters since start or the last :meth:`reset`."""
+        return self._state.stats()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The requests received (oldest first, at most ``max_records``)."""
+        return self._state.requests()
+
+    @property
+    def stream_chunks(self) -> int:
+        """Chunks per streamed answer."""
+        return self._state.config.stream_chunks
+
+    @property
+    def chunk_delay(self) -> float:
+        """Seconds between two stream chunks."""
+        return self._state.config.chunk_delay
+
+    @property
+    def token_ttl(self) -> float:
+        """Lifetime of issued access tokens, in seconds."""
+        return self._state.token_ttl
+
+    # -- steering --------------------------------------------------------------------
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Queue a fault for the next ``times`` requests it matches (FIFO).
+
+        Args:
+            fault: Built with ``Fault.error()``, ``Fault.drop()``, ...
+            times: How many matching requests it hits.
+
+        Raises:
+            TypeError: ``fault`` is not a :class:`Fault`.
+            ValueError: ``times`` is not a positive int.
+        """
+        self._state.inject(fault, times)
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        self._state.clear_faults()
+
+    def issue_token(self, ttl: float | None = None) -> str:
+        """Mint a valid access token without calling the token endpoint.
+
+        Args:
+            ttl: Lifetime in seconds; ``None`` uses ``token_ttl``.
+        """
+        return self._state.issue_token(ttl)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every current token: chat answers error 110 for them."""
+        self._state.revoke_tokens()
+
+    def expire_tokens(self) -> None:
+        """Expire every current token: chat answers error 111 for them."""
+        self._state.expire_tokens()
+
+    def set_stream_chunks(self, n: int) -> None:
+        """Change how many chunks a streamed answer has.
+
+        Args:
+            n: A positive number of chunks.
+
+        Raises:
+            ValueError: ``n`` is not a positive int.
+        """
+        self._state.configure(stream_chunks=n)
+
+    def set_chunk_delay(self, seconds: float) -> None:
+        """Change the pause between two stream chunks.
+
+        Args:
+            seconds: A non-negative delay.
+
+        Raises:
+            ValueError: ``seconds`` is negative.
+        """
+        self._state.configure(chunk_delay=seconds)
+
+    def reset(self) -> None:
+        """Forget faults, counters, records and tokens, and restore the start settings."""
+        self._state.reset()
