@@ -9,14 +9,15 @@ only the wire work moves. On trio (or without aiohttp) httpx's own transport is 
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
+import sys
 from typing import Any
 
 import httpx
 
-#: The aiohttp module, imported on first use: it costs more to import than all the rest.
+#: aiohttp (and asyncio) are imported on first use: they cost more than all the rest.
 aiohttp: Any = None
+asyncio: Any = None
 
 __all__ = ["AIOHTTP_AVAILABLE", "AiohttpTransport", "AutoTransport"]
 
@@ -25,16 +26,22 @@ AIOHTTP_AVAILABLE = importlib.util.find_spec("aiohttp") is not None
 
 
 def _load_aiohttp() -> None:
-    global aiohttp  # a lazy import, done once
+    global aiohttp, asyncio  # lazy imports, done once
     if aiohttp is None:
+        import asyncio as asyncio_module
+
         import aiohttp as module
 
-        aiohttp = module
+        asyncio, aiohttp = asyncio_module, module
 
 
 def _on_asyncio() -> bool:
+    # If asyncio was never imported, no asyncio loop can be running.
+    running = sys.modules.get("asyncio")
+    if running is None:
+        return False
     try:
-        asyncio.get_running_loop()
+        running.get_running_loop()
     except RuntimeError:
         return False
     return True

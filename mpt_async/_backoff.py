@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 
@@ -56,6 +55,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # rare (an HTTP date), and not worth its import time up front
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

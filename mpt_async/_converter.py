@@ -15,25 +15,13 @@ import json
 from typing import Any, TypeVar
 
 import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from mpt_async._exceptions import MalformedResponseError
-from mpt_async._models import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    ErrorEnvelope,
-    Message,
-    TokenGrant,
-    Usage,
-)
+from mpt_async._models import ChatRequest
 
 __all__ = ["CONVERTER", "decode_json", "encode_request", "make_converter", "structure"]
 
 T = TypeVar("T")
-
-_RESPONSE_TYPES = (Usage, ChatResponse, ChatChunk, ErrorEnvelope, TokenGrant)
-
 
 def _exact(kind: type[Any]) -> Any:
     name = kind.__name__
@@ -56,32 +44,29 @@ def _structure_float(value: object, _: object) -> float:
 def make_converter(*, strict: bool = False, detailed: bool = False) -> cattrs.Converter:
     """Build the wire converter.
 
+    cattrs generates each class's hooks on first use, so building one is cheap and
+    ``import mpt_async`` pays for no code generation.
+
     Args:
         strict: Also refuse unknown fields in responses (for the test suite).
         detailed: Track where a structuring error happened (slower; used only to explain
             an error once the fast path has failed).
     """
-    converter = cattrs.Converter(detailed_validation=detailed)
+    converter = cattrs.Converter(
+        detailed_validation=detailed,
+        forbid_extra_keys=strict,
+        # Every optional request field defaults to None (stream to False): omitted unless set.
+        omit_if_default=True,
+    )
     for kind in (int, str, bool):
         converter.register_structure_hook(kind, _exact(kind))
     converter.register_structure_hook(float, _structure_float)
-
-    # Every optional field defaults to None (stream to False): omitted unless set.
-    converter.register_unstructure_hook(
-        ChatRequest,
-        make_dict_unstructure_fn(ChatRequest, converter, _cattrs_omit_if_default=True),
-    )
-    converter.register_unstructure_hook(Message, make_dict_unstructure_fn(Message, converter))
-    for cls in _RESPONSE_TYPES:
-        converter.register_structure_hook(
-            cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=strict)
-        )
     return converter
 
 
-#: The converter the package uses.
+#: The converter the package uses (the test suite swaps in a strict one).
 CONVERTER = make_converter()
-_EXPLAINER = make_converter(detailed=True)
+_explainer: cattrs.Converter | None = None
 
 
 def encode_request(request: ChatRequest, converter: cattrs.Converter | None = None) -> bytes:
@@ -141,8 +126,11 @@ def structure(
 
 def _explain(data: dict[str, Any], cls: type[Any]) -> str:
     """Say which field broke structuring, e.g. ``invalid type (...) @ $.usage.total_tokens``."""
+    global _explainer  # built on the first malformed reply, not at import
+    if _explainer is None:
+        _explainer = make_converter(detailed=True)
     try:
-        _EXPLAINER.structure(data, cls)
+        _explainer.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         return "; ".join(cattrs.transform_error(exc))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pragma: no cover
