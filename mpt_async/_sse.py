@@ -53,7 +53,10 @@ class EventReader:
             lines = (self._buffer + chunk).split(b"\n") if self._buffer else chunk.split(b"\n")
             self._buffer = lines.pop()
             for line in lines:
-                self._take(line)
+                if line[:5] == b"data:":  # the common case, inline: it runs per sentence
+                    ready.append(line[5:].strip())
+                elif line:
+                    self._take(line)
         return ready.popleft()
 
     def _take(self, line: bytes) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import httpx
@@ -48,6 +47,7 @@ class ChatStream:
         self._last: ChatChunk | None = None
         self._flagged: ChatChunk | None = None
         self._done = False
+        self._structure = _converter.CONVERTER.get_structure_hook(ChatChunk)
 
     def __repr__(self) -> str:
         state = "finished" if self._done else "open" if self._response else "not started"
@@ -169,6 +169,24 @@ class ChatStream:
             return
         self._response, self._reader, self._first = opened.response, opened.reader, opened.first
 
+    def _reject(self, data: Any, received: int) -> NoReturn:
+        """Raise the error a non-chunk deserves: the API's error, or a StreamError."""
+        if isinstance(data, dict) and "error_code" in data:
+            response = self._response
+            _, error = envelope_error(
+                data,
+                status_code=response.status_code if response is not None else None,
+                request_id=None,
+            )
+            raise error
+        try:
+            _converter.structure(data, ChatChunk)
+        except MalformedResponseError as exc:
+            raise StreamError(
+                f"chunk {received} is malformed: {exc.error_msg}", received=received
+            ) from None
+        raise StreamError(f"chunk {received} is malformed", received=received)  # pragma: no cover
+
     async def _next_data(self) -> Any:
         reader = self._reader
         assert reader is not None
@@ -186,7 +204,7 @@ class ChatStream:
                 f"the stream ended after {received} chunks without is_end", received=received
             )
         try:
-            return json.loads(payload)
+            return _converter.loads(payload)
         except ValueError:
             raise StreamError(
                 f"chunk {received} is not JSON: {payload[:80]!r}", received=received
@@ -194,20 +212,11 @@ class ChatStream:
 
     def _accept(self, data: Any) -> ChatChunk:
         received = len(self._parts)
-        if isinstance(data, dict) and "error_code" in data:
-            response = self._response
-            _, error = envelope_error(
-                data,
-                status_code=response.status_code if response is not None else None,
-                request_id=None,
-            )
-            raise error
         try:
-            chunk = _converter.structure(data, ChatChunk)
-        except MalformedResponseError as exc:
-            raise StreamError(
-                f"chunk {received} is malformed: {exc.error_msg}", received=received
-            ) from None
+            # The hot path: one call per sentence, straight to the converter's hook.
+            chunk = self._structure(data, ChatChunk)
+        except Exception:  # noqa: BLE001 - anything but a chunk: find out what it is
+            self._reject(data, received)
         if chunk.sentence_id != received:
             what = "repeats" if chunk.sentence_id < received else "skips to"
             raise StreamError(

@@ -10,7 +10,6 @@ timeout or a dropped connection before that is retried, and nothing after it is.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -257,7 +256,7 @@ class Transport:
         if payload is None:
             raise _Failed(StreamError("the stream ended before its first chunk"), Action.RAISE)
         try:
-            first = json.loads(payload)
+            first = _converter.loads(payload)
         except ValueError:
             raise _Failed(
                 StreamError(f"chunk 0 is not JSON: {payload[:80]!r}"), Action.RAISE

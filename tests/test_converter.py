@@ -157,3 +157,34 @@ def test_error_envelope_and_token_grant() -> None:
     )
     assert grant.expires_in == 2592000
     assert "24.secret" not in repr(grant)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"sentence_id": "0"}, "$.sentence_id"),
+        ({"is_end": 0}, "$.is_end"),
+        ({"result": None}, "$.result"),
+        ({"created": 1.5}, "$.created"),
+        ({"ban_round": "-1"}, "$.ban_round"),
+        ({"is_truncated": 1}, "$.is_truncated"),
+        ({"usage": {"prompt_tokens": 5, "completion_tokens": "0", "total_tokens": 5}}, "$.usage"),
+    ],
+)
+def test_malformed_chunk_is_typed_error(change: dict[str, Any], where: str) -> None:
+    """The per-chunk fast path checks every type as strictly as the generated hooks."""
+    with pytest.raises(MalformedResponseError) as info:
+        structure({**SEED_CHUNK, **change}, ChatChunk)
+    assert where in str(info.value)
+
+
+def test_chunk_fast_path_matches_generic_structuring() -> None:
+    """The hand-written chunk hook builds the same value cattrs' generic hook builds."""
+    import cattrs
+
+    generic = cattrs.Converter(forbid_extra_keys=True)
+    flagged = {**SEED_CHUNK, "need_clear_history": True, "ban_round": 2, "is_end": True}
+    for data in (SEED_CHUNK, flagged):
+        assert structure(data, ChatChunk) == generic.structure(data, ChatChunk)
+    with pytest.raises(MalformedResponseError, match="unknown fields"):
+        structure({**SEED_CHUNK, "usage": {**SEED_CHUNK["usage"], "x": 1}}, ChatChunk)
