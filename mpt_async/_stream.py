@@ -214,7 +214,7 @@ class ChatStream:
         received = len(self._parts)
         try:
             # The hot path: one call per sentence, straight to the converter's hook.
-            chunk = self._structure(data, ChatChunk)
+            chunk: ChatChunk = self._structure(data, ChatChunk)
         except Exception:  # noqa: BLE001 - anything but a chunk: find out what it is
             self._reject(data, received)
         if chunk.sentence_id != received:
