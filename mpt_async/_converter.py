@@ -136,7 +136,7 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
 
 
 def _stdlib_dumps(data: Any) -> bytes:
-    return dumps(data)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _pick_json() -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from mpt_async._exceptions import RequestValidationError
+from mpt_async._ratelimit import RateLimitInfo
 
 __all__ = [
     "MAX_METADATA_ENTRIES",
@@ -30,6 +31,7 @@ __all__ = [
     "Role",
     "TokenGrant",
     "Usage",
+    "set_rate_limit",
 ]
 
 Role = Literal["user", "assistant"]
@@ -51,6 +53,18 @@ def _check_content(path: str, content: object) -> None:
         raise RequestValidationError(path, f"must be a string, not {type(content).__name__}")
     if not content:
         raise RequestValidationError(path, "must not be empty")
+    _check_text(path, content)
+
+
+def _check_text(path: str, text: str) -> None:
+    """Refuse text that cannot be sent as UTF-8 (lone surrogates, e.g. from bad decoding)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestValidationError(
+                path, "must be valid Unicode text (it holds a lone surrogate)"
+            ) from None
 
 
 @attrs.frozen
@@ -171,6 +185,7 @@ def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
     for i, word in enumerate(words):
         if not isinstance(word, str):
             raise RequestValidationError(f"stop[{i}]", "must be a string")
+        _check_text(f"stop[{i}]", word)
         if len(word) > MAX_STOP_LENGTH:
             raise RequestValidationError(
                 f"stop[{i}]", f"must be at most {MAX_STOP_LENGTH} characters, not {len(word)}"
@@ -181,6 +196,8 @@ def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
 def _check_user_id(_: object, __: object, value: str | None) -> None:
     if value is not None and not isinstance(value, str):
         raise RequestValidationError("user_id", "must be a string")
+    if value is not None:
+        _check_text("user_id", value)
 
 
 def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -195,6 +212,7 @@ def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise RequestValidationError(f"metadata[{key!r}]", "keys and values must be strings")
+        _check_text(f"metadata[{key!r}]", key + item)
     return dict(value)
 
 
@@ -260,6 +278,8 @@ class ChatResponse:
         need_clear_history: The input was flagged: end the session and clear the history.
         ban_round: With ``need_clear_history``, the flagged round (``-1``: this question).
         usage: Token counts.
+        rate_limit: The quota the reply's ``X-Ratelimit-*`` headers announced, or ``None``
+            without them. Taken from the headers, never from the body; not compared by ``==``.
     """
 
     id: str
@@ -270,6 +290,13 @@ class ChatResponse:
     need_clear_history: bool = False
     ban_round: int | None = None
     usage: Usage
+    # Not an __init__ argument, so the converter never reads it from a body.
+    rate_limit: RateLimitInfo | None = attrs.field(default=None, init=False, eq=False)
+
+
+def set_rate_limit(response: ChatResponse, info: RateLimitInfo) -> None:
+    """Attach a reply's quota to a response that was just built (and not yet handed out)."""
+    object.__setattr__(response, "rate_limit", info)
 
 
 @attrs.frozen(kw_only=True)

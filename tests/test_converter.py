@@ -188,3 +188,27 @@ def test_chunk_fast_path_matches_generic_structuring() -> None:
         assert structure(data, ChatChunk) == generic.structure(data, ChatChunk)
     with pytest.raises(MalformedResponseError, match="unknown fields"):
         structure({**SEED_CHUNK, "usage": {**SEED_CHUNK["usage"], "x": 1}}, ChatChunk)
+
+
+def test_stdlib_json_when_orjson_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the speed extra, requests and replies go through the standard json module."""
+    import builtins
+    import sys
+
+    from mpt_async import _converter
+
+    real_import = builtins.__import__
+
+    def no_orjson(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "orjson":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "orjson", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_orjson)
+    monkeypatch.setattr(_converter, "loads", _converter._first_loads)
+    monkeypatch.setattr(_converter, "dumps", _converter._first_dumps)
+    body = encode_request(ChatRequest(messages=[{"role": "user", "content": "长城"}]))
+    assert body == '{"messages":[{"role":"user","content":"长城"}]}'.encode()
+    assert _converter.loads is json.loads
+    assert decode_json(b'{"a": 1}') == {"a": 1}

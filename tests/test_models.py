@@ -75,6 +75,15 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str, str]] = [
     ("metadata-value-type", {"metadata": {"k": 1}}, "metadata['k']", "strings"),
     ("metadata-key-type", {"metadata": {1: "v"}}, "metadata[1]", "strings"),
     ("metadata-not-mapping", {"metadata": ["k"]}, "metadata", "mapping"),
+    (
+        "content-surrogate",
+        {"messages": [{"role": "user", "content": "a\ud800"}]},
+        "messages[0].content",
+        "surrogate",
+    ),
+    ("stop-surrogate", {"stop": ["\udfff"]}, "stop[0]", "surrogate"),
+    ("user-id-surrogate", {"user_id": "\ud800"}, "user_id", "surrogate"),
+    ("metadata-surrogate", {"metadata": {"k": "\ud800"}}, "metadata['k']", "surrogate"),
 ]
 
 
