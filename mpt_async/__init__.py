@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
+from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
 from mpt_async._client import DEFAULT_ENDPOINT, Client
+from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
 from mpt_async._exceptions import (
     APIConnectionError,
     APIError,
@@ -26,8 +28,10 @@ from mpt_async._exceptions import (
     StreamError,
 )
 from mpt_async._models import ChatChunk, ChatRequest, ChatResponse, Message, MessageLike, Usage
+from mpt_async._ratelimit import RateLimitInfo, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import Timeouts
+from mpt_async._token_store import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
 
 __version__ = "0.1.0.dev0"
 
@@ -40,27 +44,40 @@ __all__ = [
     "Auth",
     "AuthenticationError",
     "Backoff",
+    "Batch",
+    "BatchInput",
+    "BatchResult",
     "ChatChunk",
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
     "Client",
     "ConfigurationError",
+    "Conversation",
+    "ConversationFlag",
+    "ConversationStream",
     "DEFAULT_ENDPOINT",
+    "FileTokenStore",
     "FixedTokenAuth",
     "InternalServerError",
     "InvalidRequestError",
     "MPTError",
     "MalformedResponseError",
+    "MemoryTokenStore",
     "Message",
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RateLimitInfo",
+    "RateLimits",
     "RequestValidationError",
+    "StoredToken",
     "StreamError",
     "Timeouts",
+    "TokenStore",
     "Usage",
+    "run_batch",
 ]
 
 

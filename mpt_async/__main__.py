@@ -3,6 +3,8 @@
 Commands:
 
 - ``chat [PROMPT]``: ask a question and stream the answer (see ``chat --help``).
+- ``batch PROMPTS -o OUTPUT``: answer every line of a JSON Lines file, resumably (see
+  ``batch --help``).
 - ``emulator``: run the local emulator of the Qianfan API in the foreground (needs the
   ``emulator`` extra).
 """
@@ -17,6 +19,7 @@ from typing import NoReturn
 
 from mpt_async import __version__
 from mpt_async._cli import EXIT_INTERRUPTED, EXIT_USAGE, PROG, add_chat_parser
+from mpt_async._cli_batch import add_batch_parser
 
 __all__ = ["main"]
 
@@ -51,6 +54,7 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpt_async {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_chat_parser(commands)
+    add_batch_parser(commands)
     # Only a name in the list: the real sub-command lives in mpt_async.testing, whose import
     # needs uvicorn, so it is imported only when "emulator" is actually asked for.
     commands.add_parser(

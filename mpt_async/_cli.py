@@ -18,14 +18,15 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TextIO, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from mpt_async._auth import AccessTokenAuth
+from mpt_async._auth import AccessTokenAuth, base_url_from_env
 from mpt_async._client import DEFAULT_ENDPOINT, Client
+from mpt_async._conversation import Conversation
 from mpt_async._exceptions import (
     APIConnectionError,
     APIError,
@@ -37,7 +38,8 @@ from mpt_async._exceptions import (
     RequestValidationError,
     StreamError,
 )
-from mpt_async._models import MAX_TOTAL_CONTENT, ChatRequest, Message, Usage
+from mpt_async._models import ChatRequest, Message, Usage
+from mpt_async._token_store import FileTokenStore, TokenStore
 
 __all__ = [
     "CREDENTIAL_VARS",
@@ -48,10 +50,17 @@ __all__ = [
     "PROG",
     "UsageError",
     "add_chat_parser",
+    "add_sampling_options",
+    "add_service_options",
+    "add_token_cache_options",
+    "client_options",
     "error_line",
     "exit_code",
-    "fit_history",
+    "redact",
     "run_chat",
+    "run_service_command",
+    "sampling_params",
+    "token_store_from_args",
 ]
 
 #: The name used in messages.
@@ -76,6 +85,7 @@ _SECRET_VARS = ("QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
 _SECRET_PARAMS = re.compile(r"(?i)\b(access_token|client_secret|client_id)=[^&\s]+")
 _INSTALL_HINT = "pip install 'mpt-async[emulator]'"
 _EXIT_WORDS = frozenset({"/exit", "/quit"})
+_T = TypeVar("_T")
 
 
 class UsageError(Exception):
@@ -141,6 +151,21 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_false",
         help="wait for the whole answer instead of streaming it",
     )
+    add_sampling_options(parser)
+    add_service_options(parser)
+    parser.add_argument(
+        "--usage", action="store_true", help="print the token usage on standard error"
+    )
+    parser.set_defaults(func=run_chat)
+    return parser
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sampling`` options, ``--temperature`` to ``--user-id`` (:func:`sampling_params`).
+
+    Args:
+        parser: The sub-command's parser.
+    """
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--temperature", type=float, help="randomness, in (0, 1]")
     sampling.add_argument("--top-k", type=int, help="sample from the K likeliest tokens (K >= 1)")
@@ -155,6 +180,16 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="stop generating at WORD (repeatable; at most 4 of at most 20 characters)",
     )
     sampling.add_argument("--user-id", help="the end user's id, passed to the service")
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """Add the ``service`` options (``--endpoint``, ``--base-url``, ``--timeout``, ...).
+
+    They are read by :func:`run_service_command` and :func:`client_options`.
+
+    Args:
+        parser: The sub-command's parser.
+    """
     service = parser.add_argument_group("service")
     service.add_argument(
         "--endpoint",
@@ -182,44 +217,57 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="talk to the embedded emulator even when credentials are set",
     )
-    parser.add_argument(
-        "--usage", action="store_true", help="print the token usage on standard error"
+    add_token_cache_options(service)
+
+
+def add_token_cache_options(group: Any) -> None:
+    """Add ``--token-cache PATH`` and ``--no-token-cache`` (read by :func:`token_store_from_args`).
+
+    Args:
+        group: A parser or argument group.
+    """
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--token-cache",
+        metavar="PATH",
+        help=(
+            "keep the access token in PATH between runs (default for an https service: "
+            "mpt_async/tokens.json in the user's cache directory)"
+        ),
     )
-    parser.set_defaults(func=run_chat)
-    return parser
+    choice.add_argument(
+        "--no-token-cache",
+        action="store_true",
+        help="fetch a new access token for this run; do not read or write the token cache",
+    )
+
+
+def token_store_from_args(
+    args: argparse.Namespace, base_url: str | None = None
+) -> TokenStore | None:
+    """The token store the command line asks for, or ``None``.
+
+    ``--no-token-cache``: none. ``--token-cache PATH``: that file. Otherwise the default
+    file, but only for an ``https://`` service: a plain-http one is most likely an emulator,
+    whose tokens die with it. Only used with API Key / Secret Key credentials.
+
+    Args:
+        args: Parsed options (from a parser given :func:`add_token_cache_options`).
+        base_url: The service's address (``None``: ``QIANFAN_BASE_URL``, else Baidu's).
+    """
+    if getattr(args, "no_token_cache", False):
+        return None
+    if path := getattr(args, "token_cache", None):
+        return FileTokenStore(path)
+    if not (base_url or base_url_from_env()).startswith("https://"):
+        return None
+    try:
+        return FileTokenStore()
+    except ConfigurationError:
+        return None  # no home directory: run without the cache
 
 
 # -- small pure helpers -------------------------------------------------------------------
-
-
-def fit_history(
-    rounds: Sequence[tuple[str, str]], question: str, limit: int = MAX_TOTAL_CONTENT
-) -> list[tuple[str, str]]:
-    """Drop the oldest rounds until the conversation fits the API's length limit.
-
-    Args:
-        rounds: Earlier ``(question, answer)`` pairs, oldest first.
-        question: The current question; it is never dropped.
-        limit: The most characters all contents may add up to.
-
-    Returns:
-        The newest rounds that fit together with ``question`` (maybe none; the question
-        alone may still be too long, which the request's validation reports).
-    """
-    kept = list(rounds)
-    total = len(question) + sum(len(asked) + len(answered) for asked, answered in kept)
-    while kept and total > limit:
-        asked, answered = kept.pop(0)
-        total -= len(asked) + len(answered)
-    return kept
-
-
-def _messages(rounds: Sequence[tuple[str, str]], question: str) -> list[Message]:
-    messages: list[Message] = []
-    for asked, answered in rounds:
-        messages += [Message("user", asked), Message("assistant", answered)]
-    messages.append(Message("user", question))
-    return messages
 
 
 def _secrets(extra: Sequence[str] = ()) -> list[str]:
@@ -231,6 +279,16 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with the environment's secrets (and ``secrets``) masked as ``***``.
+
+    Args:
+        text: What is about to be printed or written.
+        secrets: Extra strings to mask.
+    """
+    return _redact(text, _secrets(secrets))
 
 
 def _describe(exc: BaseException) -> str:
@@ -329,10 +387,12 @@ class _Answer:
 
 
 async def _ask(
-    client: Client, messages: list[Message], args: argparse.Namespace, out: _Output
+    conv: Conversation, question: str, args: argparse.Namespace, out: _Output
 ) -> _Answer:
-    """Send one request and print the answer (leading blanks trimmed, newline added)."""
-    params = _params(args)
+    """Ask one question and print the answer (leading blanks trimmed, newline added).
+
+    The conversation keeps the round (and trims its history) only once it is answered.
+    """
     started = False
 
     def show(text: str) -> None:
@@ -343,14 +403,14 @@ async def _ask(
         out.write(text)
 
     if not args.stream:
-        response = await client.chat(messages, **params)
+        response = await conv.ask(question)
         show(response.result)
         out.write("\n")
         return _Answer(
             response.result, response.usage, response.need_clear_history, response.is_truncated
         )
     flagged = truncated = False
-    async with client.chat_stream(messages, **params) as stream:
+    async with conv.ask_stream(question) as stream:
         async for chunk in stream:
             show(chunk.result)
             flagged = flagged or chunk.need_clear_history
@@ -362,6 +422,15 @@ async def _ask(
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     names = ("temperature", "top_k", "top_p", "penalty_score", "stop", "user_id")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line, as ``Client.chat`` keywords.
+
+    Args:
+        args: Parsed by a parser given :func:`add_sampling_options`.
+    """
+    return _params(args)
 
 
 def _report(answer: _Answer, args: argparse.Namespace) -> None:
@@ -405,7 +474,9 @@ async def _converse(client: Client, args: argparse.Namespace, out: _Output) -> i
     tty = sys.stdin.isatty()
     if tty:
         _note("chatting; an empty line, /exit or end of input (Ctrl-D) ends it")
-    rounds: list[tuple[str, str]] = []
+    # The conversation drops the oldest rounds past 4,800 characters; a flagged answer ends
+    # the session's history altogether, as the service advises.
+    conv = Conversation(client, clear_on_flag=True, **_params(args))
     status = EXIT_OK
     async with BlockingPortal() as portal:
         while True:
@@ -417,9 +488,8 @@ async def _converse(client: Client, args: argparse.Namespace, out: _Output) -> i
                 if tty and not line:
                     print(file=sys.stderr)
                 break
-            rounds = fit_history(rounds, question)
             try:
-                answer = await _ask(client, _messages(rounds, question), args, out)
+                answer = await _ask(conv, question, args, out)
             except (AuthenticationError, ConfigurationError):
                 raise
             except MPTError as exc:
@@ -430,9 +500,6 @@ async def _converse(client: Client, args: argparse.Namespace, out: _Output) -> i
             _report(answer, args)
             if answer.flagged:
                 _note("note: the service flagged the conversation; its history is cleared")
-                rounds = []
-            elif answer.text:
-                rounds.append((question, answer.text))
     return status
 
 
@@ -489,8 +556,13 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     return prompt
 
 
-async def _chat(args: argparse.Namespace, prompt: str | None, connection: dict[str, Any]) -> int:
-    out = _Output(sys.stdout)
+def client_options(args: argparse.Namespace, connection: dict[str, Any]) -> dict[str, Any]:
+    """The ``Client`` keyword arguments for the service options and the chosen service.
+
+    Args:
+        args: Parsed by a parser given :func:`add_service_options`.
+        connection: What :func:`run_service_command` passed to the command.
+    """
     options: dict[str, Any] = {
         "endpoint": args.endpoint,
         "max_retries": args.max_retries,
@@ -498,11 +570,16 @@ async def _chat(args: argparse.Namespace, prompt: str | None, connection: dict[s
     }
     if args.timeout is not None:
         options["timeout"] = args.timeout
+    return options
+
+
+async def _chat(args: argparse.Namespace, prompt: str | None, connection: dict[str, Any]) -> int:
+    out = _Output(sys.stdout)
     try:
-        async with Client(**options) as client:
+        async with Client(**client_options(args, connection)) as client:
             if prompt is None:
                 return await _converse(client, args, out)
-            answer = await _ask(client, [Message("user", prompt)], args, out)
+            answer = await _ask(Conversation(client, **_params(args)), prompt, args, out)
             _report(answer, args)
             if answer.flagged:
                 _note("note: the service flagged this input (need_clear_history)")
@@ -520,17 +597,46 @@ def run_chat(args: argparse.Namespace) -> int:
     Returns:
         The exit status: 0, 1 (service or network), 2 (usage or validation), 130 (Ctrl-C).
     """
+    return run_service_command(args, _read_prompt, _chat)
+
+
+def run_service_command(
+    args: argparse.Namespace,
+    prepare: Callable[[argparse.Namespace], _T],
+    command: Callable[[argparse.Namespace, _T, dict[str, Any]], Awaitable[int]],
+) -> int:
+    """Run a command that talks to the service, with ``chat``'s credentials and errors.
+
+    ``prepare(args)`` checks the command's input first, before any network I/O. Then the
+    service is chosen as for ``chat`` (the embedded emulator without credentials or with
+    ``--emulator``; else the environment's credentials, ``--base-url`` and the token
+    cache), and ``command(args, prepared, connection)`` runs under anyio; it makes its
+    client with ``Client(**client_options(args, connection))``.
+
+    Args:
+        args: Parsed by a parser given :func:`add_service_options`.
+        prepare: Checks the input and returns what ``command`` needs.
+        command: The command itself; returns the exit status.
+
+    Returns:
+        ``command``'s status; 1 (service or network) or 2 (usage or validation) after an
+        error, printed as one line; 130 after Ctrl-C.
+    """
     extra_secrets: list[str] = []
     try:
-        prompt = _read_prompt(args)
+        prepared = prepare(args)
         with contextlib.ExitStack() as stack:
             connection: dict[str, Any] = {}
             if _use_emulator(args):
                 connection = stack.enter_context(_embedded_emulator(bool(args.emulator)))
                 extra_secrets.append(connection["auth"].secret_key)
-            elif args.base_url:
-                connection["base_url"] = args.base_url
-            return anyio.run(_chat, args, prompt, connection)
+            else:
+                if args.base_url:
+                    connection["base_url"] = args.base_url
+                # Not for the embedded emulator: its tokens end with it.
+                if (store := token_store_from_args(args, args.base_url)) is not None:
+                    connection["token_store"] = store
+            return anyio.run(command, args, prepared, connection)
     except KeyboardInterrupt:
         if sys.stderr.isatty():
             print(file=sys.stderr)  # leave the shell's prompt on a line of its own

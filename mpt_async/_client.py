@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +15,13 @@ from mpt_async import _converter
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
+from mpt_async._batch import DEFAULT_CONCURRENCY, Batch, BatchInput, ProgressHook
 from mpt_async._exceptions import ConfigurationError
-from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
+from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
+from mpt_async._token_store import TokenStore, check_token_store
 from mpt_async._transport import CallOptions, Transport
 
 if TYPE_CHECKING:
@@ -53,6 +56,13 @@ def _check_max_retries(value: object) -> int:
     return value
 
 
+def _check_rate_limits(value: object) -> RateLimits | None:
+    if value is not None and not isinstance(value, RateLimits):
+        msg = f"rate_limits must be a RateLimits or None, not {type(value).__name__}"
+        raise ConfigurationError(msg)
+    return value
+
+
 class Client:
     """An async client for one MPT-30B-instruct service.
 
@@ -71,6 +81,11 @@ class Client:
         http_client: Your own ``httpx.AsyncClient``; it is used as is and not closed.
         backoff: The waits between retries.
         max_connections: The pool's size, when the client makes its own ``httpx`` client.
+        token_store: Share the access token with other clients and processes through this
+            :class:`TokenStore` (:class:`MemoryTokenStore`, :class:`FileTokenStore`); only
+            used with :class:`AccessTokenAuth`.
+        rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
+            made by :meth:`with_options`); ``None`` limits nothing.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -87,6 +102,8 @@ class Client:
         http_client: httpx.AsyncClient | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
         max_connections: int = 100,
+        token_store: TokenStore | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
             msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}"
@@ -96,6 +113,8 @@ class Client:
         elif auth is None:
             auth = auth_from_env()
         base_url = base_url or base_url_from_env()
+        token_store = check_token_store(token_store)
+        rate_limits = _check_rate_limits(rate_limits)
         if not base_url.startswith(("http://", "https://")):
             msg = f"base_url must start with http:// or https://, not {base_url!r}"
             raise ConfigurationError(msg)
@@ -114,8 +133,14 @@ class Client:
             owns_http = False
         self._endpoint = endpoint
         self._transport = Transport(
-            http=http_client, owns_http=owns_http, base_url=base_url, auth=auth
+            http=http_client,
+            owns_http=owns_http,
+            base_url=base_url,
+            auth=auth,
+            token_store=token_store,
         )
+        if rate_limits is not None:
+            self._transport.limiter = Limiter(rate_limits)
         self._is_copy = False
 
     def __repr__(self) -> str:
@@ -258,8 +283,11 @@ class Client:
                 "metadata": metadata,
             },
         )
-        data = await self._transport.chat(self._endpoint, body, options)
-        return _converter.structure(data, ChatResponse, status_code=200)
+        data, info = await self._transport.chat(self._endpoint, body, options)
+        reply = _converter.structure(data, ChatResponse, status_code=200)
+        if info is not None:
+            set_rate_limit(reply, info)
+        return reply
 
     def chat_stream(
         self,
@@ -298,3 +326,23 @@ class Client:
         )
         endpoint, transport = self._endpoint, self._transport
         return ChatStream(lambda: transport.open_stream(endpoint, body, options))
+
+    def batch(
+        self,
+        requests: Iterable[BatchInput] | AsyncIterable[BatchInput],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        on_progress: ProgressHook | None = None,
+        total: int | None = None,
+    ) -> Batch:
+        """Run many independent chats side by side, results as they complete.
+
+        Use it as ``async with client.batch(requests) as results: async for item in
+        results``; each item is a :class:`BatchResult` with the input's ``index`` and its
+        ``response`` or its ``error``. See :class:`Batch` for the arguments.
+
+        Raises:
+            RequestValidationError: ``requests`` is not an iterable of inputs.
+            ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
+        """
+        return Batch(self, requests, concurrency=concurrency, on_progress=on_progress, total=total)

@@ -11,7 +11,8 @@ import httpx
 
 from mpt_async import _converter
 from mpt_async._exceptions import MalformedResponseError, StreamError
-from mpt_async._models import ChatChunk, ChatResponse, Usage
+from mpt_async._models import ChatChunk, ChatResponse, Usage, set_rate_limit
+from mpt_async._ratelimit import RateLimitInfo, Ticket
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._transport import OpenStream, aclose_response, envelope_error, transport_error
 
@@ -47,6 +48,8 @@ class ChatStream:
         self._last: ChatChunk | None = None
         self._flagged: ChatChunk | None = None
         self._done = False
+        self._ticket: Ticket | None = None
+        self._rate_limit: RateLimitInfo | None = None
         self._structure = _converter.CONVERTER.get_structure_hook(ChatChunk)
 
     def __repr__(self) -> str:
@@ -88,6 +91,9 @@ class ChatStream:
 
     async def _finish(self) -> None:
         """After ``is_end``: read to the body's end, so the connection can be reused."""
+        ticket, last = self._ticket, self._last
+        if ticket is not None and last is not None:
+            ticket.settle(last.usage.total_tokens, last.usage.prompt_tokens)
         reader = self._reader
         if reader is not None:
             # The body ends right after the last event; a server that keeps it open
@@ -104,6 +110,9 @@ class ChatStream:
         """Stop reading and release the connection; safe to call more than once."""
         self._done = True
         self._opener = None
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            ticket.finish()  # without is_end, the tokens used stay an estimate
         response, self._response = self._response, None
         if response is not None:
             await aclose_response(response)
@@ -130,6 +139,11 @@ class ChatStream:
         """The token counts of the latest chunk (the totals once finished)."""
         return self._last.usage if self._last is not None else None
 
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """The quota the reply's ``X-Ratelimit-*`` headers announced, once the stream is open."""
+        return self._rate_limit
+
     async def get_final_response(self) -> ChatResponse:
         """Read the rest of the stream and return the whole answer as one response.
 
@@ -144,7 +158,7 @@ class ChatStream:
                 "the stream was closed before its last chunk", received=len(self._parts)
             )
         flagged = self._flagged
-        return ChatResponse(
+        response = ChatResponse(
             id=last.id,
             object=last.object,
             created=last.created,
@@ -154,6 +168,9 @@ class ChatStream:
             ban_round=flagged.ban_round if flagged is not None else None,
             usage=last.usage,
         )
+        if self._rate_limit is not None:
+            set_rate_limit(response, self._rate_limit)
+        return response
 
     # -- reading ----------------------------------------------------------------------
 
@@ -165,9 +182,12 @@ class ChatStream:
             return
         opened = await opener()
         if self._done:  # closed while opening (a cancelled task): give the connection back
+            if opened.ticket is not None:
+                opened.ticket.finish()
             await aclose_response(opened.response)
             return
         self._response, self._reader, self._first = opened.response, opened.reader, opened.first
+        self._ticket, self._rate_limit = opened.ticket, opened.rate_limit
 
     def _reject(self, data: Any, received: int) -> NoReturn:
         """Raise the error a non-chunk deserves: the API's error, or a StreamError."""

@@ -1,6 +1,8 @@
 """The access-token cache: one fetch at a time, refreshed before it runs out.
 
-A :class:`TokenCache` belongs to one client and every copy made by ``with_options``.
+A :class:`TokenCache` belongs to one client and every copy made by ``with_options``. Given
+a :class:`~mpt_async._token_store.TokenStore`, it also shares its token beyond them: it
+reads the store before fetching, and fetches while holding the store's lock.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Awaitable, Callable
 import anyio
 import attrs
 
+from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
+from mpt_async._token_store import StoredToken, TokenStore
 
 __all__ = ["CachedToken", "TokenCache", "refresh_margin"]
 
@@ -40,14 +44,32 @@ class TokenCache:
 
     However many calls arrive at once, one fetch runs; the others wait for it and share
     its token, or its error (a failed fetch is not repeated by every waiter).
+
+    Args:
+        clock: The monotonic clock that times the token held in memory.
+        store: Where the token is shared with other clients and processes, if anywhere.
+        key: The token's key in ``store`` (see :func:`~mpt_async._token_store.token_key`).
+        wall_clock: The clock of the stored tokens' times (they cross processes).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        store: TokenStore | None = None,
+        key: str = "",
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
         self._token: CachedToken | None = None
         self._lock = anyio.Lock()
         self._generation = 0
         self._last_error: BaseException | None = None
+        self._store = store
+        self._key = key
+        self._wall = wall_clock
+        #: The last token the server refused: a store still holding it has nothing usable.
+        self._refused: str | None = None
 
     def __repr__(self) -> str:
         state = "empty" if self._token is None else "holding a token"
@@ -80,23 +102,70 @@ class TokenCache:
                 if (value := self._fresh()) is not None:
                     return value
             try:
-                grant = await fetch()
+                if self._store is None:
+                    self._token = CachedToken.from_grant(await fetch(), self._clock())
+                else:
+                    self._token = await self._through_store(self._store, fetch)
             except Exception as exc:
                 self._last_error = exc
                 self._generation += 1
                 raise
-            self._token = CachedToken.from_grant(grant, self._clock())
             self._last_error = None
             self._generation += 1
             return self._token.value
 
+    async def _through_store(
+        self, store: TokenStore, fetch: Callable[[], Awaitable[TokenGrant]]
+    ) -> CachedToken:
+        """A usable token from the store, or one fetched under its lock and saved there."""
+        if (cached := self._adopt(await self._load(store))) is not None:
+            return cached
+        async with store.lock(self._key):
+            # Whoever held the lock before may have just saved a fresh token.
+            if (cached := self._adopt(await self._load(store))) is not None:
+                logger.debug("using the access token another client just saved")
+                return cached
+            grant = await fetch()
+            now = self._wall()
+            stored = StoredToken(grant.access_token, now + grant.expires_in, now)
+            try:
+                await store.save(self._key, stored)
+            except Exception as exc:  # noqa: BLE001 - a store is a cache: never fail a call
+                logger.warning("could not save the access token: %s", _describe(exc))
+        return CachedToken.from_grant(grant, self._clock())
+
+    async def _load(self, store: TokenStore) -> StoredToken | None:
+        try:
+            return await store.load(self._key)
+        except Exception as exc:  # noqa: BLE001 - a store is a cache: fetch instead
+            logger.warning("could not load the access token: %s", _describe(exc))
+            return None
+
+    def _adopt(self, stored: StoredToken | None) -> CachedToken | None:
+        """``stored`` timed on the monotonic clock, unless refused or due for refresh."""
+        if stored is None or stored.value == self._refused:
+            return None
+        lifetime = max(stored.expires_at - stored.obtained_at, 0.0)
+        left = stored.expires_at - refresh_margin(lifetime) - self._wall()
+        if left <= 0:
+            return None
+        return CachedToken(stored.value, self._clock() + left)
+
     def invalidate(self, failed: str) -> bool:
         """Drop the cached token if it is still ``failed`` (the one the server refused).
+
+        With a store, a stored token that is still ``failed`` is not used again either; it
+        is replaced by the next fetch.
 
         Returns:
             Whether it was dropped; ``False`` means another task already replaced it.
         """
+        self._refused = failed
         if self._token is not None and self._token.value == failed:
             self._token = None
             return True
         return False
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -30,14 +30,17 @@ from mpt_async._exceptions import (
     AuthenticationError,
     MalformedResponseError,
     MPTError,
+    RateLimitError,
     StreamError,
 )
 from mpt_async._logging import install_redaction, logger, redact
 from mpt_async._models import ErrorEnvelope, TokenGrant
+from mpt_async._ratelimit import Limiter, RateLimitInfo, Ticket, read_rate_limit, usage_counts
 from mpt_async._signer import authorization, format_timestamp
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._timeouts import Timeouts
 from mpt_async._token import TokenCache
+from mpt_async._token_store import TokenStore, token_key
 
 __all__ = [
     "CHAT_PATH",
@@ -75,6 +78,9 @@ class OpenStream:
     response: httpx.Response
     reader: EventReader
     first: dict[str, Any]
+    #: The rate limiter's charge for this call, settled when the stream ends.
+    ticket: Ticket | None = None
+    rate_limit: RateLimitInfo | None = None
 
 
 class _Failed(Exception):
@@ -144,18 +150,32 @@ class Transport:
         owns_http: Close ``http`` in :meth:`aclose` (``False`` for a user's own client).
         base_url: The service's scheme, host and optional path prefix.
         auth: The credentials.
+        token_store: Where access tokens are shared beyond this transport, if anywhere.
     """
 
     def __init__(
-        self, *, http: httpx.AsyncClient, owns_http: bool, base_url: str, auth: Auth
+        self,
+        *,
+        http: httpx.AsyncClient,
+        owns_http: bool,
+        base_url: str,
+        auth: Auth,
+        token_store: TokenStore | None = None,
     ) -> None:
         install_redaction()
         self.http = http
         self.owns_http = owns_http
         self.base_url = base_url.rstrip("/")
         self.auth = auth
-        self.tokens = TokenCache() if isinstance(auth, AccessTokenAuth) else None
+        self.tokens: TokenCache | None = None
+        if isinstance(auth, AccessTokenAuth):
+            key = ""
+            if token_store is not None:
+                key = token_key(self.base_url, auth.api_key, auth.secret_key)
+            self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
+        #: Set by the client when it has rate limits; shared by its copies.
+        self.limiter: Limiter | None = None
 
     async def aclose(self) -> None:
         """Close the HTTP client if this transport created it."""
@@ -165,13 +185,19 @@ class Transport:
 
     # -- the loop ---------------------------------------------------------------------
 
-    async def _run(self, attempt: Callable[[], Awaitable[T]], options: CallOptions) -> T:
+    async def _run(
+        self, attempt: Callable[[Ticket | None], Awaitable[T]], options: CallOptions, size: int
+    ) -> T:
         retries = 0
         refreshed = False
+        limiter = self.limiter
         while True:
+            # Every attempt (a retry, a replay) waits for its place under the rate limits,
+            # before it is sent: the wait is not part of the request's timeouts.
+            ticket = None if limiter is None else await limiter.acquire(size)
             try:
-                return await attempt()
-            except _Failed as failure:  # noqa: PERF203 - the loop is the retry loop
+                return await self._attempt(attempt, ticket)
+            except _Failed as failure:
                 error, action = failure.error, failure.action
                 if action is Action.REFRESH and self.tokens is not None and not refreshed:
                     # A refused token is replaced once; the replay is not a retry.
@@ -183,6 +209,9 @@ class Transport:
                 if action is Action.RETRY and retries < options.max_retries:
                     delay = options.backoff.delay(retries, failure.retry_after)
                     retries += 1
+                    if limiter is not None and isinstance(error, RateLimitError):
+                        # Over the service's quota: every call of this client holds back.
+                        limiter.pause(delay)
                     logger.debug(
                         "retry %d of %d in %.2fs after: %s",
                         retries,
@@ -194,23 +223,61 @@ class Transport:
                     continue
                 raise error from failure.__cause__
 
-    async def chat(self, endpoint: str, body: bytes, options: CallOptions) -> Any:
-        """Send a non-stream call; return the parsed success body."""
+    @staticmethod
+    async def _attempt(
+        attempt: Callable[[Ticket | None], Awaitable[T]], ticket: Ticket | None
+    ) -> T:
+        """Run one attempt, and settle its rate-limit charge however it ends."""
+        if ticket is None:
+            return await attempt(None)
+        succeeded = False
+        try:
+            result = await attempt(ticket)
+        except _Failed as failure:
+            error = failure.error
+            if isinstance(error, APIError) and not isinstance(error, MalformedResponseError):
+                ticket.settle(0)  # the service refused the call: it used no tokens
+            raise
+        else:
+            succeeded = True
+            return result
+        finally:
+            if succeeded:
+                ticket.answered()  # a stream settles its tokens when it ends
+            else:
+                ticket.finish()
 
-        async def attempt() -> Any:
+    @staticmethod
+    def _observe(response: httpx.Response, ticket: Ticket | None) -> RateLimitInfo | None:
+        """Read the quota a reply announces, and tell the limiter the reply has come."""
+        info = read_rate_limit(response.headers)
+        if ticket is not None:
+            ticket.reply(info)
+        return info
+
+    async def chat(
+        self, endpoint: str, body: bytes, options: CallOptions
+    ) -> tuple[Any, RateLimitInfo | None]:
+        """Send a non-stream call; return the parsed success body and the quota announced."""
+
+        async def attempt(ticket: Ticket | None) -> tuple[Any, RateLimitInfo | None]:
             request, token = await self._request(endpoint, body, options, stream=False)
             try:
                 response = await self.http.send(request)
             except httpx.TransportError as exc:
                 raise _Failed(transport_error(exc, "waiting for the answer"), Action.RETRY) from exc
-            return self._verdict(response, response.content, token)
+            info = self._observe(response, ticket)
+            data = self._verdict(response, response.content, token)
+            if ticket is not None and (counts := usage_counts(data)) is not None:
+                ticket.settle(*counts)
+            return data, info
 
-        return await self._run(attempt, options)
+        return await self._run(attempt, options, len(body))
 
     async def open_stream(self, endpoint: str, body: bytes, options: CallOptions) -> OpenStream:
         """Send a stream call; return it once its first chunk has arrived."""
 
-        async def attempt() -> OpenStream:
+        async def attempt(ticket: Ticket | None) -> OpenStream:
             request, token = await self._request(endpoint, body, options, stream=True)
             try:
                 response = await self.http.send(request, stream=True)
@@ -218,14 +285,17 @@ class Transport:
                 raise _Failed(transport_error(exc, "opening the stream"), Action.RETRY) from exc
             handed_over = False
             try:
+                info = self._observe(response, ticket)
                 opened = await self._first_chunk(response, token)
+                if ticket is not None or info is not None:
+                    opened = attrs.evolve(opened, ticket=ticket, rate_limit=info)
                 handed_over = True
                 return opened
             finally:
                 if not handed_over:
                     await aclose_response(response)
 
-        return await self._run(attempt, options)
+        return await self._run(attempt, options, len(body))
 
     async def _first_chunk(self, response: httpx.Response, token: str | None) -> OpenStream:
         try:

@@ -174,12 +174,24 @@ def test_long_history_drops_the_oldest_round(
     assert [m["content"] for m in third[::2]] == questions[1:]
 
 
-def test_fit_history_keeps_newest_rounds() -> None:
-    """fit_history drops from the front only, and keeps everything when it fits."""
-    rounds = [("a" * 10, "b" * 10), ("c" * 10, "d" * 10)]
-    assert _cli.fit_history(rounds, "q", limit=41) == rounds
-    assert _cli.fit_history(rounds, "q", limit=40) == rounds[1:]
-    assert _cli.fit_history(rounds, "q" * 50, limit=40) == []
+def test_failed_round_keeps_history(
+    env_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round the service refused adds nothing: the next round sends the earlier history."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first\nrefused\nthird\n"))
+    real_ask = _cli._ask
+
+    async def ask_then_refuse_the_next(*args: Any, **kwargs: Any) -> Any:
+        answer = await real_ask(*args, **kwargs)
+        env_emulator.inject(Fault.error(336003))  # only the second round gets it
+        return answer
+
+    monkeypatch.setattr(_cli, "_ask", ask_then_refuse_the_next)
+    assert main(["chat", "--no-stream"]) == 1
+    sent = [body["messages"] for body in _chat_bodies(env_emulator)]
+    assert len(sent) == 3
+    assert [m["role"] for m in sent[2]] == ["user", "assistant", "user"]
+    assert [m["content"] for m in sent[2][::2]] == ["first", "third"]
 
 
 def test_flagged_answer_clears_history(

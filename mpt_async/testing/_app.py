@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from mpt_async.testing import _auth, _errors, _replies, _rules
 from mpt_async.testing._faults import Fault, FaultKind, Phase, Target
-from mpt_async.testing._state import EmulatorState, RecordedRequest
+from mpt_async.testing._state import RATE_KEYS, EmulatorState, RecordedRequest
 
 __all__ = ["CHAT_PREFIX", "CONTROL_PREFIX", "SERVICE_LIST_PATH", "TOKEN_PATH", "EmulatorApp"]
 
@@ -217,14 +217,20 @@ class EmulatorApp:
 
     # -- shared pieces ---------------------------------------------------------------
 
-    async def _error(self, send: Send, code: int, msg: str | None = None) -> None:
+    async def _error(
+        self,
+        send: Send,
+        code: int,
+        msg: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self.state.count("error_responses")
         body = {
             "error_code": code,
             "error_msg": _errors.error_message(code) if msg is None else msg,
             "id": _replies.new_id(),
         }
-        await _respond(send, 200, _dumps(body))
+        await _respond(send, 200, _dumps(body), headers=headers)
 
     async def _token_error(self, send: Send, status: int, error: str, description: str) -> None:
         self.state.count("error_responses")
@@ -311,10 +317,18 @@ class EmulatorApp:
     async def _answer(self, body: dict[str, Any], request: _Request, send: Send) -> None:
         state = self.state
         messages = body["messages"]
+        prompt_tokens = _replies.count_tokens(m["content"] for m in messages)
+        rate_headers: Sequence[tuple[bytes, bytes]] = ()
+        if state.rate_limited:
+            # A call counts against the quotas only once it is valid; a refused one keeps
+            # any queued fault for the next call.
+            code, rate_headers = state.admit(prompt_tokens + _reply(messages[-1]["content"])[1])
+            if code is not None:
+                await self._error(send, code, headers=rate_headers)
+                return
         stream = body.get("stream", False)
         phases = (Phase.ANSWER, Phase.STREAM) if stream else (Phase.ANSWER,)
         fault = state.take_fault(Target.CHAT, phases)
-        prompt_tokens = _replies.count_tokens(m["content"] for m in messages)
         flagged = fault is not None and fault.kind is FaultKind.FLAG
         if flagged:
             result, completion_tokens = "", 0
@@ -324,7 +338,7 @@ class EmulatorApp:
         if stream:
             state.count("stream_requests")
             usage = (prompt_tokens, completion_tokens)
-            await self._stream(send, request.receive, head, result, usage, fault)
+            await self._stream(send, request.receive, head, result, usage, fault, rate_headers)
             return
         if fault is not None and fault.kind is FaultKind.MALFORMED:
             await _respond(send, 200, _dumps(head)[:-1] + b',"result":"' + result[:20].encode())
@@ -337,7 +351,7 @@ class EmulatorApp:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        await _respond(send, 200, _dumps(reply))
+        await _respond(send, 200, _dumps(reply), headers=rate_headers)
 
     async def _stream(
         self,
@@ -347,6 +361,7 @@ class EmulatorApp:
         result: str,
         usage: tuple[int, int],
         fault: Fault | None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         prompt_tokens, completion_tokens = usage
         kind = fault.kind if fault is not None else None
@@ -376,7 +391,8 @@ class EmulatorApp:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        start = [*_SSE_HEADERS, *headers] if headers else _SSE_HEADERS
+        await send({"type": "http.response.start", "status": 200, "headers": start})
         for index in range(count + 1):
             if index == after:
                 assert fault is not None
@@ -572,14 +588,31 @@ def _revoke_tokens(state: EmulatorState, _: Any) -> Any:
 
 
 def _get_config(state: EmulatorState, _: Any) -> Any:
-    return {"stream_chunks": state.config.stream_chunks, "chunk_delay": state.config.chunk_delay}
+    config = state.config
+    answer: dict[str, Any] = {
+        "stream_chunks": config.stream_chunks,
+        "chunk_delay": config.chunk_delay,
+    }
+    if state.rate_limited:  # the rate settings show once a limit is set
+        answer.update({key: getattr(config, key) for key in RATE_KEYS})
+    return answer
+
+
+_CONFIG_KEYS = frozenset({"stream_chunks", "chunk_delay", *RATE_KEYS})
 
 
 def _set_config(state: EmulatorState, data: Any) -> Any:
-    if not isinstance(data, dict) or not data.keys() <= {"stream_chunks", "chunk_delay"}:
-        msg = "expected a JSON object with stream_chunks and/or chunk_delay"
+    if not isinstance(data, dict) or not data.keys() <= _CONFIG_KEYS:
+        msg = (
+            "expected a JSON object with some of stream_chunks, chunk_delay, qps, rpm, tpm"
+            " and rate_window"
+        )
         raise ValueError(msg)
-    state.configure(stream_chunks=data.get("stream_chunks"), chunk_delay=data.get("chunk_delay"))
+    state.configure(
+        stream_chunks=data.get("stream_chunks"),
+        chunk_delay=data.get("chunk_delay"),
+        rates={key: data[key] for key in RATE_KEYS if key in data},
+    )
     return _get_config(state, None)
 
 

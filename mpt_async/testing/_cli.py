@@ -41,6 +41,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        msg = f"must be a positive number, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="loopback address to listen on (default: %(default)s)"
@@ -75,6 +83,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="endpoints",
         metavar="NAME",
         help="serve only this endpoint name (repeatable; default: any name)",
+    )
+    parser.add_argument(
+        "--qps", type=_positive_float, help="chat calls per second, else error 18 (default: none)"
+    )
+    parser.add_argument(
+        "--rpm",
+        type=_positive_int,
+        help="chat calls per minute, else error 336501; sends X-Ratelimit-* headers",
+    )
+    parser.add_argument(
+        "--tpm",
+        type=_positive_int,
+        help="tokens per minute, else error 336502; sends X-Ratelimit-* headers",
     )
 
 
@@ -125,6 +146,15 @@ def _banner(emulator: Any, out: TextIO) -> None:
         f"  AK/SK auth:        {iam_ak} {iam_sk}",
         f"  (the qianfan SDK with AK/SK also wants QIANFAN_CONSOLE_API_BASE_URL={url})",
         f"  controls: {url}/_emulator/stats, /faults, /config, /reset, /tokens",
+    ]
+    limits = [
+        f"{name}={value}"
+        for name, value in (("qps", emulator.qps), ("rpm", emulator.rpm), ("tpm", emulator.tpm))
+        if value is not None
+    ]
+    if limits:
+        lines.append(f"  rate limits: {' '.join(limits)}")
+    lines += [
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), file=out, flush=True)
@@ -152,6 +182,9 @@ def run_emulator(args: argparse.Namespace) -> int:
             stream_chunks=args.stream_chunks,
             chunk_delay=args.chunk_delay,
             endpoints=args.endpoints,
+            qps=getattr(args, "qps", None),
+            rpm=getattr(args, "rpm", None),
+            tpm=getattr(args, "tpm", None),
         )
         emulator.start()
     except (OSError, ValueError, RuntimeError) as exc:

@@ -66,6 +66,15 @@ class Emulator:
         endpoints: The endpoint names served; ``None`` serves any name, others get
             error 336005.
         max_records: How many recent requests :attr:`requests` keeps.
+        qps: Chat calls accepted per second (a bucket of one second's worth, refilled
+            continuously); beyond it, error 18. ``None``: no limit.
+        rpm: Chat calls accepted per ``rate_window``; beyond it, error 336501.
+        tpm: Tokens (question and answer) accepted per ``rate_window``; beyond it, 336502.
+        rate_window: The RPM/TPM window in seconds (a minute; shorter in tests).
+
+    With ``rpm`` or ``tpm`` set, chat replies (and rate-limit refusals) carry
+    ``X-Ratelimit-Limit-Requests``/``-Tokens`` and ``X-Ratelimit-Remaining-Requests``/
+    ``-Tokens``, like Qianfan's. Limits change at run time with :meth:`set_rate_limits`.
 
     Raises:
         ValueError: A non-loopback host, or a setting out of range.
@@ -85,6 +94,10 @@ class Emulator:
         chunk_delay: float = 0.0,
         endpoints: Iterable[str] | None = None,
         max_records: int = 10_000,
+        qps: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
         check_loopback(host)
         if not token_ttl > 0:
@@ -104,7 +117,14 @@ class Emulator:
             api_keys={self.api_key: self.secret_key},
             access_keys={self.access_key: self.secret_access_key},
             token_ttl=token_ttl,
-            config=Config(stream_chunks=stream_chunks, chunk_delay=float(chunk_delay)),
+            config=Config(
+                stream_chunks=stream_chunks,
+                chunk_delay=float(chunk_delay),
+                qps=qps,
+                rpm=rpm,
+                tpm=tpm,
+                rate_window=rate_window,
+            ),
             endpoints=endpoints,
             max_records=max_records,
         )
@@ -246,6 +266,21 @@ class Emulator:
         return self._state.config.chunk_delay
 
     @property
+    def qps(self) -> float | None:
+        """Chat calls accepted per second, or ``None``."""
+        return self._state.config.qps
+
+    @property
+    def rpm(self) -> int | None:
+        """Chat calls accepted per rate window, or ``None``."""
+        return self._state.config.rpm
+
+    @property
+    def tpm(self) -> int | None:
+        """Tokens accepted per rate window, or ``None``."""
+        return self._state.config.tpm
+
+    @property
     def token_ttl(self) -> float:
         """Lifetime of issued access tokens, in seconds."""
         return self._state.token_ttl
@@ -306,6 +341,28 @@ class Emulator:
             ValueError: ``seconds`` is negative.
         """
         self._state.configure(chunk_delay=seconds)
+
+    def set_rate_limits(
+        self,
+        *,
+        qps: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_window: float = 60.0,
+    ) -> None:
+        """Replace the rate limits (no arguments lifts them all); calls counted so far stay.
+
+        Args:
+            qps: Chat calls per second, or ``None``.
+            rpm: Chat calls per ``rate_window``, or ``None``.
+            tpm: Tokens per ``rate_window``, or ``None``.
+            rate_window: The RPM/TPM window in seconds.
+
+        Raises:
+            ValueError: A limit that is not positive (``rpm``, ``tpm``: not a positive int).
+        """
+        rates = {"qps": qps, "rpm": rpm, "tpm": tpm, "rate_window": rate_window}
+        self._state.configure(rates=rates)
 
     def reset(self) -> None:
         """Forget faults, counters, records and tokens, and restore the start settings."""

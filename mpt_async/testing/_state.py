@@ -8,6 +8,7 @@ half-updated counter, token table or fault queue.
 from __future__ import annotations
 
 import collections
+import math
 import secrets
 import threading
 import time
@@ -18,6 +19,7 @@ import attrs
 
 from mpt_async.testing import _errors
 from mpt_async.testing._faults import Fault, Phase, Target
+from mpt_async.testing._quota import Quota, RateHeaders
 
 __all__ = ["Config", "EmulatorState", "EmulatorStats", "RecordedRequest"]
 
@@ -113,16 +115,56 @@ class RecordedRequest:
         }
 
 
+#: The rate settings, as named in ``Emulator(...)`` and ``/_emulator/config``.
+RATE_KEYS = ("qps", "rpm", "tpm", "rate_window")
+
+
 @attrs.define
 class Config:
     """The settings that tests may change while the emulator runs."""
 
     stream_chunks: int
     chunk_delay: float
+    qps: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rate_window: float = 60.0
 
     def __attrs_post_init__(self) -> None:
         check_stream_chunks(self.stream_chunks)
         check_chunk_delay(self.chunk_delay)
+        check_rates({key: getattr(self, key) for key in RATE_KEYS})
+
+
+def _positive_number(name: str, value: object) -> None:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        msg = f"{name} must be a positive number"
+        raise ValueError(msg)
+
+
+def check_rates(rates: Mapping[str, object]) -> None:
+    """Refuse rate settings out of range (``None`` lifts a limit; ``rate_window`` needs a value).
+
+    Args:
+        rates: Some of ``qps``, ``rpm``, ``tpm`` and ``rate_window``.
+
+    Raises:
+        ValueError: An unknown key, a non-positive limit, or a non-integer ``rpm``/``tpm``.
+    """
+    for key, value in rates.items():
+        if key not in RATE_KEYS:
+            msg = f"unknown rate setting {key!r}"
+            raise ValueError(msg)
+        if key == "rate_window" or value is not None:
+            _positive_number(key, value)
+        if key in ("rpm", "tpm") and value is not None and not isinstance(value, int):
+            msg = f"{key} must be a positive integer"
+            raise ValueError(msg)
 
 
 def check_stream_chunks(value: int) -> None:
@@ -198,6 +240,7 @@ class EmulatorState:
         self._records: collections.deque[RecordedRequest] = collections.deque(maxlen=max_records)
         self._clients: set[object] = set()
         self._counts: collections.Counter[str] = collections.Counter()
+        self._quota = Quota()
 
     # -- counters and records ------------------------------------------------------
 
@@ -335,13 +378,19 @@ class EmulatorState:
             self._faults.clear()
 
     def configure(
-        self, *, stream_chunks: int | None = None, chunk_delay: float | None = None
+        self,
+        *,
+        stream_chunks: int | None = None,
+        chunk_delay: float | None = None,
+        rates: Mapping[str, float | None] | None = None,
     ) -> None:
         """Change runtime settings; ``None`` leaves a setting as it is.
 
         Args:
             stream_chunks: Chunks per streamed answer.
             chunk_delay: Seconds between two chunks.
+            rates: New values for some of ``qps``, ``rpm``, ``tpm`` (``None``: no limit) and
+                ``rate_window``.
 
         Raises:
             ValueError: A value out of range (nothing is changed then).
@@ -350,11 +399,43 @@ class EmulatorState:
             check_stream_chunks(stream_chunks)
         if chunk_delay is not None:
             check_chunk_delay(chunk_delay)
+        rates = dict(rates or {})
+        check_rates(rates)
         with self._lock:
             if stream_chunks is not None:
                 self.config.stream_chunks = stream_chunks
             if chunk_delay is not None:
                 self.config.chunk_delay = float(chunk_delay)
+            for key, value in rates.items():
+                setattr(self.config, key, value)
+
+    # -- rate limits -------------------------------------------------------------------
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether any rate limit is set (cheap: checked on every chat call)."""
+        config = self.config
+        return config.qps is not None or config.rpm is not None or config.tpm is not None
+
+    def admit(self, tokens: int) -> tuple[int | None, RateHeaders]:
+        """Count an accepted chat call against the rate limits, or refuse it.
+
+        Args:
+            tokens: The call's total tokens.
+
+        Returns:
+            The error code to answer (``None``: go ahead) and the ``X-Ratelimit-*`` headers.
+        """
+        with self._lock:
+            config = self.config
+            return self._quota.admit(
+                qps=config.qps,
+                rpm=config.rpm,
+                tpm=config.tpm,
+                window=config.rate_window,
+                tokens=tokens,
+                now=time.monotonic(),
+            )
 
     # -- everything --------------------------------------------------------------------
 
@@ -366,4 +447,5 @@ class EmulatorState:
             self._records.clear()
             self._clients.clear()
             self._tokens.clear()
+            self._quota.clear()
             self.config = attrs.evolve(self._initial)

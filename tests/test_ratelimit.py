@@ -1,0 +1,410 @@
+"""Client-side rate limits: spacing, adopted server limits, quota info, sharing, cancellation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+import mpt_async
+from mpt_async import ConfigurationError, RateLimitInfo, RateLimits
+from mpt_async._ratelimit import Limiter, read_rate_limit
+from mpt_async.testing import Emulator, Fault
+
+from .clientkit import HI, chat_requests, token_client
+
+
+def limited(emu: Emulator, limits: RateLimits | None, **kwargs: Any) -> mpt_async.Client:
+    """A token client with these rate limits; errors surface at once unless told otherwise."""
+    kwargs.setdefault("max_retries", 0)
+    return token_client(emu, rate_limits=limits, **kwargs)
+
+
+async def burst(client: mpt_async.Client, n: int) -> list[BaseException | None]:
+    """Start ``n`` calls at once; return each one's error (``None``: answered)."""
+    outcomes: list[BaseException | None] = []
+
+    async def one() -> None:
+        try:
+            await client.chat(HI)
+        except mpt_async.MPTError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one)
+    return outcomes
+
+
+async def until(predicate: Any, limit: float = 5.0) -> None:
+    """Poll until ``predicate()`` holds (failing after ``limit`` seconds)."""
+    with anyio.fail_after(limit):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.01)
+
+
+#: For tests where the HTTP transport under asyncio makes no difference (the limiter on its
+#: own), or that are slow (the big burst): once per event loop.
+BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+
+
+# -- the settings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"qps": 0},
+        {"qps": -1.5},
+        {"qps": math.nan},
+        {"qps": math.inf},
+        {"qps": "5"},
+        {"qps": True},
+        {"rpm": 0},
+        {"rpm": 2.5},
+        {"rpm": False},
+        {"tpm": -10},
+        {"tpm": "100"},
+        {"adopt_server_limits": "yes"},
+    ],
+)
+def test_bad_rate_limits_are_refused(kwargs: dict[str, Any]) -> None:
+    """A limit that is not positive (rpm/tpm: a positive int) raises ConfigurationError."""
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))) as info:
+        RateLimits(**kwargs)
+    assert isinstance(info.value, ValueError)
+
+
+def test_good_rate_limits_are_kept() -> None:
+    """Valid limits are stored as given; the server's limits are adopted by default."""
+    limits = RateLimits(qps=2.5, rpm=60, tpm=10_000)
+    assert (limits.qps, limits.rpm, limits.tpm, limits.adopt_server_limits) == (
+        2.5,
+        60,
+        10_000,
+        True,
+    )
+    assert RateLimits(adopt_server_limits=False).adopt_server_limits is False
+
+
+def test_client_refuses_a_non_rate_limits() -> None:
+    """Client(rate_limits=...) takes a RateLimits or None, nothing else."""
+    with pytest.raises(ConfigurationError, match="rate_limits"):
+        mpt_async.Client(auth="t", base_url="http://127.0.0.1:1", rate_limits={"qps": 5})  # type: ignore[arg-type]
+
+
+def test_headers_are_read() -> None:
+    """X-Ratelimit-* headers (any case) become a RateLimitInfo; bad values become None."""
+    headers = httpx.Headers(
+        {
+            "Content-Type": "application/json",
+            "X-Ratelimit-Limit-Requests": "300",
+            "x-ratelimit-remaining-requests": "299",
+            "X-RateLimit-Limit-Tokens": "lots",
+            "X-Ratelimit-Remaining-Tokens": "-4",
+        }
+    )
+    assert read_rate_limit(headers) == RateLimitInfo(
+        limit_requests=300, limit_tokens=None, remaining_requests=299, remaining_tokens=None
+    )
+    assert read_rate_limit(httpx.Headers({"X-Ratelimit-Reset": "1"})) is None
+    assert read_rate_limit(httpx.Headers({"Content-Type": "text/plain"})) is None
+
+
+# -- the limiter on its own ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_qps_spacing_never_exceeds_the_limit() -> None:
+    """40 calls started at once at qps=100 are spaced: any k of them span k/100 s or more."""
+    limiter = Limiter(RateLimits(qps=100, adopt_server_limits=False))
+    times: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire(10)
+        times.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(40):
+            tg.start_soon(one)
+    times.sort()
+    # So no window of one second could ever hold more than 100 of them.
+    for k in range(1, 40):
+        assert min(b - a for a, b in zip(times, times[k:], strict=False)) >= k / 100 - 1e-3
+    assert times[-1] - times[0] < 0.39 + 0.3  # spaced, not stalled
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_waiters_are_served_in_arrival_order() -> None:
+    """Calls that wait are admitted first come, first served."""
+    limiter = Limiter(RateLimits(qps=20, adopt_server_limits=False))
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await limiter.acquire(10)
+        order.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(one, i)
+            await anyio.sleep(0.005)  # each reaches the queue before the next starts
+    assert order == list(range(6))
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_tokens_are_estimated_then_corrected() -> None:
+    """TPM: the first call holds the budget until its usage is known; then estimates pack."""
+    limiter = Limiter(RateLimits(tpm=100, adopt_server_limits=False))
+    first = await limiter.acquire(10)
+    admitted: list[int] = []
+
+    async def one(i: int) -> None:
+        await limiter.acquire(10)
+        admitted.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, 1)
+        tg.start_soon(one, 2)
+        tg.start_soon(one, 3)
+        await anyio.wait_all_tasks_blocked()
+        assert admitted == []  # the whole budget is reserved for the unknown first call
+        first.settle(30, prompt_tokens=10)  # 10 prompt + 20 answer tokens
+        await anyio.wait_all_tasks_blocked()
+        assert len(admitted) == 2  # 30 + 30 + 30 <= 100; a fourth would not fit
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_window_frees_calls_after_their_reply() -> None:
+    """RPM: a call leaves the window one window-length after its reply, not before."""
+    limiter = Limiter(RateLimits(rpm=1, adopt_server_limits=False), window=0.2)
+    ticket = await limiter.acquire(10)
+    with anyio.move_on_after(0.1) as scope:
+        await limiter.acquire(10)  # in flight: the first call still counts
+    assert scope.cancelled_caught
+    start = anyio.current_time()
+    ticket.finish()
+    await limiter.acquire(10)
+    assert 0.15 <= anyio.current_time() - start < 1.0
+
+
+# -- against the emulator --------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_burst_under_the_client_limit_sees_no_refusal(emulator: Emulator) -> None:
+    """200 calls at once with qps=100 on both sides: every one is answered, none refused."""
+    emulator.set_rate_limits(qps=100)
+    async with limited(emulator, RateLimits(qps=100)) as client:
+        outcomes = await burst(client, 200)
+    assert outcomes == [None] * 200
+    assert emulator.stats.error_responses == 0
+    assert len(chat_requests(emulator)) == 200
+
+
+@pytest.mark.anyio
+async def test_burst_without_the_client_limit_is_refused(emulator: Emulator) -> None:
+    """The same burst without a client limit hits error 18 (so the test above means something)."""
+    emulator.set_rate_limits(qps=100)
+    async with limited(emulator, None) as client:
+        outcomes = await burst(client, 200)
+    refused = [e for e in outcomes if e is not None]
+    assert refused
+    assert all(isinstance(e, mpt_async.RateLimitError) and e.error_code == 18 for e in refused)
+    assert emulator.stats.error_responses == len(refused)
+
+
+@pytest.mark.anyio
+async def test_rpm_is_adopted_from_the_headers(emulator: Emulator) -> None:
+    """With RateLimits() and a server at rpm=4, the client sends 4 calls and holds the rest."""
+    emulator.set_rate_limits(rpm=4)
+    done: list[mpt_async.ChatResponse] = []
+
+    async def one() -> None:
+        done.append(await client.chat(HI))
+
+    async with limited(emulator, RateLimits()) as client, anyio.create_task_group() as tg:
+        for _ in range(7):
+            tg.start_soon(one)
+        await until(lambda: len(done) == 4)
+        await anyio.sleep(0.1)  # the other three stay held back, for a minute
+        tg.cancel_scope.cancel()
+    assert len(done) == 4
+    assert len(chat_requests(emulator)) == 4
+    assert emulator.stats.error_responses == 0
+    assert {reply.rate_limit.limit_requests for reply in done if reply.rate_limit} == {4}
+
+
+@pytest.mark.anyio
+async def test_tpm_is_adopted_and_charged_real_usage(emulator: Emulator) -> None:
+    """With a server at tpm for 3.5 calls, the client sends 3 and holds the rest."""
+    async with limited(emulator, None) as client:
+        cost = (await client.chat(HI)).usage.total_tokens
+    emulator.set_rate_limits(tpm=3 * cost + cost // 2)
+    done: list[mpt_async.ChatResponse] = []
+
+    async def one() -> None:
+        done.append(await client.chat(HI))
+
+    async with limited(emulator, RateLimits()) as client, anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(one)
+        await until(lambda: len(done) == 3)
+        await anyio.sleep(0.1)
+        tg.cancel_scope.cancel()
+    assert len(done) == 3
+    assert emulator.stats.error_responses == 0
+    assert len(chat_requests(emulator)) == 1 + 3
+
+
+@pytest.mark.anyio
+async def test_quota_is_visible_on_replies_and_streams(emulator: Emulator) -> None:
+    """The X-Ratelimit-* headers show as .rate_limit on responses and streams."""
+    emulator.set_rate_limits(rpm=100, tpm=100_000)
+    async with token_client(emulator) as client:
+        reply = await client.chat(HI)
+        cost = reply.usage.total_tokens
+        assert reply.rate_limit == RateLimitInfo(100, 100_000, 99, 100_000 - cost)
+        async with client.chat_stream(HI) as stream:
+            assert stream.rate_limit == RateLimitInfo(100, 100_000, 98, 100_000 - 2 * cost)
+            final = await stream.get_final_response()
+        assert final.rate_limit == stream.rate_limit
+        assert final == reply.__class__(
+            **{**_fields(reply), "id": final.id, "created": final.created}
+        )
+
+
+def _fields(reply: mpt_async.ChatResponse) -> dict[str, Any]:
+    return {
+        "id": reply.id,
+        "object": reply.object,
+        "created": reply.created,
+        "result": reply.result,
+        "is_truncated": reply.is_truncated,
+        "need_clear_history": reply.need_clear_history,
+        "ban_round": reply.ban_round,
+        "usage": reply.usage,
+    }
+
+
+@pytest.mark.anyio
+async def test_no_headers_no_quota(emulator: Emulator) -> None:
+    """Without X-Ratelimit-* headers, .rate_limit is None on responses and streams."""
+    async with token_client(emulator) as client:
+        assert (await client.chat(HI)).rate_limit is None
+        async with client.chat_stream(HI) as stream:
+            assert (await stream.get_final_response()).rate_limit is None
+            assert stream.rate_limit is None
+
+
+@pytest.mark.anyio
+async def test_copies_share_the_limiter(emulator: Emulator) -> None:
+    """A client and its with_options copy draw from one limit: 6 calls at qps=20 take 0.25 s."""
+    async with limited(emulator, RateLimits(qps=20, adopt_server_limits=False)) as client:
+        copy = client.with_options(timeout=30)
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for user in (client, copy) * 3:
+                tg.start_soon(user.chat, HI)
+        elapsed = anyio.current_time() - start
+    assert elapsed >= 0.25 - 0.02  # 0.1 s if each had its own limiter
+    assert len(chat_requests(emulator)) == 6
+
+
+@pytest.mark.anyio
+async def test_cancelled_waiter_gives_back_its_place(emulator: Emulator) -> None:
+    """At qps=3, cancelling the second call lets the third go in the second's slot."""
+    async with limited(emulator, RateLimits(qps=3, adopt_server_limits=False)) as client:
+        await client.chat(HI)  # takes the first slot
+        start = anyio.current_time()
+        finished: dict[str, float] = {}
+
+        async def third() -> None:
+            await client.chat(HI)
+            finished["third"] = anyio.current_time() - start
+
+        async with anyio.create_task_group() as tg:
+            second = anyio.CancelScope()
+
+            async def run_second() -> None:
+                with second:
+                    await client.chat(HI)
+                    finished["second"] = anyio.current_time() - start
+
+            tg.start_soon(run_second)
+            await anyio.sleep(0.05)
+            tg.start_soon(third)
+            await anyio.sleep(0.05)
+            second.cancel()
+    assert "second" not in finished
+    assert finished["third"] < 0.55  # its own slot was at 0.67 s; the second's at 0.33 s
+    assert len(chat_requests(emulator)) == 2
+
+
+@pytest.mark.anyio
+async def test_waiting_is_not_part_of_the_timeout(emulator: Emulator) -> None:
+    """A call that waits 0.33 s for its place still succeeds with 0.15 s timeouts."""
+    limits = RateLimits(qps=6, adopt_server_limits=False)
+    async with limited(emulator, limits, timeout=0.15) as client:
+        start = anyio.current_time()
+        outcomes = await burst(client, 3)
+        assert anyio.current_time() - start >= 0.33 - 0.02
+    assert outcomes == [None] * 3
+
+
+@pytest.mark.anyio
+async def test_retries_wait_for_their_place(emulator: Emulator) -> None:
+    """A retry after error 18 waits for the next slot like any call."""
+    emulator.inject(Fault.error(18))
+    limits = RateLimits(qps=5, adopt_server_limits=False)
+    async with limited(emulator, limits, max_retries=1) as client:
+        start = anyio.current_time()
+        await client.chat(HI)
+        elapsed = anyio.current_time() - start
+    assert elapsed >= 0.2 - 0.02
+    assert len(chat_requests(emulator)) == 2
+
+
+@pytest.mark.anyio
+async def test_rate_limit_refusal_holds_back_other_calls(emulator: Emulator) -> None:
+    """After a 429 with Retry-After, the client's other calls wait too."""
+    emulator.inject(Fault.http(429, headers={"Retry-After": "0.3"}))
+    limits = RateLimits(qps=1000, adopt_server_limits=False)
+    async with limited(emulator, limits, max_retries=1) as client:
+        waited: list[float] = []
+
+        async def other() -> None:
+            await until(lambda: len(chat_requests(emulator)) >= 1)
+            start = anyio.current_time()
+            await client.chat(HI)
+            waited.append(anyio.current_time() - start)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.chat, HI)
+            tg.start_soon(other)
+    assert waited[0] >= 0.2
+    assert emulator.stats.error_responses == 0  # the 429 came from an injected HTTP fault
+    assert len(chat_requests(emulator)) == 3
+
+
+@pytest.mark.anyio
+async def test_stream_charges_its_real_usage(emulator: Emulator) -> None:
+    """A stream's tokens are charged from its last chunk's usage when it ends."""
+    async with limited(emulator, RateLimits(tpm=10**6, adopt_server_limits=False)) as client:
+        async with client.chat_stream(HI) as stream:
+            final = await stream.get_final_response()
+        limiter = client._transport.limiter
+        assert limiter is not None
+        assert limiter._recent_tokens == final.usage.total_tokens
