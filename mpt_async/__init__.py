@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
-from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
 from mpt_async._client import DEFAULT_ENDPOINT, Client
-from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
 from mpt_async._exceptions import (
     APIConnectionError,
     APIError,
@@ -31,7 +31,28 @@ from mpt_async._models import ChatChunk, ChatRequest, ChatResponse, Message, Mes
 from mpt_async._ratelimit import RateLimitInfo, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import Timeouts
-from mpt_async._token_store import FileTokenStore, MemoryTokenStore, StoredToken, TokenStore
+
+if TYPE_CHECKING:
+    from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
+    from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
+    from mpt_async._token_file import FileTokenStore
+    from mpt_async._token_store import MemoryTokenStore, StoredToken, TokenStore
+
+#: Features loaded on first use, so that ``import mpt_async`` costs little more than its
+#: dependencies (the batch runner alone would pull in half of anyio).
+_LAZY = {
+    "Batch": "mpt_async._batch",
+    "BatchInput": "mpt_async._batch",
+    "BatchResult": "mpt_async._batch",
+    "run_batch": "mpt_async._batch",
+    "Conversation": "mpt_async._conversation",
+    "ConversationFlag": "mpt_async._conversation",
+    "ConversationStream": "mpt_async._conversation",
+    "FileTokenStore": "mpt_async._token_file",
+    "MemoryTokenStore": "mpt_async._token_store",
+    "StoredToken": "mpt_async._token_store",
+    "TokenStore": "mpt_async._token_store",
+}
 
 __version__ = "0.1.0.dev0"
 
@@ -81,13 +102,30 @@ __all__ = [
 ]
 
 
-def _claim_public_classes() -> None:
-    """Show public classes as ``mpt_async.X`` in reprs, tracebacks and docs."""
-    namespace = globals()
-    for name in __all__:
-        obj = namespace[name]
-        if isinstance(obj, type) and obj.__module__.startswith("mpt_async."):
-            obj.__module__ = "mpt_async"
+def _claim(obj: object) -> None:
+    """Show a public class as ``mpt_async.X`` in reprs, tracebacks and docs."""
+    if isinstance(obj, type) and obj.__module__.startswith("mpt_async."):
+        obj.__module__ = "mpt_async"
 
 
-_claim_public_classes()
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        msg = f"module 'mpt_async' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    _claim(value)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _claim(globals()[_name])
+del _name

@@ -39,7 +39,7 @@ from mpt_async._exceptions import (
     StreamError,
 )
 from mpt_async._models import ChatRequest, Message, Usage
-from mpt_async._token_store import FileTokenStore, TokenStore
+from mpt_async._token_store import TokenStore
 
 __all__ = [
     "CREDENTIAL_VARS",
@@ -257,6 +257,8 @@ def token_store_from_args(
     """
     if getattr(args, "no_token_cache", False):
         return None
+    from mpt_async._token_file import FileTokenStore
+
     if path := getattr(args, "token_cache", None):
         return FileTokenStore(path)
     if not (base_url or base_url_from_env()).startswith("https://"):

@@ -15,17 +15,18 @@ from mpt_async import _converter
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
-from mpt_async._batch import DEFAULT_CONCURRENCY, Batch, BatchInput, ProgressHook
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
 from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._token_store import TokenStore, check_token_store
 from mpt_async._transport import CallOptions, Transport
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from mpt_async._batch import Batch, BatchInput, ProgressHook
+    from mpt_async._token_store import TokenStore
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -113,7 +114,10 @@ class Client:
         elif auth is None:
             auth = auth_from_env()
         base_url = base_url or base_url_from_env()
-        token_store = check_token_store(token_store)
+        if token_store is not None:
+            from mpt_async._token_store import check_token_store  # only with a store
+
+            token_store = check_token_store(token_store)
         rate_limits = _check_rate_limits(rate_limits)
         if not base_url.startswith(("http://", "https://")):
             msg = f"base_url must start with http:// or https://, not {base_url!r}"
@@ -331,11 +335,13 @@ class Client:
         self,
         requests: Iterable[BatchInput] | AsyncIterable[BatchInput],
         *,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         on_progress: ProgressHook | None = None,
         total: int | None = None,
     ) -> Batch:
         """Run many independent chats side by side, results as they complete.
+
+        ``concurrency`` defaults to 8 calls in flight.
 
         Use it as ``async with client.batch(requests) as results: async for item in
         results``; each item is a :class:`BatchResult` with the input's ``index`` and its
@@ -345,4 +351,12 @@ class Client:
             RequestValidationError: ``requests`` is not an iterable of inputs.
             ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
         """
-        return Batch(self, requests, concurrency=concurrency, on_progress=on_progress, total=total)
+        from mpt_async._batch import DEFAULT_CONCURRENCY, Batch  # loaded when first used
+
+        return Batch(
+            self,
+            requests,
+            concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+            on_progress=on_progress,
+            total=total,
+        )

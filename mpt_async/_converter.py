@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
+from mpt_async import _models
 from mpt_async._exceptions import MalformedResponseError
 from mpt_async._models import ChatChunk, ChatRequest, Usage
 
@@ -72,9 +74,29 @@ def make_converter(*, strict: bool = False, detailed: bool = False) -> cattrs.Co
     for kind in (int, str, bool):
         converter.register_structure_hook(kind, _exact(kind))
     converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook_factory(attrs.has, _structure_factory)
+    converter.register_unstructure_hook_factory(attrs.has, _unstructure_factory)
     if not detailed:
         converter.register_structure_hook(ChatChunk, _chunk_hook(strict=strict))
     return converter
+
+
+def _resolve(cls: type[Any]) -> None:
+    # The models' string annotations name things that live in _models; once mpt_async has
+    # re-homed the classes as mpt_async.X, only _models' namespace can resolve them.
+    attrs.resolve_types(cls, globalns=vars(_models))
+
+
+def _structure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
+    _resolve(cls)
+    return make_dict_structure_fn(cls, converter)
+
+
+def _unstructure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
+    _resolve(cls)
+    return make_dict_unstructure_fn(
+        cls, converter, _cattrs_omit_if_default=converter.omit_if_default
+    )
 
 
 _CHUNK_KEYS = frozenset(field.name for field in attrs.fields(ChatChunk))

@@ -347,10 +347,3 @@ class TokenGrant:
     scope: str | None = None
     session_key: str | None = attrs.field(default=None, repr=False)
     session_secret: str | None = attrs.field(default=None, repr=False)
-
-
-# Resolve the string annotations here, where their names live: the converter reads them
-# lazily, after ``mpt_async`` has re-homed these classes as ``mpt_async.X``.
-for _cls in (Message, ChatRequest, Usage, ChatResponse, ChatChunk, ErrorEnvelope, TokenGrant):
-    attrs.resolve_types(_cls)
-del _cls

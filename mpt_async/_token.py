@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
 from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
-from mpt_async._token_store import StoredToken, TokenStore
+
+if TYPE_CHECKING:
+    from mpt_async._token_store import StoredToken, TokenStore
 
 __all__ = ["CachedToken", "TokenCache", "refresh_margin"]
 
@@ -127,6 +130,8 @@ class TokenCache:
                 return cached
             grant = await fetch()
             now = self._wall()
+            from mpt_async._token_store import StoredToken  # only with a store
+
             stored = StoredToken(grant.access_token, now + grant.expires_in, now)
             try:
                 await store.save(self._key, stored)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
@@ -40,7 +40,9 @@ from mpt_async._signer import authorization, format_timestamp
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._timeouts import Timeouts
 from mpt_async._token import TokenCache
-from mpt_async._token_store import TokenStore, token_key
+
+if TYPE_CHECKING:
+    from mpt_async._token_store import TokenStore
 
 __all__ = [
     "CHAT_PATH",
@@ -171,6 +173,8 @@ class Transport:
         if isinstance(auth, AccessTokenAuth):
             key = ""
             if token_store is not None:
+                from mpt_async._token_store import token_key  # only with a store
+
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False

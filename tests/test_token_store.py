@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import mpt_async
-from mpt_async import _cli, _token_store
+from mpt_async import _cli, _token_file
 from mpt_async.__main__ import main
 from mpt_async._token_store import token_key
 from mpt_async.testing import Emulator, Fault
@@ -254,10 +254,10 @@ def test_processes_starting_at_once_fetch_one_token(emulator: Emulator, tmp_path
 @pytest.fixture(params=["flock", "lock-file"])
 def lock_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with flock (where there is one) and with the O_EXCL lock-file fallback."""
-    if request.param == "flock" and not _token_store._HAVE_FLOCK:
+    if request.param == "flock" and not _token_file._HAVE_FLOCK:
         pytest.skip("no flock on this platform")
     if request.param == "lock-file":
-        monkeypatch.setattr(_token_store, "_HAVE_FLOCK", False)
+        monkeypatch.setattr(_token_file, "_HAVE_FLOCK", False)
     return str(request.param)
 
 
