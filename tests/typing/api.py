@@ -69,3 +69,36 @@ async def errors() -> None:
 
 def chunk_fields(chunk: ChatChunk) -> tuple[str, int, bool]:
     return chunk.result, chunk.sentence_id, chunk.is_end
+
+
+async def features(client: Client) -> None:
+    conv = mpt_async.Conversation(client, temperature=0.5)
+    first: ChatResponse = await conv.ask("Hi")
+    async with conv.ask_stream("More") as answer:
+        async for chunk in answer:
+            print(chunk.result)
+    flag: mpt_async.ConversationFlag | None = conv.last_flag
+    history: tuple[Message, ...] = conv.messages
+    print(first.result, flag, len(history), len(conv))
+
+    async with client.batch(["a", "b"], concurrency=2) as results:
+        async for item in results:
+            index: int = item.index
+            if item.response is not None:
+                print(index, item.response.result)
+            elif item.error is not None:
+                print(index, item.error)
+
+    limited = Client(
+        auth=AccessTokenAuth("ak", "sk"),
+        rate_limits=mpt_async.RateLimits(qps=5, rpm=300, tpm=100_000),
+        token_store=mpt_async.FileTokenStore(),
+    )
+    reply = await limited.chat([{"role": "user", "content": "Hi"}])
+    info: mpt_async.RateLimitInfo | None = reply.rate_limit
+    if info is not None:
+        remaining: int | None = info.remaining_requests
+        print(remaining)
+    shared: mpt_async.TokenStore = mpt_async.MemoryTokenStore()
+    print(shared)
+    await limited.aclose()
