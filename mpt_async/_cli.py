@@ -56,6 +56,7 @@ __all__ = [
     "client_options",
     "error_line",
     "exit_code",
+    "int_at_least",
     "redact",
     "run_chat",
     "run_service_command",
@@ -107,16 +108,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"not an integer: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 0:
-        msg = f"must be 0 or more, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            msg = f"not an integer: {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < minimum:
+            msg = f"must be {minimum} or more, not {text}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
 def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -207,7 +213,7 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
     )
     service.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=2,
         metavar="N",
         help="retries of a failed call before giving up (default: %(default)s)",

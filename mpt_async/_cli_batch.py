@@ -48,6 +48,7 @@ from mpt_async._cli import (
     add_sampling_options,
     add_service_options,
     client_options,
+    int_at_least,
     redact,
     run_service_command,
     sampling_params,
@@ -90,18 +91,6 @@ _PROGRESS_EVERY = 0.1  # seconds between two redraws of the progress bar
 # -- the parser ---------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"not an integer: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 1:
-        msg = f"must be 1 or more, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``batch`` sub-command to a parser's sub-commands.
 
@@ -134,7 +123,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=int_at_least(1),
         default=_DEFAULT_CONCURRENCY,
         metavar="N",
         help="calls in flight at once (default: %(default)s)",

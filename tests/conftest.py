@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from mpt_async import _converter
@@ -38,6 +39,19 @@ def emulator_server() -> Iterator[Emulator]:
     """One emulator on a free loopback port for the whole session."""
     with Emulator() as emu:
         yield emu
+
+
+@pytest.fixture
+def http(emulator: Emulator) -> Iterator[httpx.Client]:
+    """A plain (sync) httpx client aimed at the emulator, for talking to it by hand."""
+    with httpx.Client(base_url=emulator.base_url, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+def token(emulator: Emulator) -> str:
+    """A valid access token minted by the emulator."""
+    return emulator.issue_token()
 
 
 @pytest.fixture

@@ -71,17 +71,6 @@ TOKEN_FIELDS = {
 ENV_NAMES = ("QIANFAN_AK", "QIANFAN_SK", "QIANFAN_ACCESS_KEY", "QIANFAN_SECRET_KEY")
 
 
-@pytest.fixture
-def http(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-def token(emulator: Emulator) -> str:
-    return emulator.issue_token()
-
-
 @pytest.fixture(scope="module")
 def custom() -> Iterator[Emulator]:
     """An emulator with its own keys, a short token TTL and two endpoints."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,17 +13,6 @@ import pytest
 from mpt_async.testing import Emulator, Fault, _app
 
 CHAT = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt-30b-instruct"
-
-
-@pytest.fixture
-def http(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-def token(emulator: Emulator) -> str:
-    return emulator.issue_token()
 
 
 def ask(stream: bool = False) -> dict[str, Any]:

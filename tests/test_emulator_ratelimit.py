@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,17 +20,6 @@ RATE_HEADERS = (
     "x-ratelimit-remaining-requests",
     "x-ratelimit-remaining-tokens",
 )
-
-
-@pytest.fixture
-def http(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-def token(emulator: Emulator) -> str:
-    return emulator.issue_token()
 
 
 def chat(http: httpx.Client, token: str, body: Any = BODY) -> httpx.Response:

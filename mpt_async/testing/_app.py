@@ -266,7 +266,11 @@ class EmulatorApp:
         authorization = request.headers.get("authorization")
         if authorization is None:
             return _errors.NO_CREDENTIALS
-        valid = _auth.verify_signature(
+        valid = self._signed_by_known_key(request, authorization)
+        return None if valid else _errors.IAM_CERTIFICATION_FAILED
+
+    def _signed_by_known_key(self, request: _Request, authorization: str) -> bool:
+        return _auth.verify_signature(
             authorization,
             method=request.method,
             path=request.path,
@@ -275,7 +279,6 @@ class EmulatorApp:
             keys=self.state.access_keys,
             now=time.time(),
         )
-        return None if valid else _errors.IAM_CERTIFICATION_FAILED
 
     # -- chat ------------------------------------------------------------------------
 
@@ -475,15 +478,7 @@ class EmulatorApp:
     async def _service_list(self, request: _Request, send: Send) -> None:
         self.state.record(request.record("console", None), request.client)
         authorization = request.headers.get("authorization", "")
-        valid = request.method == "POST" and _auth.verify_signature(
-            authorization,
-            method=request.method,
-            path=request.path,
-            query=request.query,
-            headers=request.headers,
-            keys=self.state.access_keys,
-            now=time.time(),
-        )
+        valid = request.method == "POST" and self._signed_by_known_key(request, authorization)
         if not valid:
             self.state.count("error_responses")
             denied = {
