@@ -49,16 +49,7 @@ __all__ = [
 #: How many calls a batch keeps in flight unless told otherwise.
 DEFAULT_CONCURRENCY = 8
 #: The keys a mapping given as one batch input may hold.
-REQUEST_FIELDS = (
-    "messages",
-    "temperature",
-    "top_k",
-    "top_p",
-    "penalty_score",
-    "stop",
-    "user_id",
-    "metadata",
-)
+REQUEST_FIELDS = tuple(f.name for f in attrs.fields(ChatRequest) if f.name != "stream")
 
 #: One input of a batch: a prompt string (one user message), a list of messages, a
 #: :class:`ChatRequest`, or a mapping with ``messages`` and optional sampling fields.

@@ -16,7 +16,13 @@ from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
-from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
+from mpt_async._models import (
+    ChatRequest,
+    ChatResponse,
+    MessageLike,
+    sampling_options,
+    set_rate_limit,
+)
 from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
@@ -48,6 +54,13 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
         raise ConfigurationError(msg)
     return AutoTransport(limits)
+
+
+def _check_endpoint(value: object) -> str:
+    if not isinstance(value, str) or not _ENDPOINT.fullmatch(value):
+        msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {value!r}"
+        raise ConfigurationError(msg)
+    return value
 
 
 def _check_max_retries(value: object) -> int:
@@ -106,9 +119,7 @@ class Client:
         token_store: TokenStore | None = None,
         rate_limits: RateLimits | None = None,
     ) -> None:
-        if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
-            msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}"
-            raise ConfigurationError(msg)
+        endpoint = _check_endpoint(endpoint)
         if isinstance(auth, str):
             auth = FixedTokenAuth(auth)
         elif auth is None:
@@ -142,9 +153,8 @@ class Client:
             base_url=base_url,
             auth=auth,
             token_store=token_store,
+            limiter=None if rate_limits is None else Limiter(rate_limits),
         )
-        if rate_limits is not None:
-            self._transport.limiter = Limiter(rate_limits)
         self._is_copy = False
 
     def __repr__(self) -> str:
@@ -195,10 +205,7 @@ class Client:
         copy._is_copy = True
         copy._endpoint = self._endpoint
         if endpoint is not None:
-            if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
-                msg = f"endpoint must be an API name, not {endpoint!r}"
-                raise ConfigurationError(msg)
-            copy._endpoint = endpoint
+            copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}
         if timeout is not None:
             changes["timeouts"] = as_timeouts(timeout)
@@ -239,7 +246,7 @@ class Client:
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _converter.encode_request(request, _converter.CONVERTER), options
+        return _converter.encode_request(request), options
 
     async def chat(
         self,
@@ -277,15 +284,7 @@ class Client:
             messages,
             False,
             timeout,
-            {
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "penalty_score": penalty_score,
-                "stop": stop,
-                "user_id": user_id,
-                "metadata": metadata,
-            },
+            sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
         )
         data, info = await self._transport.chat(self._endpoint, body, options)
         reply = _converter.structure(data, ChatResponse, status_code=200)
@@ -318,15 +317,7 @@ class Client:
             messages,
             True,
             timeout,
-            {
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "penalty_score": penalty_score,
-                "stop": stop,
-                "user_id": user_id,
-                "metadata": metadata,
-            },
+            sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
         )
         endpoint, transport = self._endpoint, self._transport
         return ChatStream(lambda: transport.open_stream(endpoint, body, options))

@@ -25,6 +25,7 @@ from mpt_async._models import (
     MessageLike,
     Usage,
     _to_messages,
+    sampling_options,
 )
 from mpt_async._timeouts import TimeoutLike
 
@@ -111,17 +112,10 @@ def _options(
         stop = tuple(stop)
     if metadata is not None and isinstance(metadata, Mapping):
         metadata = dict(metadata)
-    given = {
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "penalty_score": penalty_score,
-        "stop": stop,
-        "user_id": user_id,
-        "metadata": metadata,
-        "timeout": timeout,
-    }
-    return {name: value for name, value in given.items() if value is not None}
+    given = sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata)
+    if timeout is not None:
+        given["timeout"] = timeout
+    return given
 
 
 class Conversation:

@@ -216,6 +216,28 @@ def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
     return dict(value)
 
 
+def sampling_options(
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    penalty_score: float | None,
+    stop: Iterable[str] | None,
+    user_id: str | None,
+    metadata: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The sampling options that were given (not ``None``), as :class:`ChatRequest` keywords."""
+    given = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "penalty_score": penalty_score,
+        "stop": stop,
+        "user_id": user_id,
+        "metadata": metadata,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 @attrs.frozen(kw_only=True)
 class ChatRequest:
     """The body of one chat call, checked against every rule of SPEC section 3.

@@ -153,6 +153,7 @@ class Transport:
         base_url: The service's scheme, host and optional path prefix.
         auth: The credentials.
         token_store: Where access tokens are shared beyond this transport, if anywhere.
+        limiter: Holds calls back to the client's rate limits, if it has any.
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class Transport:
         base_url: str,
         auth: Auth,
         token_store: TokenStore | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         install_redaction()
         self.http = http
@@ -178,8 +180,8 @@ class Transport:
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
-        #: Set by the client when it has rate limits; shared by its copies.
-        self.limiter: Limiter | None = None
+        #: The client's rate limits, if any; shared by its copies.
+        self.limiter = limiter
 
     async def aclose(self) -> None:
         """Close the HTTP client if this transport created it."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import anyio
+import pytest
 
 import mpt_async
+from mpt_async import _cli
 from mpt_async.testing import Emulator
 
 #: Retries in tests wait milliseconds, not seconds.
@@ -33,6 +36,20 @@ def aksk_client(emu: Emulator, **kwargs: Any) -> mpt_async.Client:
         base_url=emu.base_url,
         **kwargs,
     )
+
+
+def scrubbed_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any QIANFAN_* variable, for a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra)
+    return env
+
+
+def clear_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every credential and base-URL variable the client or CLI would read."""
+    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def chat_requests(emu: Emulator) -> list[Any]:

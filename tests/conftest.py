@@ -10,6 +10,8 @@ import pytest
 from mpt_async import _converter
 from mpt_async.testing import Emulator
 
+from .clientkit import clear_credentials
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _strict_wire() -> Iterator[None]:
@@ -52,6 +54,16 @@ def http(emulator: Emulator) -> Iterator[httpx.Client]:
 def token(emulator: Emulator) -> str:
     """A valid access token minted by the emulator."""
     return emulator.issue_token()
+
+
+@pytest.fixture
+def env_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The session emulator, with the environment's credentials pointing at it."""
+    clear_credentials(monkeypatch)
+    monkeypatch.setenv("QIANFAN_AK", emulator.api_key)
+    monkeypatch.setenv("QIANFAN_SK", emulator.secret_key)
+    monkeypatch.setenv("QIANFAN_BASE_URL", emulator.base_url)
+    return emulator
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import socket
 import subprocess
@@ -16,16 +15,11 @@ from mpt_async import _cli
 from mpt_async.__main__ import main
 from mpt_async.testing import Emulator, Fault
 
+from .clientkit import clear_credentials, scrubbed_env
+
 QUESTION = "Please introduce The Great Wall"
 SECRET = "cli-test-secret-value-0123456789"
 _USAGE_LINE = re.compile(r"usage: prompt_tokens=(\d+) completion_tokens=(\d+) total_tokens=(\d+)")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
-    env["PYTHONIOENCODING"] = "utf-8"
-    env.update(extra)
-    return env
 
 
 def _run(
@@ -37,7 +31,7 @@ def _run(
         capture_output=True,
         text=True,
         encoding="utf-8",
-        env=_env() if env is None else env,
+        env=scrubbed_env() if env is None else env,
         timeout=30,
         check=False,
     )
@@ -55,17 +49,6 @@ def _assert_one_error_line(stderr: str) -> None:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("mpt_async: error: ")
     assert "Traceback" not in stderr
-
-
-@pytest.fixture
-def env_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """The session emulator, with the environment's credentials pointing at it."""
-    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QIANFAN_AK", emulator.api_key)
-    monkeypatch.setenv("QIANFAN_SK", emulator.secret_key)
-    monkeypatch.setenv("QIANFAN_BASE_URL", emulator.base_url)
-    return emulator
 
 
 def _chat_bodies(emulator: Emulator) -> list[dict[str, Any]]:
@@ -110,7 +93,7 @@ def test_invalid_temperature_exits_2_with_one_line() -> None:
 
 def test_unreachable_service_exits_1_without_leaking_the_secret() -> None:
     """Credentials set but nothing listening: exit 1, one line, the secret never printed."""
-    env = _env(
+    env = scrubbed_env(
         QIANFAN_AK="cli-test-api-key",
         QIANFAN_SK=SECRET,
         QIANFAN_BASE_URL=f"http://127.0.0.1:{_closed_port()}",
@@ -132,7 +115,7 @@ def test_missing_emulator_extra_says_how_to_install() -> None:
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=scrubbed_env(),
         timeout=30,
         check=False,
     )
@@ -271,8 +254,7 @@ def test_half_a_credential_pair_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """QIANFAN_AK without QIANFAN_SK exits 2 instead of silently using the emulator."""
-    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+    clear_credentials(monkeypatch)
     monkeypatch.setenv("QIANFAN_AK", "only-half")
     assert main(["chat", "hi"]) == 2
     err = capsys.readouterr().err

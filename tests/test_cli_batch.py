@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,13 @@ from typing import Any
 
 import pytest
 
-from mpt_async import _cli
 from mpt_async.__main__ import main
 from mpt_async._cli_batch import is_transient
 from mpt_async.testing import Emulator, Fault
 
+from .clientkit import scrubbed_env
+
 SECRET = "batch-test-secret-value-0123456789"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
-    env["PYTHONIOENCODING"] = "utf-8"
-    env.update(extra)
-    return env
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +26,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     done = subprocess.run(
         [sys.executable, "-m", "mpt_async", "batch", *args],
         capture_output=True,
-        env=_env() if env is None else env,
+        env=scrubbed_env() if env is None else env,
         timeout=30,
         check=False,
     )
@@ -73,17 +66,6 @@ def _summary(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if " answered, " in line]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-@pytest.fixture
-def env_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """The session emulator, with the environment's credentials pointing at it."""
-    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QIANFAN_AK", emulator.api_key)
-    monkeypatch.setenv("QIANFAN_SK", emulator.secret_key)
-    monkeypatch.setenv("QIANFAN_BASE_URL", emulator.base_url)
-    return emulator
 
 
 def _asked_in_requests(emulator: Emulator) -> list[str]:
@@ -175,7 +157,7 @@ def test_interrupted_run_keeps_answers_and_resumes(tmp_path: Path, emulator: Emu
     """Ctrl-C keeps every finished answer (exit 130); the rerun answers only the rest."""
     prompts = _write(tmp_path / "in.jsonl", "q1", "q2", "q3", "q4")
     out = tmp_path / "out.jsonl"
-    env = _env(
+    env = scrubbed_env(
         QIANFAN_AK=emulator.api_key,
         QIANFAN_SK=emulator.secret_key,
         QIANFAN_BASE_URL=emulator.base_url,

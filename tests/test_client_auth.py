@@ -228,3 +228,21 @@ async def test_secrets_stay_out_of_repr_errors_and_logs(
     for secret in secrets:
         assert secret not in text
         assert secret not in logged
+
+
+async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> None:
+    """If the task fetching the token is cancelled, a waiting call fetches and succeeds."""
+    emulator.inject(Fault.stall(0.5, target="token"))
+    results: list[str] = []
+
+    async def waiter(client: mpt_async.Client) -> None:
+        results.append((await client.chat(HI)).result)
+
+    async with token_client(emulator) as client:
+        async with anyio.create_task_group() as tg:
+            with anyio.move_on_after(0.2) as scope:
+                tg.start_soon(waiter, client)
+                await client.chat(HI)  # takes the fetch, then is cancelled waiting for it
+            assert scope.cancelled_caught
+    assert len(results) == 1
+    assert emulator.stats.token_requests == 2

@@ -263,3 +263,14 @@ async def test_closing_client_closes_connections(emulator: Emulator) -> None:
         await client.chat(HI)
         assert emulator.stats.open_connections >= 1
     assert await wait_no_connections(emulator) == 0
+
+
+async def test_truncated_json_reply_is_malformed_response(emulator: Emulator) -> None:
+    """A non-stream reply cut off mid-JSON raises MalformedResponseError, not retried."""
+    emulator.inject(Fault.malformed())
+    async with token_client(emulator, max_retries=2) as client:
+        with pytest.raises(mpt_async.MalformedResponseError) as info:
+            await client.chat(HI)
+        assert info.value.status_code == 200
+        assert (await client.chat(HI)).result  # the connection pool is still sound
+    assert emulator.stats.chat_requests == 2

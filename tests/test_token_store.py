@@ -354,15 +354,12 @@ def test_default_path_follows_xdg_cache_home(
 
 
 @pytest.fixture
-def env_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Emulator:
+def env_emulator(
+    env_emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Emulator:
     """The session emulator as the CLI's service, and a private cache directory."""
-    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QIANFAN_AK", emulator.api_key)
-    monkeypatch.setenv("QIANFAN_SK", emulator.secret_key)
-    monkeypatch.setenv("QIANFAN_BASE_URL", emulator.base_url)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return emulator
+    return env_emulator
 
 
 def test_cli_run_twice_with_the_cache_fetches_one_token(
