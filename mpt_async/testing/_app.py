@@ -32,7 +32,10 @@ class EmulatorApp:
         """
         if scope["type"] != "http":
             return
-        request = Request(scope, await read_body(receive), receive)
+        body = await read_body(receive)
+        if body is None:  # a half-sent request: nobody is waiting for an answer
+            return
+        request = Request(scope, body, receive)
         path = request.path
         service = self._service
         if path.startswith(CHAT_PREFIX):

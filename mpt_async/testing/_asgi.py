@@ -107,14 +107,18 @@ class Request:
         )
 
 
-async def read_body(receive: Receive) -> bytes:
-    """Read the whole request body, keeping at most :data:`MAX_BODY` bytes of it."""
+async def read_body(receive: Receive) -> bytes | None:
+    """Read the whole request body, keeping at most :data:`MAX_BODY` bytes of it.
+
+    Returns:
+        The body, or ``None`` when the client went away before sending all of it.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return None
         chunk = message.get("body", b"")
         if size < MAX_BODY:
             chunks.append(chunk)

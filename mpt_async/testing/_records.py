@@ -12,20 +12,21 @@ from typing import Any
 
 import attrs
 
+from mpt_async._redact import redact_pairs
+
 __all__ = ["RECORD_BYTES", "EmulatorStats", "RecordedRequest", "Records"]
 
 #: The default memory budget of the kept requests, in bytes (see :meth:`Records.cost`).
 RECORD_BYTES = 64 * 1024 * 1024
 
-_SECRET_QUERY = frozenset({"access_token", "client_secret"})
-_SECRET_HEADERS = frozenset({"authorization"})
 _REDACTED = "<redacted>"
 # What a record costs besides its body and headers (the objects themselves), roughly.
 _OVERHEAD = 512
 
 
-def _redact(pairs: Mapping[str, str], secret: frozenset[str]) -> dict[str, str]:
-    return {k: _REDACTED if k.lower() in secret else v for k, v in pairs.items()}
+def _redact(pairs: Mapping[str, str]) -> dict[str, str]:
+    # The client's one redactor decides what is secret (tokens, client secrets, signatures).
+    return redact_pairs(pairs, _REDACTED)
 
 
 @attrs.frozen
@@ -61,8 +62,8 @@ class EmulatorStats:
 
 
 def _redacted_repr(self: RecordedRequest) -> str:
-    query = _redact(self.query, _SECRET_QUERY)
-    headers = _redact(self.headers, _SECRET_HEADERS)
+    query = _redact(self.query)
+    headers = _redact(self.headers)
     return (
         f"RecordedRequest(kind={self.kind!r}, method={self.method!r}, path={self.path!r},"
         f" query={query!r}, headers={headers!r})"
@@ -104,8 +105,8 @@ class RecordedRequest:
             "kind": self.kind,
             "method": self.method,
             "path": self.path,
-            "query": _redact(self.query, _SECRET_QUERY),
-            "headers": _redact(self.headers, _SECRET_HEADERS),
+            "query": _redact(self.query),
+            "headers": _redact(self.headers),
             "body": body,
             "time": self.time,
         }
