@@ -1,5 +1,6 @@
-"""The emulator survives its users: bounded settings and records, 4xx for bad control input,
-and connections that cannot be held open forever. Everything over real sockets.
+"""The emulator survives its users: bounded settings and records, 4xx for bad input.
+
+Connections cannot be held open forever either. Everything goes over real sockets.
 """
 
 from __future__ import annotations
@@ -169,8 +170,7 @@ def quick() -> Iterator[Emulator]:
 
 
 def connect(emu: Emulator) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", emu.port), timeout=20)
-    return sock
+    return socket.create_connection(("127.0.0.1", emu.port), timeout=20)
 
 
 def closed_by_server(sock: socket.socket) -> bool:

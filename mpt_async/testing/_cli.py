@@ -21,8 +21,9 @@ __all__ = ["DEFAULT_PORT", "add_emulator_parser", "main", "run_emulator"]
 DEFAULT_PORT = 8866
 _DESCRIPTION = (
     "Run a local emulator of Baidu Qianfan's MPT-30B-instruct API in the foreground "
-    "(on loopback unless --host says otherwise; Ctrl-C stops it). Credentials come from QIANFAN_AK/QIANFAN_SK and "
-    "QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY when set, else documented defaults."
+    "(on loopback unless --host says otherwise; Ctrl-C stops it). Credentials come from "
+    "QIANFAN_AK/QIANFAN_SK and QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY when set, else "
+    "documented defaults."
 )
 
 
