@@ -126,3 +126,16 @@ def test_argparse_types_read_well_in_both_commands(capsys: pytest.CaptureFixture
     assert "argument --max-retries: must be 0 or more, not -1" in capsys.readouterr().err
     assert main(["chat", "--timeout", "0", "hi"]) == 2
     assert "argument --timeout: must be a positive number" in capsys.readouterr().err
+
+
+def test_error_line_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's secrets, extra ones and secret URL parameters never reach the line."""
+    monkeypatch.setenv("QIANFAN_SK", "sk-from-the-environment")
+    error = APIConnectionError(
+        "failed: http://h/chat?access_token=tok-123456 key sk-from-the-environment extra-secret"
+    )
+    line = error_line(error, ["extra-secret"])
+    assert "tok-123456" not in line
+    assert "sk-from-the-environment" not in line
+    assert "extra-secret" not in line
+    assert line.count("***") == 3

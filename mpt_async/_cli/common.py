@@ -8,10 +8,10 @@ error, never a traceback, and never a secret.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 
+from mpt_async import _redact
 from mpt_async._codes import Failure, failure_of
 from mpt_async._exceptions import ConfigurationError
 
@@ -48,7 +48,6 @@ CREDENTIAL_VARS = (
     "QIANFAN_SECRET_KEY",
 )
 _SECRET_VARS = ("QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
-_SECRET_PARAMS = re.compile(r"(?i)\b(access_token|client_secret|client_id)=[^&\s]+")
 
 
 class UsageError(ConfigurationError):
@@ -64,25 +63,14 @@ def note(text: str) -> None:
     print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
-def _secrets(extra: Sequence[str] = ()) -> list[str]:
-    values = [os.environ.get(name, "") for name in _SECRET_VARS]
-    return sorted({v for v in (*values, *extra) if len(v) >= 4}, key=len, reverse=True)
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=***", text)
-
-
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with the environment's secrets (and ``secrets``) masked as ``***``.
+    """``text`` with the environment's secrets (and ``secrets``) masked, by the one redactor.
 
     Args:
         text: What is about to be printed or written.
         secrets: Extra strings to mask.
     """
-    return _redact(text, _secrets(secrets))
+    return _redact.redact(text, (*(os.environ.get(name, "") for name in _SECRET_VARS), *secrets))
 
 
 #: The words before the message, by kind of failure (none: the message says it all).
@@ -119,7 +107,7 @@ def error_line(exc: BaseException, secrets: Sequence[str] = ()) -> str:
         exc: The error.
         secrets: Extra strings to mask (the environment's secrets are always masked).
     """
-    return f"{PROG}: error: {_redact(_describe(exc), _secrets(secrets))}"
+    return f"{PROG}: error: {redact(_describe(exc), secrets)}"
 
 
 def exit_code(exc: BaseException) -> int:
