@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from mpt_async.__main__ import main
 from mpt_async._cli import argtypes
 from mpt_async._cli.common import UsageError, error_line, exit_code
 from mpt_async._codes import Failure, failure_of, record_code
@@ -23,7 +24,6 @@ from mpt_async._exceptions import (
     RequestValidationError,
     StreamError,
 )
-from mpt_async.__main__ import main
 
 
 @pytest.mark.parametrize(
