@@ -98,13 +98,15 @@ def test_record_code_prefers_the_api_code() -> None:
 @pytest.mark.parametrize(
     ("parse", "text", "words"),
     [
-        (argtypes.int_at_least(1), "0", "must be 1 or more, not 0"),
-        (argtypes.int_at_least(0), "x", "not a whole number: 'x'"),
-        (argtypes.positive_number, "0", "must be a positive number, not 0"),
-        (argtypes.positive_number, "inf", "must be a positive number, not inf"),
-        (argtypes.positive_number, "nan", "not a number: 'nan'"),
-        (argtypes.non_negative_number, "-1", "must be zero or more, not -1"),
-        (argtypes.non_negative_number, "soon", "not a number: 'soon'"),
+        (argtypes.int_at_least(1), "0", "^must be a positive integer, not 0$"),
+        (argtypes.int_at_least(0), "-1", "^must be a non-negative integer, not -1$"),
+        (argtypes.int_at_least(5), "3", "^must be an integer of at least 5, not 3$"),
+        (argtypes.int_at_least(0), "x", "^not a whole number: 'x'$"),
+        (argtypes.positive_number, "0", "^must be a positive number, not 0.0$"),
+        (argtypes.positive_number, "inf", "^must be a finite number, not inf$"),
+        (argtypes.positive_number, "nan", "^must be a finite number, not nan$"),
+        (argtypes.non_negative_number, "-1", "^must be a non-negative number, not -1.0$"),
+        (argtypes.non_negative_number, "soon", "^not a number: 'soon'$"),
     ],
 )
 def test_option_values_are_refused_in_plain_words(parse: object, text: str, words: str) -> None:
@@ -117,13 +119,13 @@ def test_option_values_are_refused_in_plain_words(parse: object, text: str, word
 def test_argparse_types_read_well_in_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
     """The emulator's and the chat's bad values get the same plain message."""
     assert main(["emulator", "--rpm", "0"]) == 2
-    assert "argument --rpm: must be 1 or more, not 0" in capsys.readouterr().err
+    assert "argument --rpm: must be a positive integer, not 0" in capsys.readouterr().err
     assert main(["emulator", "--stream-chunks", "many"]) == 2
     err = capsys.readouterr().err
     assert "not a whole number: 'many'" in err
     assert "_positive_int" not in err
     assert main(["chat", "--max-retries", "-1", "hi"]) == 2
-    assert "argument --max-retries: must be 0 or more, not -1" in capsys.readouterr().err
+    assert "argument --max-retries: must be a non-negative integer" in capsys.readouterr().err
     assert main(["chat", "--timeout", "0", "hi"]) == 2
     assert "argument --timeout: must be a positive number" in capsys.readouterr().err
 
