@@ -406,8 +406,9 @@ def test_hostile_lines_each_get_a_record_and_the_run_goes_on(tmp_path: Path, orj
         assert _asked(records[1]) == "first"
         assert _asked(records[len(lines)]) == "last"
         for number, (_, code_, words) in enumerate(_HOSTILE, 2):
-            assert records[number].get("error", {}).get("code") == code_, (number, str(records[number])[:300])
-            assert words in records[number]["error"]["message"], (number, records[number])
+            error = records[number].get("error", {})
+            assert error.get("code") == code_, (number, str(records[number])[:300])
+            assert words in error["message"], (number, error)
         expected = (
             f"mpt_async: 2 answered, {len(_HOSTILE)} failed, 0 skipped"
             if run == 0
