@@ -8,6 +8,7 @@ interval comes from ``/proc`` so the parent can tell when the server was the bot
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import resource
@@ -184,11 +185,18 @@ def run(spec: dict) -> dict:
 
         return _decode.main(spec)
     adapter: Adapter = CLIENTS[spec["client"]]()
+    gather = _gather_trio if adapter.runtime == "trio" else _gather_asyncio
+    if spec["task"] == "profile":
+        from benchmarks._profile import profile_cells
+
+        job = functools.partial(profile_cells, adapter, _drive, gather, spec)
+    else:
+        job = functools.partial(_cells, adapter, gather, spec)
     if adapter.runtime == "trio":
         import trio
 
-        return trio.run(_cells, adapter, _gather_trio, spec)
-    return asyncio.run(_cells(adapter, _gather_asyncio, spec))
+        return trio.run(job)
+    return asyncio.run(job())
 
 
 def main() -> None:
