@@ -12,6 +12,7 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,8 +99,8 @@ def summarize(profile: cProfile.Profile, calls: int, top: int = TOP) -> dict[str
 async def profile_cells(
     adapter: Any,
     drive: Callable[..., Awaitable[int]],
-    gather: Any,
     spec: dict[str, Any],
+    gather: Any,
 ) -> dict[str, Any]:
     """Each cell of ``spec`` once, under the profiler."""
     await adapter.open(spec["base_url"], 100)
@@ -108,7 +109,7 @@ async def profile_cells(
         for cell in spec["cells"]:
             call = adapter.chat if cell["mode"] == "chat" else adapter.stream
             await drive(gather, call, cell["conc"], cell["warmup"])
-            profile = cProfile.Profile()
+            profile = cProfile.Profile(time.process_time)  # CPU, not time spent waiting
             profile.enable()
             await drive(gather, call, cell["conc"], cell["calls"])
             profile.disable()
