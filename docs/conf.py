@@ -46,3 +46,12 @@ html_title = f"mpt_async {release}"
 html_static_path: list[str] = []
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
+
+# Every reference to an mpt_async name must resolve (a renamed class breaks the build); names
+# outside the package (stdlib, httpx) and private ones (type aliases, enums of the emulator's
+# internals) are shown as plain text.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(?!mpt_async\.)[\w.]+"),
+    (r"py:.*", r"mpt_async(\.testing)?\._[\w.]+"),
+]
