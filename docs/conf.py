@@ -44,6 +44,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_attr_annotations = True
 napoleon_use_ivar = True  # an "Attributes:" section is a field list, not a second entry
+napoleon_custom_sections = [("Keys", "params_style")]  # a TypedDict's keys, like arguments
 
 html_theme = "furo"
 html_title = f"mpt_async {release}"
