@@ -4,7 +4,7 @@
 chat endpoint like Baidu's servers (both auth schemes, strict body validation, streaming),
 with injectable faults (``Fault``), scripted replies (``Emulator.add_reply``) and counters
 (``EmulatorStats``). It needs the ``emulator`` extra: ``pip install "mpt-async[emulator]"``.
-Its pytest plugin (:mod:`mpt_async.testing.pytest_plugin`) provides the ``mpt_emulator``
+Its pytest plugin (``mpt_async.testing.pytest_plugin``) provides the ``mpt_emulator``
 and ``mpt_client`` fixtures.
 
 Example::
