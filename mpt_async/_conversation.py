@@ -169,7 +169,7 @@ class Conversation:
 
     @property
     def messages(self) -> tuple[Message, ...]:
-        """The history, oldest first: ``user``, ``assistant``, ... (a snapshot)."""
+        """The history as a snapshot, oldest first (``user``, ``assistant``, ...)."""
         return tuple(_flatten(self._rounds))
 
     @property
