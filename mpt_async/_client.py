@@ -47,10 +47,18 @@ _DEFAULT_BACKOFF = Backoff()
 
 
 def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """Pick aiohttp under httpx on asyncio when installed, unless MPT_ASYNC_TRANSPORT=httpx."""
+    """Pick the transport under the client's own ``httpx.AsyncClient``.
+
+    aiohttp on asyncio when installed, else mpt_async's pool. ``MPT_ASYNC_TRANSPORT=httpx``
+    picks httpx's own transport, and so does a proxy in the environment without aiohttp.
+    """
     choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
-    if choice == "httpx" or (choice == "auto" and not AIOHTTP_AVAILABLE):
+    if choice == "httpx":
         return None
+    if choice == "auto" and not AIOHTTP_AVAILABLE:
+        from mpt_async._pool import PoolTransport, proxy_in_env
+
+        return None if proxy_in_env() else PoolTransport(limits=limits)
     if choice not in ("auto", "aiohttp"):
         msg = f"MPT_ASYNC_TRANSPORT must be auto, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
