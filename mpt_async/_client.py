@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 
-from mpt_async import _converter
+from mpt_async import _converter, _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
@@ -77,6 +77,10 @@ def _check_rate_limits(value: object) -> RateLimits | None:
     return value
 
 
+def _no_observer() -> None:
+    return None
+
+
 class Client:
     """An async client for one MPT-30B-instruct service.
 
@@ -100,6 +104,8 @@ class Client:
             used with :class:`AccessTokenAuth`.
         rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
             made by :meth:`with_options`); ``None`` limits nothing.
+        telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
+            (the ``otel`` extra); ``False`` turns it off. See "Tracing and metrics".
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -118,6 +124,7 @@ class Client:
         max_connections: int = 100,
         token_store: TokenStore | None = None,
         rate_limits: RateLimits | None = None,
+        telemetry: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         if isinstance(auth, str):
@@ -147,6 +154,8 @@ class Client:
         else:
             owns_http = False
         self._endpoint = endpoint
+        #: Where spans say the calls go; ``None`` with telemetry off.
+        self._server = _telemetry.server_of(base_url) if telemetry else None
         self._transport = Transport(
             http=http_client,
             owns_http=owns_http,
@@ -203,6 +212,7 @@ class Client:
         copy = object.__new__(Client)
         copy._transport = self._transport
         copy._is_copy = True
+        copy._server = self._server
         copy._endpoint = self._endpoint
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
@@ -238,7 +248,7 @@ class Client:
         stream: bool,
         timeout: TimeoutLike | None,
         params: Mapping[str, Any],
-    ) -> tuple[bytes, CallOptions]:
+    ) -> tuple[bytes, CallOptions, Callable[[], _telemetry.CallObserver | None]]:
         request = ChatRequest(messages=messages, stream=stream, **params)
         if self._transport.closed:
             msg = "the client is closed"
@@ -246,7 +256,19 @@ class Client:
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _converter.encode_request(request), options
+        return _converter.encode_request(request), options, self._observer(request, params)
+
+    def _observer(
+        self, request: ChatRequest, params: Mapping[str, Any]
+    ) -> Callable[[], _telemetry.CallObserver | None]:
+        """What starts following the call (when it is sent), or gives ``None``."""
+        server = self._server
+        if server is None:
+            return _no_observer
+        endpoint = self._endpoint
+        return lambda: _telemetry.observe(
+            endpoint, server, stream=request.stream, messages=request.messages, options=params
+        )
 
     async def chat(
         self,
@@ -280,14 +302,22 @@ class Client:
             APIError: If the service refused the call (a subclass says why).
             APIConnectionError: If no answer came back, after the retries.
         """
-        body, options = self._prepare(
+        body, options, observe = self._prepare(
             messages,
             False,
             timeout,
             sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
         )
-        data, info = await self._transport.chat(self._endpoint, body, options)
-        reply = _converter.structure(data, ChatResponse, status_code=200)
+        observer = observe()
+        try:
+            data, info = await self._transport.chat(self._endpoint, body, options, observer)
+            reply = _converter.structure(data, ChatResponse, status_code=200)
+        except BaseException as exc:
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        if observer is not None:
+            observer.succeeded(reply, reply.result)
         if info is not None:
             set_rate_limit(reply, info)
         return reply
@@ -313,14 +343,16 @@ class Client:
         Raises:
             RequestValidationError: At once, if a rule of the API is broken.
         """
-        body, options = self._prepare(
+        body, options, observe = self._prepare(
             messages,
             True,
             timeout,
             sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
         )
         endpoint, transport = self._endpoint, self._transport
-        return ChatStream(lambda: transport.open_stream(endpoint, body, options))
+        return ChatStream(
+            lambda observer: transport.open_stream(endpoint, body, options, observer), observe
+        )
 
     def batch(
         self,
