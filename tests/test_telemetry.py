@@ -112,7 +112,8 @@ async def test_chat_is_one_client_span_with_genai_attributes(
     }
     # The first token fetch is a child span of the call.
     (fetch,) = [s for s in otel.finished() if s.name == "mpt_async.token_fetch"]
-    assert fetch.parent is not None and fetch.parent.span_id == span.context.span_id
+    assert fetch.parent is not None
+    assert fetch.parent.span_id == span.context.span_id
 
 
 @pytest.mark.anyio
