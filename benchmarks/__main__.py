@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _report
+from benchmarks import _report, _telemetry
 from benchmarks._clients import find_aiohttp_transport
 from benchmarks._server import EmulatorProcess, _child_setup, cores, pin_self
 from benchmarks._worker import RESULT_PREFIX
@@ -323,6 +323,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 results["many_streams"] = {"error": f"failed: {exc}"}
             _log(start, f"{args.streams} streams: done")
+            try:
+                results["telemetry"] = _telemetry.run(emu.base_url, args, run_worker, scratch)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                results["telemetry"] = {"error": f"failed: {exc}"}
+            _log(start, "telemetry: done")
         times = {name: time_import(stmt, scratch, 7) for name, stmt in IMPORTS.items()}
         _log(start, "imports: done")
     ours, theirs = times["mpt_async"], times["httpx+anyio+attrs+cattrs"]

@@ -210,6 +210,10 @@ def console(results: dict) -> str:
     extra = _extras_lines(results)
     if extra:
         parts += ["", *extra]
+    if "telemetry" in results:
+        from benchmarks import _telemetry
+
+        parts += ["", _telemetry.console(results["telemetry"])]
     missing = _missing(results)
     if missing:
         parts += ["", *missing]
@@ -339,6 +343,10 @@ def write_markdown(results: dict, path: Path, chart: str | None) -> None:
             "bring (who is ahead, server or client), so those ratios are noisier. Both include "
             "each request's own cost spread over its 500 chunks."
         )
+    if "telemetry" in results:
+        from benchmarks import _telemetry
+
+        out += ["", _telemetry.TITLE, "", *_telemetry.lines(results["telemetry"])]
     notes = bottlenecks(results)
     out += ["", "## Was the server the bottleneck?", ""]
     if notes:

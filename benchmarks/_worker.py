@@ -179,6 +179,10 @@ def run(spec: dict) -> dict:
     """Do what ``spec["task"]`` says and return the measurements."""
     if spec["task"] == "many_streams":
         return asyncio.run(_many_streams(spec))
+    if spec["task"] == "telemetry":
+        from benchmarks import _telemetry
+
+        return _telemetry.worker(spec)
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 

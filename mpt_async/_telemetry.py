@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -103,13 +103,20 @@ class _Reply(Protocol):
 class _Instruments:
     """The tracer and histograms every observer records to (one set per process)."""
 
-    __slots__ = ("chunk_time", "client", "duration", "first_chunk", "tokens", "tracer")
+    __slots__ = ("chunk_time", "client", "duration", "first_chunk", "idle", "tokens", "tracer")
 
-    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider,
+        idle: Callable[[], bool] | None = None,
+    ) -> None:
         from opentelemetry.trace import SpanKind
 
         from mpt_async import __version__
 
+        #: Tells when neither global provider has been configured (nothing would be kept).
+        self.idle = idle
         self.client = SpanKind.CLIENT
         self.tracer: Tracer = tracer_provider.get_tracer(_SCOPE, __version__)
         meter = meter_provider.get_meter(_SCOPE, __version__)
@@ -152,8 +159,30 @@ def _global_instruments() -> _Instruments | None:
         except ImportError:
             _instruments = None
         else:
-            _instruments = _Instruments(trace.get_tracer_provider(), metrics.get_meter_provider())
+            _instruments = _Instruments(
+                trace.get_tracer_provider(), metrics.get_meter_provider(), _idle_check()
+            )
     return _instruments
+
+
+def _idle_check() -> Callable[[], bool] | None:
+    """A cheap test of "no global provider set yet", when this API version allows one.
+
+    Until the application sets a provider, the global ones are proxies that drop
+    everything: calls then skip telemetry entirely, which makes it free. The public
+    ``get_*_provider()`` functions look the environment up on each call (microseconds), so
+    this reads the API's own globals instead; an API without them is always observed.
+    """
+    from opentelemetry import trace
+    from opentelemetry.metrics import _internal as metrics
+
+    if not hasattr(trace, "_TRACER_PROVIDER") or not hasattr(metrics, "_METER_PROVIDER"):
+        return None  # pragma: no cover - another API version: always observe
+
+    def idle() -> bool:
+        return trace._TRACER_PROVIDER is None and metrics._METER_PROVIDER is None
+
+    return idle
 
 
 def use_providers(
@@ -179,7 +208,7 @@ def observe(
     messages: Iterable[Any] = (),
     options: Mapping[str, Any] | None = None,
 ) -> CallObserver | None:
-    """Start following one call; ``None`` when OpenTelemetry's API is not installed.
+    """Start following one call; ``None`` without OpenTelemetry's API or any provider set.
 
     Args:
         endpoint: The API name called (``gen_ai.request.model``).
@@ -189,7 +218,7 @@ def observe(
         options: The sampling options set for the call (``None`` values are skipped).
     """
     instruments = _instruments if _instruments is not _UNSET else _global_instruments()
-    if instruments is None:
+    if instruments is None or (instruments.idle is not None and instruments.idle()):
         return None
     return CallObserver(instruments, endpoint, server, stream, messages, options)
 

@@ -354,3 +354,55 @@ def test_without_the_api_nothing_is_imported_or_emitted(emulator: Emulator) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_global_providers_are_used_once_configured(emulator: Emulator) -> None:
+    """With no provider set calls are not observed; once the app sets them, they are."""
+    program = textwrap.dedent(
+        """
+        import anyio
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        import mpt_async
+        from mpt_async import _telemetry
+
+        HI = [{"role": "user", "content": "hi"}]
+
+        async def main():
+            async with mpt_async.Client() as client:
+                await client.chat(HI)  # nothing configured: a no-op
+                assert _telemetry.observe("x", ("h", 1), stream=False) is None
+                exporter = InMemorySpanExporter()
+                provider = TracerProvider()
+                provider.add_span_processor(SimpleSpanProcessor(exporter))
+                trace.set_tracer_provider(provider)
+                reader = InMemoryMetricReader()
+                metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+                await client.chat(HI)
+            names = [s.name for s in exporter.get_finished_spans()]
+            data = reader.get_metrics_data()
+            measured = {
+                m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+            }
+            print(names.count("chat mpt-30b-instruct"), sorted(measured))
+
+        anyio.run(main)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(**emulator.env()),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 1) == [
+        "1",
+        "['gen_ai.client.operation.duration', 'gen_ai.client.token.usage']\n",
+    ]
