@@ -31,10 +31,11 @@ asks for it. Access tokens, signatures and URLs with their query never are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -185,19 +186,19 @@ def _idle_check() -> Callable[[], bool] | None:
     return idle
 
 
-def use_providers(
-    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
-) -> None:
-    """Record to these providers instead of the global ones (for tests); ``None``: reset.
+@contextlib.contextmanager
+def use_providers(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Iterator[None]:
+    """Record to these providers instead of the global ones, within the block (for tests).
 
     The global providers can be set only once per process; this private hook lets the
     test suite give each test its own.
     """
     global _instruments  # the one switch for tests
-    if tracer_provider is None or meter_provider is None:
-        _instruments = _UNSET
-    else:
-        _instruments = _Instruments(tracer_provider, meter_provider)
+    previous, _instruments = _instruments, _Instruments(tracer_provider, meter_provider)
+    try:
+        yield
+    finally:
+        _instruments = previous
 
 
 def observe(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -28,6 +29,8 @@ SECONDS_BUCKETS = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ]  # fmt: skip
 CONTENT_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+#: Where the slow call's trace is written, when set (``benchmarks/_telemetry_trace.py``).
+TRACE_OUT_VAR = "MPT_ASYNC_TRACE_OUT"
 
 
 class Recorded:
@@ -65,9 +68,8 @@ class Recorded:
 def otel() -> Iterator[Recorded]:
     """Route mpt_async's telemetry to fresh SDK providers with in-memory exporters."""
     recorded = Recorded()
-    _telemetry.use_providers(recorded.tracer_provider, recorded.meter_provider)
-    yield recorded
-    _telemetry.use_providers(None, None)
+    with _telemetry.use_providers(recorded.tracer_provider, recorded.meter_provider):
+        yield recorded
     recorded.tracer_provider.shutdown()
     recorded.meter_provider.shutdown()
 
@@ -252,6 +254,29 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
     assert "mpt_async.rate_limit_wait" in kinds
     for child in children:
         assert span.start_time <= child.start_time <= child.end_time <= span.end_time  # type: ignore[operator]
+    if out := os.environ.get(TRACE_OUT_VAR):  # for the README's picture
+        await anyio.Path(out).write_text(json.dumps(timeline(span, children)))
+
+
+def timeline(span: ReadableSpan, children: list[ReadableSpan]) -> dict[str, Any]:
+    """A call span and its children as seconds from the call's start (for a chart)."""
+    t0 = span.start_time or 0
+
+    def at(ns: int | None) -> float:
+        return ((ns or 0) - t0) / 1e9
+
+    return {
+        "name": span.name,
+        "end": at(span.end_time),
+        "attributes": {k: v for k, v in attributes(span).items() if not k.startswith("server.")},
+        "children": [
+            {"name": c.name, "start": at(c.start_time), "end": at(c.end_time)} for c in children
+        ],
+        "events": [
+            {"name": e.name, "at": at(e.timestamp), "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ],
+    }
 
 
 @pytest.mark.anyio
