@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._clients import API_KEY, MESSAGES, SECRET_KEY
+from benchmarks._worker import _drive, _gather_asyncio
 
 HERE = Path(__file__).resolve().parent
 TITLE = "## Telemetry overhead"
@@ -60,35 +61,23 @@ def _sdk() -> Callable[[], None]:
     return cleanup
 
 
-async def _one(client: Any, mode: str) -> int:
-    if mode == "chat":
-        reply = await client.chat(MESSAGES)
-        return 0 if reply.result else -1
-    count = 0
-    async with client.chat_stream(MESSAGES) as stream:
-        async for _ in stream:
-            count += 1
-    return count
-
-
 async def _round(client: Any, mode: str, calls: int, conc: int) -> float:
     """Client CPU seconds for ``calls`` calls from ``conc`` tasks (checked answers)."""
-    remaining = calls
-    bad = 0
 
-    async def worker() -> None:
-        nonlocal remaining, bad
-        while remaining > 0:
-            remaining -= 1
-            got = await _one(client, mode)
-            bad += got != (CHUNKS if mode == "stream" else 0)
+    async def chat() -> None:
+        if not (await client.chat(MESSAGES)).result:
+            raise RuntimeError("empty reply")
+
+    async def stream() -> int:
+        async with client.chat_stream(MESSAGES) as answer:
+            return len([chunk async for chunk in answer])
 
     gc.collect()
     cpu0 = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(conc)))
+    chunks = await _drive(_gather_asyncio, chat if mode == "chat" else stream, conc, calls)
     cpu = time.process_time() - cpu0
-    if bad:
-        raise RuntimeError(f"{bad} calls did not get a whole answer")
+    if chunks != (calls * CHUNKS if mode == "stream" else 0):
+        raise RuntimeError(f"{chunks} chunks arrived in {calls} calls")
     return cpu
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Histogram, MeterProvider
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 __all__ = [
@@ -68,6 +68,23 @@ _SECONDS_BUCKETS = (
 _TOKEN_BUCKETS = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
+#: The histograms of the conventions: name, unit, description, advised buckets.
+_HISTOGRAMS: tuple[tuple[str, str, str, tuple[float, ...]], ...] = (
+    ("gen_ai.client.operation.duration", "s", "GenAI operation duration.", _SECONDS_BUCKETS),
+    ("gen_ai.client.token.usage", "{token}", "Number of tokens used.", _TOKEN_BUCKETS),
+    (
+        "gen_ai.client.operation.time_to_first_chunk",
+        "s",
+        "Time to receive the first chunk of a stream.",
+        _SECONDS_BUCKETS,
+    ),
+    (
+        "gen_ai.client.operation.time_per_output_chunk",
+        "s",
+        "Time between two chunks of a stream.",
+        _SECONDS_BUCKETS,
+    ),
+)
 #: A rate-limit wait shorter than this is not worth a span.
 _MIN_WAIT = 0.001
 #: Request options recorded on the span, and the attribute each goes to.
@@ -121,29 +138,9 @@ class _Instruments:
         self.client = SpanKind.CLIENT
         self.tracer: Tracer = tracer_provider.get_tracer(_SCOPE, __version__)
         meter = meter_provider.get_meter(_SCOPE, __version__)
-        self.duration: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            "s",
-            "GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
-        )
-        self.tokens: Histogram = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            "{token}",
-            "Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-        )
-        self.first_chunk: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            "s",
-            "Time to receive the first chunk of a stream.",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
-        )
-        self.chunk_time: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.time_per_output_chunk",
-            "s",
-            "Time between two chunks of a stream.",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        self.duration, self.tokens, self.first_chunk, self.chunk_time = (
+            meter.create_histogram(name, unit, words, explicit_bucket_boundaries_advisory=buckets)
+            for name, unit, words, buckets in _HISTOGRAMS
         )
 
 
