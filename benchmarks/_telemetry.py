@@ -100,13 +100,14 @@ async def _compare(spec: dict) -> dict:
 
 def _idle_cost() -> float:
     """CPU seconds that one call spends on telemetry while no provider is set (no I/O)."""
-    from mpt_async import _telemetry
+    from mpt_async import ChatRequest, _telemetry
 
     server = _telemetry.server_of("http://127.0.0.1:80")
+    request = ChatRequest(messages=MESSAGES)
     n = 100_000
     cpu0 = time.process_time()
     for _ in range(n):
-        _telemetry.observe("mpt-30b-instruct", server, stream=False)
+        _telemetry.observe("mpt-30b-instruct", server, request)
     return (time.process_time() - cpu0) / n
 
 

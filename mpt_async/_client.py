@@ -253,19 +253,15 @@ class Client:
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _converter.encode_request(request), options, self._observer(request, params)
+        return _converter.encode_request(request), options, self._observer(request)
 
-    def _observer(
-        self, request: ChatRequest, params: Mapping[str, Any]
-    ) -> Callable[[], _telemetry.CallObserver | None]:
+    def _observer(self, request: ChatRequest) -> Callable[[], _telemetry.CallObserver | None]:
         """What starts following the call (when it is sent), or gives ``None``."""
         server = self._server
         if server is None:
             return _no_observer
         endpoint = self._endpoint
-        return lambda: _telemetry.observe(
-            endpoint, server, stream=request.stream, messages=request.messages, options=params
-        )
+        return lambda: _telemetry.observe(endpoint, server, request)
 
     async def chat(
         self,

@@ -35,7 +35,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -103,6 +103,23 @@ def server_of(base_url: str) -> Server:
     parts = urlsplit(base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return parts.hostname or "", port
+
+
+class _Request(Protocol):
+    """What is recorded of a request (a :class:`ChatRequest`)."""
+
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def messages(self) -> Iterable[Any]: ...
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def top_p(self) -> float | None: ...
+    @property
+    def top_k(self) -> int | None: ...
+    @property
+    def stop(self) -> Iterable[str] | None: ...
 
 
 class _Reply(Protocol):
@@ -198,27 +215,19 @@ def use_providers(tracer_provider: TracerProvider, meter_provider: MeterProvider
         _instruments = previous
 
 
-def observe(
-    endpoint: str,
-    server: Server,
-    *,
-    stream: bool,
-    messages: Iterable[Any] = (),
-    options: Mapping[str, Any] | None = None,
-) -> CallObserver | None:
+def observe(endpoint: str, server: Server, request: _Request) -> CallObserver | None:
     """Start following one call; ``None`` without OpenTelemetry's API or any provider set.
 
     Args:
         endpoint: The API name called (``gen_ai.request.model``).
         server: ``(address, port)`` from :func:`server_of`.
-        stream: Whether the call streams.
-        messages: The conversation sent (recorded only with content capture on).
-        options: The sampling options set for the call (``None`` values are skipped).
+        request: The request sent: its ``stream`` flag, its sampling options (those set),
+            and its messages (recorded only with content capture on).
     """
     instruments = _instruments if _instruments is not _UNSET else _global_instruments()
     if instruments is None or (instruments.idle is not None and instruments.idle()):
         return None
-    return CallObserver(instruments, endpoint, server, stream, messages, options)
+    return CallObserver(instruments, endpoint, server, request)
 
 
 def _capture_content() -> bool:
@@ -275,9 +284,7 @@ class CallObserver:
         instruments: _Instruments,
         endpoint: str,
         server: Server,
-        stream: bool,
-        messages: Iterable[Any],
-        options: Mapping[str, Any] | None,
+        request: _Request,
     ) -> None:
         self._instruments = instruments
         #: The metrics' attributes (the span starts with these too).
@@ -288,24 +295,23 @@ class CallObserver:
             "server.address": server[0],
             "server.port": server[1],
         }
-        attributes = self._request_attributes(stream, options)
+        attributes = self._request_attributes(request)
         self._span: Span | None = instruments.tracer.start_span(
             f"chat {endpoint}", kind=instruments.client, attributes=attributes
         )
         if self._span.is_recording() and _capture_content():
-            self._span.set_attribute("gen_ai.input.messages", _input_messages(messages))
+            self._span.set_attribute("gen_ai.input.messages", _input_messages(request.messages))
         self._chunks = 0
         self._start = self._last = time.perf_counter()
 
-    def _request_attributes(self, stream: bool, options: Mapping[str, Any] | None) -> Any:
+    def _request_attributes(self, request: _Request) -> Any:
         attributes = dict(self._attributes)
-        if stream:
+        if request.stream:
             attributes["gen_ai.request.stream"] = True
-        if options:
-            for name, key in _REQUEST_ATTRIBUTES:
-                value = options.get(name)
-                if value is not None:
-                    attributes[key] = list(value) if name == "stop" else value
+        for name, key in _REQUEST_ATTRIBUTES:
+            value = getattr(request, name)
+            if value is not None:
+                attributes[key] = list(value) if name == "stop" else value
         return attributes
 
     def __repr__(self) -> str:

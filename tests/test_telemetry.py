@@ -399,7 +399,8 @@ def test_global_providers_are_used_once_configured(emulator: Emulator) -> None:
         async def main():
             async with mpt_async.Client() as client:
                 await client.chat(HI)  # nothing configured: a no-op
-                assert _telemetry.observe("x", ("h", 1), stream=False) is None
+                request = mpt_async.ChatRequest(messages=HI)
+                assert _telemetry.observe("x", ("h", 1), request) is None
                 recorded = Recorded()
                 trace.set_tracer_provider(recorded.tracer_provider)
                 metrics.set_meter_provider(recorded.meter_provider)
