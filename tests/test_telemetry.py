@@ -192,10 +192,11 @@ async def test_cancelled_stream_ends_its_span_as_cancelled(
     """A stream whose task is cancelled mid-way ends its span with error.type=cancelled."""
     emulator.inject(Fault.stall(5, after=1))
     async with token_client(emulator) as client:
-        with anyio.move_on_after(0.3) as scope:
+        with anyio.CancelScope() as scope:
             async with client.chat_stream(HI) as stream:
                 async for _ in stream:
-                    pass
+                    # Cancelled while waiting for the second chunk, which never comes.
+                    scope.deadline = anyio.current_time() + 0.1
         assert scope.cancelled_caught
     span = otel.call_span()
     assert attributes(span)["error.type"] == "cancelled"
@@ -240,7 +241,8 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
     emulator: Emulator, otel: Recorded
 ) -> None:
     """A refused token and a rate-limit wait show in the call's span, as event and children."""
-    limits = mpt_async.RateLimits(qps=5, adopt_server_limits=False)
+    # Calls 0.5 s apart: a retry and a replay, each sent at once, must wait for their place.
+    limits = mpt_async.RateLimits(qps=2, adopt_server_limits=False)
     async with token_client(emulator, rate_limits=limits, max_retries=1) as client:
         await client.chat(HI)
         otel.spans.clear()
