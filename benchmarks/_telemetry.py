@@ -9,8 +9,9 @@ so that both see the same machine state:
   tracer provider exporting every span to memory, a meter provider with an in-memory
   reader): the cost of being on.
 
-``python -m benchmarks`` runs it among the rest; ``python -m benchmarks._telemetry`` runs
-it alone (starting its own emulator) and updates its section of ``RESULTS.md``.
+``python -m benchmarks`` runs it among the rest (the ``telemetry`` section);
+``python -m benchmarks._telemetry`` runs it alone (starting its own emulator) and updates
+only its section of ``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._clients import API_KEY, MESSAGES, SECRET_KEY
+from benchmarks._section import Context, Row, target
+from benchmarks._server import EmulatorProcess, cores, pin_self
 from benchmarks._worker import _drive, _gather_asyncio
 
 HERE = Path(__file__).resolve().parent
@@ -143,11 +146,11 @@ def worker(spec: dict) -> dict:
     return asyncio.run(_compare(spec))
 
 
-def run(base_url: str, args: argparse.Namespace, run_worker: Callable[..., dict], scratch: Path):
+def run(ctx: Context) -> dict:
     """Both comparisons, each in its own worker process."""
+    args = ctx.args
     spec = {
         "task": "telemetry",
-        "base_url": base_url,
         "calls_chat": max(50, args.calls_chat // 10),
         "calls_stream": max(10, args.calls_stream // 20),
         "rounds": max(5, 7 * args.rounds),
@@ -155,17 +158,34 @@ def run(base_url: str, args: argparse.Namespace, run_worker: Callable[..., dict]
         # the server's pace, which keeps a busy machine's noise out of a small difference.
         "conc": 1,
     }
-    results = {}
+    results: dict[str, Any] = {}
     for variant in ("api", "sdk"):
-        results[variant] = run_worker({**spec, "variant": variant}, scratch)
+        results[variant] = ctx.worker({**spec, "variant": variant})
+        ctx.log(f"telemetry {variant}: done")
     results["settings"] = spec
     return results
 
 
+def targets(results: dict) -> list[Row]:
+    """The row of the targets table: the API alone costs under 3%."""
+    worst = max(results["api"][m]["overhead"] for m in ("chat", "stream"))
+    return [
+        target(
+            "telemetry, API without SDK: CPU overhead per call",
+            worst,
+            MAX_API_OVERHEAD,
+            "{:+.1%}",
+        )
+    ]
+
+
+def markdown(results: dict) -> list[str]:
+    """The section of RESULTS.md, title included."""
+    return [TITLE, "", *lines(results)]
+
+
 def lines(results: dict) -> list[str]:
-    """The markdown section (without its title)."""
-    if "error" in results:
-        return [f"Not measured: {results['error']}"]
+    """The markdown section's text (without its title)."""
     s = results["settings"]
     out = [
         f"Client CPU per call (µs), concurrency {s['conc']}, {s['calls_chat']} chats / "
@@ -188,7 +208,7 @@ def lines(results: dict) -> list[str]:
                 f"| {m['overhead'] * 100:+.1f}% |"
             )
     worst = max(results["api"][m]["overhead"] for m in ("chat", "stream"))
-    verdict = "PASS" if worst < MAX_API_OVERHEAD else "FAIL"
+    verdict = "met" if worst < MAX_API_OVERHEAD else "NOT MET"
     idle = results["api"].get("idle_us")
     out += [
         "",
@@ -208,18 +228,6 @@ def lines(results: dict) -> list[str]:
     return out
 
 
-def console(results: dict) -> str:
-    """One line for the console summary."""
-    if "error" in results:
-        return f"telemetry: {results['error']}"
-    parts = [
-        f"{variant} {mode} {results[variant][mode]['overhead'] * 100:+.1f}%"
-        for variant in ("api", "sdk")
-        for mode in ("chat", "stream")
-    ]
-    return "telemetry overhead: " + ", ".join(parts)
-
-
 def replace_section(path: Path, section: list[str]) -> None:
     """Put the section into an existing RESULTS.md (replacing an older one), or append it."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
@@ -235,9 +243,6 @@ def replace_section(path: Path, section: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run only this comparison against a fresh emulator and update RESULTS.md."""
-    from benchmarks.__main__ import run_worker
-    from benchmarks._server import EmulatorProcess, cores, pin_self
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks._telemetry")
     parser.add_argument("--calls-chat", type=int, default=1000)
     parser.add_argument("--calls-stream", type=int, default=400)
@@ -250,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="mpt-bench-") as tmp,
         EmulatorProcess(stream_chunks=CHUNKS, core=server_core) as emu,
     ):
-        results = run(emu.base_url, args, run_worker, Path(tmp))
-    print(console(results))
+        results = run(Context(args, emu, Path(tmp), {}, print))
     replace_section(args.out, lines(results))
+    print("\n".join(lines(results)))
     print(f"updated {args.out}")
     return 0
 

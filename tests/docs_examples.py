@@ -11,7 +11,10 @@ pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
   loop. They may use the names of :data:`PREAMBLE` and :data:`FIXTURES` without defining
   them: a ``client`` wired to the emulator, the emulator ``emu``, ``messages``, ...
 
-Both kinds run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
+The ``python -m mpt_async chat`` and ``batch`` lines of ``bash`` blocks run too, as
+commands (the other lines install, export or start a server, and are not run).
+
+All of them run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
 emulator, in a scratch directory holding ``questions.txt`` and ``prompts.jsonl``, with
 ``HOME`` and ``XDG_CACHE_HOME`` there too.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from pathlib import Path
 
 import attrs
@@ -111,21 +115,54 @@ def typing_modules(path: Path) -> dict[str, str]:
 
     Each program is a module of its own. The page's fragments, in order, are the body of
     one ``async def`` whose parameters are the fixtures, so they are checked as they run.
+    Blank lines put each example at its line of the page, so the checkers' line numbers are
+    the page's (fragments are indented by 4 more columns).
     """
     stem = re.sub(r"\W", "_", str(path.relative_to(ROOT).with_suffix("")))
     modules: dict[str, str] = {}
-    fragments: list[str] = []
+    params = ", ".join(f"{name}: {kind}" for name, kind in FIXTURES.items())
+    fragments = f"{PREAMBLE}\n\nasync def _fragments({params}) -> None:\n"
+    has_fragments = False
     for n, example in enumerate(examples(path)):
-        marker = f"# {example.where}\n"
         if example.is_fragment:
-            body = "".join(
+            has_fragments = True
+            fragments += _at_line(fragments, example.line, f"    # {example.where}\n")
+            fragments += "".join(
                 f"    {line}" if line.strip() else line for line in example.source.splitlines(True)
             )
-            fragments.append(f"    {marker}{body}")
         else:
-            modules[f"{stem}_{n}"] = marker + example.source
-    if fragments:
-        params = ", ".join(f"{name}: {kind}" for name, kind in FIXTURES.items())
-        head = f"{PREAMBLE}\n\nasync def _fragments({params}) -> None:\n"
-        modules[f"{stem}_fragments"] = head + "\n".join(fragments)
+            modules[f"{stem}_{n}"] = _at_line("", example.line, "") + example.source
+    if has_fragments:
+        modules[f"{stem}_fragments"] = fragments
     return modules
+
+
+def _at_line(text: str, line: int, fallback: str) -> str:
+    """Blank lines that make what follows ``text`` start at ``line``, or ``fallback``."""
+    missing = line - 1 - text.count("\n")
+    return "\n" * missing if missing >= 0 else fallback
+
+
+#: The command lines of ``bash`` blocks that run (the others install, export or serve).
+RUN_COMMANDS = ("python -m mpt_async chat", "python -m mpt_async batch")
+
+
+@attrs.frozen
+class Command:
+    """One command line of a ``bash`` block that the tests run."""
+
+    where: str
+    argv: list[str]  #: after ``python -m mpt_async``
+
+
+def commands(path: Path) -> list[Command]:
+    """The ``chat`` and ``batch`` command lines of a page's ``bash`` blocks."""
+    text = path.read_text(encoding="utf-8")
+    found: list[Command] = []
+    for match in re.finditer(r"^```bash\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+        first = text.count("\n", 0, match.start(1)) + 1
+        for offset, line in enumerate(match[1].splitlines()):
+            if line.startswith(RUN_COMMANDS):
+                argv = shlex.split(line, comments=True)[3:]
+                found.append(Command(f"{path.relative_to(ROOT)}:{first + offset}", argv))
+    return found
