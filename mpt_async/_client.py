@@ -31,7 +31,7 @@ from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._transport import CallOptions, Transport
-from mpt_async._validate import check_instance, check_int, check_str, refuse
+from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -127,6 +127,11 @@ def _check_rate_limits(value: object) -> RateLimits | None:
     return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
 
 
+def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off."""
+    return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
+
+
 @attrs.frozen
 class _Call:
     """One call, ready to go: where it goes, its body, and the request loop's options."""
@@ -206,8 +211,7 @@ class Client:
                 http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
             )
         self._endpoint = endpoint
-        #: Where spans say the calls go; ``None`` with telemetry off.
-        self._server = _telemetry.server_of(base_url) if telemetry else None
+        self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
             http=http_client,
             owns_http=owns_http,

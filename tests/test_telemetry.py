@@ -349,6 +349,12 @@ async def test_telemetry_false_records_nothing(emulator: Emulator, otel: Recorde
     assert otel.points("gen_ai.client.operation.duration") == []
 
 
+def test_telemetry_must_be_a_bool() -> None:
+    """Client(telemetry=...) takes True or False only, refused before any I/O."""
+    with pytest.raises(mpt_async.ConfigurationError, match="telemetry"):
+        mpt_async.Client(auth="t", base_url="http://127.0.0.1:9", telemetry="no")  # type: ignore[arg-type]
+
+
 def test_without_the_api_nothing_is_imported_or_emitted(emulator: Emulator) -> None:
     """Without opentelemetry importable, calls and streams work and nothing OTel is loaded."""
     program = textwrap.dedent(
