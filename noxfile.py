@@ -1,4 +1,4 @@
-"""Sessions: ``tests`` (asyncio and trio), ``lint``, ``typing``.
+"""Sessions: ``tests`` (asyncio and trio), ``lint``, ``typing``, ``docs``.
 
 ``bench`` and ``qianfan`` run only when named.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 RUFF = "ruff==0.17.6"
@@ -34,6 +34,26 @@ def typing(session: nox.Session) -> None:
     """mypy --strict on the package and on tests/typing/api.py (a never-run user program)."""
     session.install("-e", ".[typing]", MYPY)
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site (warnings are errors), then run and type-check every example in it.
+
+    The HTML goes to docs/_build/html (not committed); the browser check's screenshots to
+    docs/_build/screenshots.
+    """
+    session.install("-e", ".[tests]")
+    html = "docs/_build/html"
+    session.run("sphinx-build", "-W", "--keep-going", "-E", "-q", "-b", "html", "docs", html)
+    session.run(
+        "pytest",
+        "tests/test_docs_site.py",
+        "tests/test_docs_examples.py",
+        "tests/test_docs_typing.py",
+        *session.posargs,
+        env={"MPT_DOCS_HTML": html},
+    )
 
 
 @nox.session(default=False)

@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mpt_async._exceptions import ConfigurationError, MPTError, RequestValidationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+from mpt_async._validate import check_int
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -171,18 +172,15 @@ def _check_options(
         raise RequestValidationError(
             "requests", f"must be an iterable of requests, not {type(requests).__name__}"
         )
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        msg = f"concurrency must be a positive integer, not {concurrency!r}"
-        raise ConfigurationError(msg)
+    check_int(concurrency, "concurrency", low=1)
     if on_progress is not None and not callable(on_progress):
         msg = f"on_progress must be callable, not {type(on_progress).__name__}"
         raise ConfigurationError(msg)
     if inspect.iscoroutinefunction(on_progress):
         msg = "on_progress must be a plain function: it is called, never awaited"
         raise ConfigurationError(msg)
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
-        msg = f"total must be a non-negative integer or None, not {total!r}"
-        raise ConfigurationError(msg)
+    if total is not None:
+        check_int(total, "total", low=0)
 
 
 class Batch:

@@ -27,6 +27,7 @@ from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._transport import CallOptions, Transport
+from mpt_async._validate import check_instance, check_int
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -64,17 +65,13 @@ def _check_endpoint(value: object) -> str:
 
 
 def _check_max_retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"max_retries must be a non-negative integer, not {value!r}"
-        raise ConfigurationError(msg)
-    return value
+    return check_int(value, "max_retries", low=0)
 
 
 def _check_rate_limits(value: object) -> RateLimits | None:
-    if value is not None and not isinstance(value, RateLimits):
-        msg = f"rate_limits must be a RateLimits or None, not {type(value).__name__}"
-        raise ConfigurationError(msg)
-    return value
+    if value is None:
+        return None
+    return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
 
 
 class Client:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from mpt_async._exceptions import ConfigurationError, RequestValidationError
+from mpt_async._exceptions import RequestValidationError
 from mpt_async._models import (
     MAX_TOTAL_CONTENT,
     ChatChunk,
@@ -28,6 +28,7 @@ from mpt_async._models import (
     sampling_options,
 )
 from mpt_async._timeouts import TimeoutLike
+from mpt_async._validate import check_int
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -91,10 +92,7 @@ def _to_rounds(history: Iterable[MessageLike]) -> tuple[_Round, ...]:
 
 
 def _check_max_chars(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOTAL_CONTENT:
-        msg = f"max_chars must be an integer in 1..{MAX_TOTAL_CONTENT}, not {value!r}"
-        raise ConfigurationError(msg)
-    return value
+    return check_int(value, "max_chars", low=1, high=MAX_TOTAL_CONTENT)
 
 
 def _options(

@@ -8,7 +8,6 @@ them (and refusing malformed JSON) is the converter's job.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -16,11 +15,13 @@ import attrs
 
 from mpt_async._exceptions import RequestValidationError
 from mpt_async._ratelimit import RateLimitInfo
+from mpt_async._validate import check_bool, check_int, check_number, check_str
 
 __all__ = [
     "MAX_METADATA_ENTRIES",
     "MAX_STOP_LENGTH",
     "MAX_STOP_WORDS",
+    "MAX_TOP_K",
     "MAX_TOTAL_CONTENT",
     "ChatChunk",
     "ChatRequest",
@@ -40,6 +41,8 @@ MAX_TOTAL_CONTENT = 4800
 MAX_STOP_WORDS = 4
 MAX_STOP_LENGTH = 20
 MAX_METADATA_ENTRIES = 16
+#: The largest ``top_k`` sent (the service reads it as a 32-bit integer).
+MAX_TOP_K = 2**31 - 1
 
 
 def _check_role(path: str, role: object) -> None:
@@ -48,11 +51,10 @@ def _check_role(path: str, role: object) -> None:
 
 
 def _check_content(path: str, content: object) -> None:
-    if not isinstance(content, str):
-        raise RequestValidationError(path, f"must be a string, not {type(content).__name__}")
-    if not content:
+    text = check_str(content, path, error=RequestValidationError)
+    if not text:
         raise RequestValidationError(path, "must not be empty")
-    _check_text(path, content)
+    _check_text(path, text)
 
 
 def _check_text(path: str, text: str) -> None:
@@ -136,39 +138,26 @@ def _check_messages(_: object, __: object, messages: tuple[Message, ...]) -> Non
         )
 
 
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestValidationError(name, f"must be a number, not {type(value).__name__}")
-    if not math.isfinite(value):
-        raise RequestValidationError(name, "must be finite")
-    return float(value)
-
-
 def _range_check(
     low: float, high: float, *, low_open: bool = False
 ) -> attrs._ValidatorType[float | None]:
-    bracket = "(" if low_open else "["
-
     def check(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-        if value is None:
-            return
-        number = _number(attribute.name, value)
-        below = number <= low if low_open else number < low
-        if below or number > high:
-            raise RequestValidationError(
-                attribute.name, f"must be in {bracket}{low}, {high}], not {value!r}"
+        if value is not None:
+            check_number(
+                value,
+                attribute.name,
+                low=low,
+                high=high,
+                low_open=low_open,
+                error=RequestValidationError,
             )
 
     return check
 
 
 def _check_top_k(_: object, __: object, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestValidationError("top_k", f"must be an integer, not {type(value).__name__}")
-    if value < 1:
-        raise RequestValidationError("top_k", f"must be a positive integer, not {value}")
+    if value is not None:
+        check_int(value, "top_k", low=1, high=MAX_TOP_K, error=RequestValidationError)
 
 
 def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -193,10 +182,8 @@ def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
 
 
 def _check_user_id(_: object, __: object, value: str | None) -> None:
-    if value is not None and not isinstance(value, str):
-        raise RequestValidationError("user_id", "must be a string")
     if value is not None:
-        _check_text("user_id", value)
+        _check_text("user_id", check_str(value, "user_id", error=RequestValidationError))
 
 
 def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -273,8 +260,7 @@ class ChatRequest:
 
     @stream.validator
     def _check_stream(self, _: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise RequestValidationError("stream", "must be a bool")
+        check_bool(value, "stream", error=RequestValidationError)
 
 
 @attrs.frozen
