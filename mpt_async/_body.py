@@ -35,6 +35,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 ACCEPT_ENCODING = "gzip, deflate"
 #: The most bytes one step of decompression produces.
 _PIECE = 64 * 1024
+#: The most buffered pieces a closed body is driven through before its generators finish.
+_DRIVE_LIMIT = 10_000
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
@@ -73,7 +75,9 @@ class _Inflated:
             try:
                 piece = self._zlib.decompress(self._tail, _PIECE)
             except zlib.error as exc:
-                raise UnsupportedEncoding(f"the reply's compressed body is corrupt ({exc})") from None
+                raise UnsupportedEncoding(
+                    f"the reply's compressed body is corrupt ({exc})"
+                ) from None
             self._tail = self._zlib.unconsumed_tail
             if piece:
                 return self._count(piece)
@@ -137,11 +141,15 @@ class Body:
         with anyio.CancelScope(shield=True):
             raw = self._raw
             try:
-                for _ in range(3):
-                    await raw.__anext__()  # a closed connection fails (or ends) at once
-            except Exception:  # noqa: BLE001, S110 - an abandoned body: any end will do
+                for _ in range(_DRIVE_LIMIT):
+                    # What was already received comes out of the buffers; then the closed
+                    # connection fails (or ends) at once.
+                    await raw.__anext__()
+            except Exception:  # noqa: BLE001 - an abandoned body: any end will do
                 return
-            await raw.aclose()  # pragma: no cover - a body still flowing after its close
+            closer = getattr(raw, "aclose", None)  # pragma: no cover - a body still flowing
+            if closer is not None:  # pragma: no cover
+                await closer()
 
 
 async def aclose_response(response: httpx.Response) -> None:

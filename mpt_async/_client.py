@@ -21,7 +21,6 @@ from mpt_async._models import (
     ChatResponse,
     MessageLike,
     sampling_options,
-    set_rate_limit,
 )
 from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
@@ -283,11 +282,7 @@ class Client:
             timeout,
             sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
         )
-        data, info = await self._transport.chat(self._endpoint, body, options)
-        reply = _converter.structure(data, ChatResponse, status_code=200)
-        if info is not None:
-            set_rate_limit(reply, info)
-        return reply
+        return await self._transport.chat(self._endpoint, body, options)
 
     def chat_stream(
         self,

@@ -105,7 +105,7 @@ def _structure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
     _resolve(cls)
     # Fields marked ``local`` (a response's rate_limit) come from the headers, never a body.
     local = {f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get("local")}
-    return make_dict_structure_fn(cls, converter, **local)
+    return make_dict_structure_fn(cls, converter, **local)  # type: ignore[arg-type]
 
 
 def _unstructure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
@@ -120,11 +120,10 @@ _USAGE_KEYS = frozenset(field.name for field in attrs.fields(Usage))
 
 
 def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
-    """A hand-written structuring of stream chunks, the one type structured per sentence.
+    """A hand-written structuring of stream chunks (the one type structured per sentence).
 
-    It checks exactly what cattrs' generated hook checks (every type, exactly), in one
-    function instead of a call per field. On any failure ``structure`` asks the detailed
-    converter where the problem is, so error messages are the same as everywhere else.
+    It checks what cattrs' generated hook checks, in one function instead of a call per
+    field; on failure, ``structure`` asks the detailed converter where the problem is.
     """
 
     def structure_chunk(data: Any, _: Any) -> ChatChunk:
@@ -132,11 +131,8 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
         if strict and not (data.keys() <= _CHUNK_KEYS and usage.keys() <= _USAGE_KEYS):
             extra = (data.keys() - _CHUNK_KEYS) | (usage.keys() - _USAGE_KEYS)
             raise cattrs.ForbiddenExtraKeysError("", ChatChunk, set(extra))
-        prompt, completion, total = (
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
-            usage["total_tokens"],
-        )
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        total = usage["total_tokens"]
         id_, object_, result = data["id"], data["object"], data["result"]
         created, sentence_id, is_end = data["created"], data["sentence_id"], data["is_end"]
         truncated = data.get("is_truncated", False)

@@ -298,9 +298,7 @@ class ChatResponse:
     ban_round: int | None = None
     usage: Usage
     # "local": the converter never reads it from a body.
-    rate_limit: RateLimitInfo | None = attrs.field(
-        default=None, eq=False, metadata={"local": True}
-    )
+    rate_limit: RateLimitInfo | None = attrs.field(default=None, eq=False, metadata={"local": True})
 
 
 @attrs.frozen(kw_only=True)

@@ -53,6 +53,7 @@ __all__ = [
     "scrub",
     "status_failure",
     "whole_answer",
+    "whole_stream",
 ]
 
 
@@ -69,11 +70,13 @@ class Failure(Exception):
         self.retry_after = retry_after
         #: The access token the attempt sent (the transport sets it, to refresh it).
         self.token: str | None = None
+        #: The secrets the attempt sent (a token or a signature), masked in the error.
+        self.secrets: tuple[str, ...] = ()
 
     def __copy__(self) -> Failure:
         # Waiters on one token fetch each raise their own copy, not one shared object.
         copied = Failure(copy.copy(self.error), self.action, self.retry_after)
-        copied.token = self.token
+        copied.token, copied.secrets = self.token, self.secrets
         return copied
 
 
@@ -183,6 +186,28 @@ async def read_reply(response: httpx.Response, doing: str, refusal: Refusal | No
     return decode_body(response, content, refusal)
 
 
+#: The fields a whole answer takes from a stream's last chunk as they are.
+_FROM_LAST_CHUNK = tuple(
+    field.name
+    for field in attrs.fields(ChatResponse)
+    if field.name in attrs.fields_dict(ChatChunk)
+    and field.name not in ("result", "need_clear_history", "ban_round")
+)
+
+
+def whole_stream(
+    last: ChatChunk, text: str, flagged: ChatChunk | None, rate_limit: RateLimitInfo | None
+) -> ChatResponse:
+    """A whole answer from a finished stream: its last chunk, all its text, its first flag."""
+    return ChatResponse(
+        **{name: getattr(last, name) for name in _FROM_LAST_CHUNK},
+        result=text,
+        need_clear_history=flagged is not None,
+        ban_round=flagged.ban_round if flagged is not None else None,
+        rate_limit=rate_limit,
+    )
+
+
 def whole_answer(data: Any, rate_limit: RateLimitInfo | None) -> ChatResponse:
     """A whole answer from its parsed body and the quota its headers announced.
 
@@ -218,10 +243,12 @@ def connection_error(exc: httpx.TransportError, doing: str) -> APIConnectionErro
         what = _TIMED_OUT.get(type(exc), "timed out")
         return APITimeoutError(f"{what} {doing} ({type(exc).__name__})")
     if isinstance(exc, httpx.ConnectError):
-        return APIConnectionError(f"could not connect to {_address(exc)} {doing}: {_reason(exc)}")
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return APIConnectionError(f"the server closed the connection or broke HTTP {doing}")
-    return APIConnectionError(f"the connection broke {doing}")
+        detail = f"could not connect to {_address(exc)} ({_reason(exc)})"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        detail = "the server closed the connection or broke the HTTP protocol"
+    else:
+        detail = "the connection broke"
+    return APIConnectionError(f"connection failed {doing}: {detail}")
 
 
 def _address(exc: httpx.TransportError) -> str:
@@ -315,8 +342,9 @@ class ChunkDecoder:
         else:
             payload = await self._wait()
         if payload is None:
-            raise StreamError(f"the stream ended {_where(self.received)}, without is_end",
-                              received=self.received)
+            raise StreamError(
+                f"the stream ended {_where(self.received)}, without is_end", received=self.received
+            )
         try:
             return _converter.loads(payload)
         except (ValueError, RecursionError):
@@ -346,8 +374,9 @@ class ChunkDecoder:
         except httpx.TransportError as exc:
             error = connection_error(exc, _where(self.received))
         except (BadLine, BodyTooLarge, UnsupportedEncoding) as exc:
-            error = StreamError(f"malformed stream {_where(self.received)}: {exc}",
-                                received=self.received)
+            error = StreamError(
+                f"malformed stream {_where(self.received)}: {exc}", received=self.received
+            )
         raise error
 
     def _take(self) -> bytes | None:
@@ -358,6 +387,14 @@ class ChunkDecoder:
         if time.monotonic() >= self._deadline:
             return f"the call's total deadline passed {_where(self.received)}"
         return f"no chunk for {self._idle:g} s {_where(self.received)} (stream_read)"
+
+    async def drain(self) -> None:
+        """Read what is left of the body after the last chunk (the caller bounds the time)."""
+        try:
+            while await self._reader.next_payload() is not None:
+                pass  # anything after is_end is not part of the answer
+        except (httpx.TransportError, BadLine, BodyTooLarge, UnsupportedEncoding):
+            pass
 
     def chunk(self, data: Any) -> ChatChunk:
         """Turn one chunk's JSON into a chunk, in order.

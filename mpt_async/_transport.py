@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import attrs
@@ -242,14 +242,15 @@ class Transport:
             except Failure as failure:
                 failure.token, failure.secrets = token, sent
                 raise
-            succeeded = True
-            return result
         except Failure as failure:
             error = failure.error
-            if ticket is not None and isinstance(error, APIError):
-                if not isinstance(error, MalformedResponseError):
-                    ticket.settle(0)  # the service refused the call: it used no tokens
+            refused = isinstance(error, APIError) and not isinstance(error, MalformedResponseError)
+            if ticket is not None and refused:
+                ticket.settle(0)  # the service refused the call: it used no tokens
             raise
+        else:
+            succeeded = True
+            return result
         finally:
             if ticket is not None:
                 if succeeded:
@@ -272,12 +273,16 @@ class Transport:
         call = _Call(endpoint, body, options, False, _Deadline(options.timeouts.total))
         return await self._run(self._whole, call)
 
-    async def _whole(self, call: _Call, request: httpx.Request, ticket: Ticket | None) -> Any:
-        read = call.options.timeouts.read
+    async def _whole(
+        self, call: _Call, request: httpx.Request, ticket: Ticket | None
+    ) -> ChatResponse:
+        timeouts = call.options.timeouts
+        read = timeouts.read
         failure: Failure | None = None
         data: Any = None
         info: RateLimitInfo | None = None
-        with anyio.move_on_after(read) as scope:  # the whole answer, not each byte
+        # The whole answer, not each byte (after the pool, the connection and the sending).
+        with anyio.move_on_after(read + _sending(timeouts)) as scope:
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -286,7 +291,9 @@ class Transport:
                 info = self._observe(response, ticket)
                 data = await read_reply(response, "reading the answer")
         if scope.cancelled_caught:
-            failure = Failure(APITimeoutError(f"no whole answer within {read:g} s (read)"), Action.RETRY)
+            failure = Failure(
+                APITimeoutError(f"no whole answer within {read:g} s (read)"), Action.RETRY
+            )
         if failure is not None:
             raise failure
         reply = whole_answer(data, info)
@@ -303,15 +310,15 @@ class Transport:
     async def _opening(
         self, call: _Call, request: httpx.Request, ticket: Ticket | None
     ) -> OpenStream:
-        idle = call.options.timeouts.stream_read
+        timeouts = call.options.timeouts
+        idle = timeouts.stream_read
         opened: OpenStream | None = None
-        with anyio.move_on_after(idle):  # the reply's head and chunk 0, however they trickle
+        # The reply's head and chunk 0, however they trickle.
+        with anyio.move_on_after(idle + _sending(timeouts)):
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
-                raise Failure(
-                    connection_error(exc, "opening the stream"), Action.RETRY
-                ) from None
+                raise Failure(connection_error(exc, "opening the stream"), Action.RETRY) from None
             opened = await self._first_chunk(call, response, ticket)
         if opened is None:
             error = APITimeoutError(f"no chunk for {idle:g} s before any chunk (stream_read)")
@@ -327,18 +334,8 @@ class Transport:
             if response.status_code != 200 or "event-stream" not in response.headers.get(
                 "content-type", ""
             ):
-                # Errors come as plain JSON even in stream mode.
-                await read_reply(response, "reading the answer")
-                error = MalformedResponseError(
-                    "asked for a stream, got a single JSON body",
-                    status_code=response.status_code,
-                    request_id=request_id(response),
-                )
-                raise Failure(error, Action.RAISE)
-            try:
-                body = Body(response)
-            except UnsupportedEncoding as exc:
-                raise Failure(MalformedResponseError(str(exc), status_code=200), Action.RAISE) from None
+                await _refuse_single_body(response)
+            body = _stream_body(response)
             decoder = ChunkDecoder(
                 body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
             )
@@ -389,3 +386,27 @@ class Transport:
             sent = (signature,)
         logger.debug("POST %s%s (stream=%s)", CHAT_PATH, call.endpoint, call.stream)
         return request, token, sent
+
+
+def _sending(timeouts: Timeouts) -> float:
+    """The most the pool, the connection and sending the request may take together."""
+    return timeouts.pool + timeouts.connect + timeouts.write
+
+
+async def _refuse_single_body(response: httpx.Response) -> NoReturn:
+    """A stream call answered with one body: its error (plain JSON, even in stream mode)."""
+    await read_reply(response, "reading the answer")
+    error = MalformedResponseError(
+        "asked for a stream, got a single JSON body",
+        status_code=response.status_code,
+        request_id=request_id(response),
+    )
+    raise Failure(error, Action.RAISE)
+
+
+def _stream_body(response: httpx.Response) -> Body:
+    try:
+        return Body(response)
+    except UnsupportedEncoding as exc:
+        error = MalformedResponseError(str(exc), status_code=response.status_code)
+    raise Failure(error, Action.RAISE)
