@@ -24,9 +24,11 @@ __all__ = [
     "ACCEPT_ENCODING",
     "MAX_BODY_BYTES",
     "Body",
+    "RequestContent",
     "BodyTooLarge",
     "UnsupportedEncoding",
     "aclose_response",
+    "plain_content",
 ]
 
 #: The most bytes a reply's body may decode to (16 MiB).
@@ -150,6 +152,36 @@ class Body:
             closer = getattr(raw, "aclose", None)  # pragma: no cover - a body still flowing
             if closer is not None:  # pragma: no cover
                 await closer()
+
+
+class RequestContent(httpx.AsyncByteStream):
+    """A request body sent in one piece, without an async generator.
+
+    httpx's own byte stream iterates with an async generator; a request cancelled while
+    sending would leave it for the garbage collector (and trio warns).
+    """
+
+    __slots__ = ("_content", "_sent")
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+        self._sent = False
+
+    def __aiter__(self) -> RequestContent:
+        self._sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent or not self._content:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._content
+
+
+def plain_content(request: httpx.Request) -> httpx.Request:
+    """Give ``request`` (built with bytes content) a body stream without a generator."""
+    request.stream = RequestContent(request.content)
+    return request
 
 
 async def aclose_response(response: httpx.Response) -> None:

@@ -19,7 +19,7 @@ import attrs
 import httpx
 
 from mpt_async import _converter
-from mpt_async._body import ACCEPT_ENCODING
+from mpt_async._body import ACCEPT_ENCODING, plain_content
 from mpt_async._codes import Action
 from mpt_async._exceptions import APITimeoutError, AuthenticationError, MalformedResponseError
 from mpt_async._logging import logger
@@ -51,18 +51,20 @@ async def fetch_token(
     """
     logger.debug("fetching an access token")
     read = min(timeouts.read, TOKEN_READ_TIMEOUT)
-    request = http.build_request(
-        "POST",
-        base_url + TOKEN_PATH,
-        params={
-            "grant_type": "client_credentials",
-            "client_id": auth.api_key,
-            "client_secret": auth.secret_key,
-        },
-        headers={"Accept-Encoding": ACCEPT_ENCODING},
-        timeout=httpx.Timeout(
-            connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
-        ),
+    request = plain_content(
+        http.build_request(
+            "POST",
+            base_url + TOKEN_PATH,
+            params={
+                "grant_type": "client_credentials",
+                "client_id": auth.api_key,
+                "client_secret": auth.secret_key,
+            },
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+            timeout=httpx.Timeout(
+                connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
+            ),
+        )
     )
     failure: Failure | None = None
     data = None

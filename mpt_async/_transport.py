@@ -25,7 +25,13 @@ import httpx
 
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
-from mpt_async._body import ACCEPT_ENCODING, Body, UnsupportedEncoding, aclose_response
+from mpt_async._body import (
+    ACCEPT_ENCODING,
+    Body,
+    UnsupportedEncoding,
+    aclose_response,
+    plain_content,
+)
 from mpt_async._codes import Action
 from mpt_async._exceptions import (
     APIError,
@@ -366,13 +372,15 @@ class Transport:
             )
         if token is not None:
             params = {"access_token": token}
-        request = self.http.build_request(
-            "POST",
-            self.base_url + CHAT_PATH + call.endpoint,
-            content=call.body,
-            params=params,
-            headers=_HEADERS,
-            timeout=call.options.timeouts.for_httpx(stream=call.stream),
+        request = plain_content(
+            self.http.build_request(
+                "POST",
+                self.base_url + CHAT_PATH + call.endpoint,
+                content=call.body,
+                params=params,
+                headers=_HEADERS,
+                timeout=call.options.timeouts.for_httpx(stream=call.stream),
+            )
         )
         sent = () if token is None else (token,)
         if isinstance(auth, AKSKAuth):
