@@ -261,17 +261,21 @@ def _address(exc: httpx.TransportError) -> str:
 
 def _reason(exc: BaseException) -> str:
     """Why a connection failed, from the first cause in the chain that says so plainly."""
-    node: BaseException | None = exc
-    for _ in range(10):
-        if node is None:
+    todo: list[BaseException] = [exc]
+    for _ in range(20):
+        if not todo:
             break
+        node = todo.pop(0)
         if isinstance(node, ssl.SSLError):
             return "the TLS handshake failed"
         if isinstance(node, socket.gaierror):
             return "the host name could not be resolved"
         if isinstance(node, OSError) and node.errno in _ERRNO:
             return _ERRNO[node.errno]
-        node = node.__cause__ or node.__context__
+        grouped = getattr(node, "exceptions", None)  # an exception group
+        if isinstance(grouped, (list, tuple)):
+            todo += [e for e in grouped if isinstance(e, BaseException)]
+        todo += [e for e in (node.__cause__, node.__context__) if e is not None]
     return "no connection could be made"
 
 

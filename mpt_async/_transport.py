@@ -238,15 +238,21 @@ class Transport:
             return scrub(APITimeoutError(message), self._secrets)
         return scrub(failure.error, (*self._secrets, *failure.secrets))
 
+    def carried(self, request: httpx.Request) -> tuple[str, ...]:
+        """The secrets ``request`` carries: the credentials', its token or signature."""
+        token = request.url.params.get("access_token")
+        signature = request.headers.get("authorization", "").rpartition("/")[2]
+        return (*self._secrets, *(s for s in (token, signature) if s))
+
     async def _attempt(self, attempt: _Attempt[T], call: _Call, ticket: Ticket | None) -> T:
         """Run one attempt, and settle its rate-limit charge however it ends."""
         succeeded = False
         try:
-            request, token, sent = await self._request(call)
+            request, token = await self._request(call)
             try:
                 result = await attempt(call, request, ticket)
             except Failure as failure:
-                failure.token, failure.secrets = token, sent
+                failure.token, failure.secrets = token, self.carried(request)
                 raise
         except Failure as failure:
             error = failure.error
@@ -282,30 +288,37 @@ class Transport:
     async def _whole(
         self, call: _Call, request: httpx.Request, ticket: Ticket | None
     ) -> ChatResponse:
-        timeouts = call.options.timeouts
-        read = timeouts.read
-        failure: Failure | None = None
+        read = call.options.timeouts.read
+        response = await self._send(call, request, "waiting for the answer", read)
+        info = self._observe(response, ticket)
         data: Any = None
-        info: RateLimitInfo | None = None
-        # The whole answer, not each byte (after the pool, the connection and the sending).
-        with anyio.move_on_after(read + _sending(timeouts)) as scope:
-            try:
-                response = await self.http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                failure = Failure(connection_error(exc, "waiting for the answer"), Action.RETRY)
-            else:
-                info = self._observe(response, ticket)
-                data = await read_reply(response, "reading the answer")
+        with anyio.move_on_after(read) as scope:  # the whole body, however it trickles
+            data = await read_reply(response, "reading the answer")
         if scope.cancelled_caught:
-            failure = Failure(
-                APITimeoutError(f"no whole answer within {read:g} s (read)"), Action.RETRY
-            )
-        if failure is not None:
-            raise failure
+            error = APITimeoutError(f"no whole answer within {read:g} s (read)")
+            raise Failure(error, Action.RETRY)
         reply = whole_answer(data, info)
         if ticket is not None:
             ticket.settle(reply.usage.total_tokens, reply.usage.prompt_tokens)
         return reply
+
+    async def _send(
+        self, call: _Call, request: httpx.Request, doing: str, wait: float
+    ) -> httpx.Response:
+        """Send ``request``; return once the reply's head has come.
+
+        However the head trickles in, it must come within ``wait`` once the pool, the
+        connection and the sending have had their own bounds.
+        """
+        failure: Failure | None = None
+        with anyio.move_on_after(wait + _sending(call.options.timeouts)):
+            try:
+                return await self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                failure = Failure(connection_error(exc, doing), Action.RETRY)
+        if failure is None:
+            failure = Failure(APITimeoutError(f"timed out {doing} (reply head)"), Action.RETRY)
+        raise failure
 
     async def open_stream(self, endpoint: str, body: bytes, options: CallOptions) -> OpenStream:
         """Send a stream call; return it once its first chunk has arrived."""
@@ -316,20 +329,10 @@ class Transport:
     async def _opening(
         self, call: _Call, request: httpx.Request, ticket: Ticket | None
     ) -> OpenStream:
-        timeouts = call.options.timeouts
-        idle = timeouts.stream_read
-        opened: OpenStream | None = None
-        # The reply's head and chunk 0, however they trickle.
-        with anyio.move_on_after(idle + _sending(timeouts)):
-            try:
-                response = await self.http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise Failure(connection_error(exc, "opening the stream"), Action.RETRY) from None
-            opened = await self._first_chunk(call, response, ticket)
-        if opened is None:
-            error = APITimeoutError(f"no chunk for {idle:g} s before any chunk (stream_read)")
-            raise Failure(error, Action.RETRY)
-        return opened
+        idle = call.options.timeouts.stream_read
+        response = await self._send(call, request, "opening the stream", idle)
+        opened = await self._first_chunk(call, response, ticket)
+        return attrs.evolve(opened, secrets=self.carried(request))
 
     async def _first_chunk(
         self, call: _Call, response: httpx.Response, ticket: Ticket | None
@@ -340,7 +343,7 @@ class Transport:
             if response.status_code != 200 or "event-stream" not in response.headers.get(
                 "content-type", ""
             ):
-                await _refuse_single_body(response)
+                await _refuse_single_body(response, call.options.timeouts.stream_read)
             body = _stream_body(response)
             decoder = ChunkDecoder(
                 body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
@@ -353,12 +356,8 @@ class Transport:
 
     # -- authentication -----------------------------------------------------------------
 
-    async def _request(self, call: _Call) -> tuple[httpx.Request, str | None, tuple[str, ...]]:
-        """Build one attempt's request, authenticated afresh.
-
-        Returns:
-            The request, the access token it carries (if any), and the secrets it carries.
-        """
+    async def _request(self, call: _Call) -> tuple[httpx.Request, str | None]:
+        """Build one attempt's request, authenticated afresh; also return its access token."""
         auth = self.auth
         token: str | None = None
         params: dict[str, str] | None = None
@@ -382,18 +381,16 @@ class Transport:
                 timeout=call.options.timeouts.for_httpx(stream=call.stream),
             )
         )
-        sent = () if token is None else (token,)
         if isinstance(auth, AKSKAuth):
-            signature = sign_request(
+            sign_request(
                 request,
                 access_key=auth.access_key,
                 secret_key=auth.secret_key,
                 expiration=auth.expiration,
                 now=time.time(),
             )
-            sent = (signature,)
         logger.debug("POST %s%s (stream=%s)", CHAT_PATH, call.endpoint, call.stream)
-        return request, token, sent
+        return request, token
 
 
 def _sending(timeouts: Timeouts) -> float:
@@ -401,14 +398,18 @@ def _sending(timeouts: Timeouts) -> float:
     return timeouts.pool + timeouts.connect + timeouts.write
 
 
-async def _refuse_single_body(response: httpx.Response) -> NoReturn:
+async def _refuse_single_body(response: httpx.Response, wait: float) -> NoReturn:
     """A stream call answered with one body: its error (plain JSON, even in stream mode)."""
-    await read_reply(response, "reading the answer")
-    error = MalformedResponseError(
+    with anyio.move_on_after(wait) as scope:
+        await read_reply(response, "reading the answer")
+    error: MPTError = MalformedResponseError(
         "asked for a stream, got a single JSON body",
         status_code=response.status_code,
         request_id=request_id(response),
     )
+    if scope.cancelled_caught:
+        error = APITimeoutError(f"no whole answer within {wait:g} s (stream_read)")
+        raise Failure(error, Action.RETRY)
     raise Failure(error, Action.RAISE)
 
 
