@@ -27,7 +27,16 @@ from mpt_async._exceptions import (
     RequestValidationError,
     StreamError,
 )
-from mpt_async._models import ChatChunk, ChatRequest, ChatResponse, Message, MessageLike, Usage
+from mpt_async._models import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    MessageDict,
+    MessageLike,
+    Usage,
+)
+from mpt_async._options import ChatOptions
 from mpt_async._ratelimit import RateLimitInfo, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import Timeouts
@@ -69,6 +78,7 @@ __all__ = [
     "BatchInput",
     "BatchResult",
     "ChatChunk",
+    "ChatOptions",
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
@@ -86,6 +96,7 @@ __all__ = [
     "MalformedResponseError",
     "MemoryTokenStore",
     "Message",
+    "MessageDict",
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",

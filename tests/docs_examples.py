@@ -1,6 +1,7 @@
 """The Python examples of the documentation and the README, extracted so tests can run them.
 
-Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md`` is an example, and every
+Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md``, and every ``Example::``
+block of the package's docstrings (the API reference shows them), is an example, and every
 example runs (``tests/test_docs_examples.py``) and is type-checked by mypy --strict and
 pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
 
@@ -11,7 +12,10 @@ pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
   loop. They may use the names of :data:`PREAMBLE` and :data:`FIXTURES` without defining
   them: a ``client`` wired to the emulator, the emulator ``emu``, ``messages``, ...
 
-Both kinds run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
+The ``python -m mpt_async chat`` and ``batch`` lines of ``bash`` blocks run too, as
+commands (the other lines install, export or start a server, and are not run).
+
+All of them run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
 emulator, in a scratch directory holding ``questions.txt`` and ``prompts.jsonl``, with
 ``HOME`` and ``XDG_CACHE_HOME`` there too.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
+import textwrap
 from pathlib import Path
 
 import attrs
@@ -83,13 +89,20 @@ class Example:
 
 
 def pages() -> list[Path]:
-    """Every page whose examples run: the README and each Markdown page of the docs."""
+    """Every page whose examples run: the README, the docs' pages, the package's sources.
+
+    A source file's examples are the ``Example::`` blocks of its docstrings, which the API
+    reference shows.
+    """
     docs = sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
-    return [ROOT / "README.md", *docs]
+    sources = sorted(p for p in (ROOT / "mpt_async").rglob("*.py") if examples(p))
+    return [ROOT / "README.md", *docs, *sources]
 
 
 def examples(path: Path) -> list[Example]:
-    """The ``python`` blocks of one Markdown page, in order."""
+    """The ``python`` blocks of a Markdown page, or the docstring examples of a module."""
+    if path.suffix == ".py":
+        return _docstring_examples(path)
     text = path.read_text(encoding="utf-8")
     found: list[Example] = []
     pos = 0
@@ -106,26 +119,97 @@ def examples(path: Path) -> list[Example]:
     return found
 
 
+_EXAMPLE_INTRO = re.compile(r"^\s*(For example|Examples?)::\s*$", re.IGNORECASE)
+
+
+def _docstring_examples(path: Path) -> list[Example]:
+    """The literal blocks introduced by ``Example::`` in a module's docstrings."""
+    found: list[Example] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        body = getattr(node, "body", None)
+        if not body or not isinstance(body, list) or not isinstance(body[0], ast.Expr):
+            continue
+        doc = body[0].value
+        if not (isinstance(doc, ast.Constant) and isinstance(doc.value, str)):
+            continue
+        lines = doc.value.splitlines(True)
+        for n, line in enumerate(lines):
+            if _EXAMPLE_INTRO.match(line):
+                found.append(_literal_block(path, doc.lineno + n + 1, lines[n + 1 :]))
+    return sorted(found, key=lambda e: e.line)
+
+
+def _literal_block(path: Path, after: int, lines: list[str]) -> Example:
+    """The indented block at the start of ``lines`` (blank lines first skipped)."""
+    skipped = 0
+    while skipped < len(lines) and not lines[skipped].strip():
+        skipped += 1
+    block: list[str] = []
+    for line in lines[skipped:]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break
+        block.append(line)
+    while block and not block[-1].strip():
+        block.pop()
+    source = textwrap.dedent("".join(block))
+    if not source.endswith("\n"):
+        source += "\n"
+    return Example(path, after + skipped, source)
+
+
 def typing_modules(path: Path) -> dict[str, str]:
     """Modules that hold one page's examples as mypy and pyright see them.
 
     Each program is a module of its own. The page's fragments, in order, are the body of
     one ``async def`` whose parameters are the fixtures, so they are checked as they run.
+    Blank lines put each example at its line of the page, so the checkers' line numbers are
+    the page's (fragments are indented by 4 more columns).
     """
     stem = re.sub(r"\W", "_", str(path.relative_to(ROOT).with_suffix("")))
     modules: dict[str, str] = {}
-    fragments: list[str] = []
+    params = ", ".join(f"{name}: {kind}" for name, kind in FIXTURES.items())
+    fragments = f"{PREAMBLE}\n\nasync def _fragments({params}) -> None:\n"
+    has_fragments = False
     for n, example in enumerate(examples(path)):
-        marker = f"# {example.where}\n"
         if example.is_fragment:
-            body = "".join(
+            has_fragments = True
+            fragments += _at_line(fragments, example.line, f"    # {example.where}\n")
+            fragments += "".join(
                 f"    {line}" if line.strip() else line for line in example.source.splitlines(True)
             )
-            fragments.append(f"    {marker}{body}")
         else:
-            modules[f"{stem}_{n}"] = marker + example.source
-    if fragments:
-        params = ", ".join(f"{name}: {kind}" for name, kind in FIXTURES.items())
-        head = f"{PREAMBLE}\n\nasync def _fragments({params}) -> None:\n"
-        modules[f"{stem}_fragments"] = head + "\n".join(fragments)
+            modules[f"{stem}_{n}"] = _at_line("", example.line, "") + example.source
+    if has_fragments:
+        modules[f"{stem}_fragments"] = fragments
     return modules
+
+
+def _at_line(text: str, line: int, fallback: str) -> str:
+    """Blank lines that make what follows ``text`` start at ``line``, or ``fallback``."""
+    missing = line - 1 - text.count("\n")
+    return "\n" * missing if missing >= 0 else fallback
+
+
+#: The command lines of ``bash`` blocks that run (the others install, export or serve).
+RUN_COMMANDS = ("python -m mpt_async chat", "python -m mpt_async batch")
+
+
+@attrs.frozen
+class Command:
+    """One command line of a ``bash`` block that the tests run."""
+
+    where: str
+    argv: list[str]  #: after ``python -m mpt_async``
+
+
+def commands(path: Path) -> list[Command]:
+    """The ``chat`` and ``batch`` command lines of a page's ``bash`` blocks."""
+    text = path.read_text(encoding="utf-8")
+    found: list[Command] = []
+    for match in re.finditer(r"^```bash\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+        first = text.count("\n", 0, match.start(1)) + 1
+        for offset, line in enumerate(match[1].splitlines()):
+            if line.startswith(RUN_COMMANDS):
+                argv = shlex.split(line, comments=True)[3:]
+                found.append(Command(f"{path.relative_to(ROOT)}:{first + offset}", argv))
+    return found

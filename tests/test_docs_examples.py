@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import mpt_async
 from mpt_async.testing import Emulator
 
 from . import docs_examples
-from .clientkit import FAST, HI, clear_credentials
+from .clientkit import FAST, HI, clear_credentials, scrubbed_env
 
 PAGES = [p for p in docs_examples.pages() if docs_examples.examples(p)]
 
@@ -82,9 +85,42 @@ async def test_page_examples_run(path: Path, namespace: dict[str, Any]) -> None:
 
 
 def test_examples_are_found() -> None:
-    """The README and the tutorial both have examples, of both kinds."""
+    """The README, the tutorial and the docstrings have examples; both kinds occur."""
     readme = docs_examples.examples(docs_examples.ROOT / "README.md")
     tutorial = docs_examples.examples(docs_examples.ROOT / "docs" / "tutorial.md")
     assert readme
     assert not all(e.is_fragment for e in tutorial)
     assert any(e.is_fragment for p in PAGES for e in docs_examples.examples(p))
+    assert docs_examples.examples(docs_examples.ROOT / "mpt_async" / "testing" / "__init__.py")
+
+
+COMMANDS = [c for p in docs_examples.pages() for c in docs_examples.commands(p)]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.where)
+def test_page_commands_run(command: docs_examples.Command, scratch: Path) -> None:
+    """Each ``chat`` and ``batch`` command line shown on a page succeeds against the emulator."""
+    env = scrubbed_env(
+        PYTHONPATH=str(docs_examples.ROOT),
+        **{k: v for k, v in os.environ.items() if k.startswith("QIANFAN_")},
+        HOME=str(scratch),
+        XDG_CACHE_HOME=str(scratch / "cache"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mpt_async", *command.argv],
+        input="What is MPT-30B?\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=scratch,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() or (scratch / "replies.jsonl").exists()
+
+
+def test_commands_are_found() -> None:
+    """The command-line page shows chat commands, and the batch page a batch command."""
+    assert any(c.argv[0] == "chat" for c in COMMANDS)
+    assert any(c.argv[0] == "batch" for c in COMMANDS)

@@ -1,8 +1,9 @@
 """``.. mpt-api:: module``: reference entries driven by the module's ``__all__``.
 
 A page lists names by topic (``:names: Client Timeouts``); a last directive with ``:rest:``
-documents every name of ``__all__`` that no earlier directive of the page named, so a public
-name added to the package shows up in the reference without editing the docs.  A name listed
+documents every name of ``__all__`` that no earlier directive of the page named (under its
+``:title:``, when there is one), so a public name added to the package shows up in the
+reference without editing the docs.  A name listed
 that is not in ``__all__`` is a build error.
 """
 
@@ -17,6 +18,7 @@ from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
+from sphinx.util.parsing import nested_parse_to_nodes
 
 
 def _entry(module: str, name: str, obj: object) -> list[str]:
@@ -39,6 +41,7 @@ class PublicNames(SphinxDirective):
     option_spec: ClassVar[dict[str, Any]] = {
         "names": directives.unchanged,
         "rest": directives.flag,
+        "title": directives.unchanged,
     }
 
     def run(self) -> list[nodes.Node]:
@@ -56,12 +59,19 @@ class PublicNames(SphinxDirective):
                 msg = f"not in {module_name}.__all__: {', '.join(unknown)}"
                 raise self.error(msg)
         done.update(names)
+        if not names:
+            return []
         lines: list[str] = []
+        if "title" in self.options:
+            title = self.options["title"]
+            lines += [title, "-" * len(title), ""]
         for name in names:
             lines.extend(_entry(module_name, name, getattr(module, name)))
-        container = nodes.container()
-        self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), 0, container)
-        return container.children
+        return nested_parse_to_nodes(
+            self.state,
+            StringList(lines, source=self.get_source_info()[0]),
+            allow_section_headings=True,
+        )
 
 
 _ACTIONS = {

@@ -3,7 +3,9 @@
 Input, JSON Lines: each line a prompt string (one user message), a list of messages, or an
 object with ``messages`` and any of ``temperature``, ``top_k``, ``top_p``,
 ``penalty_score``, ``stop``, ``user_id``, ``metadata`` (overriding the command line's
-options). Blank lines are ignored.
+options). Blank lines are ignored. A line that cannot be a request (too long, not UTF-8,
+not JSON, nested too deeply, an absurd number: see :mod:`mpt_async._cli.inputs`) gets its
+error record, and the run goes on.
 
 Output, JSON Lines appended and flushed as each answer completes (in completion order)::
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ import attrs
 from mpt_async._batch import BatchInput
 from mpt_async._cli.argtypes import int_at_least
 from mpt_async._cli.common import EXIT_API, EXIT_OK, UsageError, note, redact
+from mpt_async._cli.inputs import MAX_LINE_BYTES, BadLine, decode, read_lines
 from mpt_async._cli.journal import FAILED, TODO, Resume, Writer, read_output, repair_output
 from mpt_async._cli.progress import Counts, Progress, summary
 from mpt_async._cli.service import (
@@ -51,7 +53,7 @@ from mpt_async._cli.service import (
     sampling_params,
 )
 from mpt_async._client import Client
-from mpt_async._codes import failure_of, record_code
+from mpt_async._codes import Failure, failure_of, record_code
 from mpt_async._models import ChatRequest, Message
 
 __all__ = ["add_batch_parser", "run_batch_command"]
@@ -161,19 +163,12 @@ def _with_defaults(value: object, defaults: dict[str, Any]) -> Any:
     return value  # the batch reports its wrong shape
 
 
-def _is_unicode(value: object) -> bool:
-    """Whether every string in a decoded JSON value is valid Unicode (no lone surrogate)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _count_to_do(path: str, resume: Resume) -> int:
     with open(path, "rb") as source:
         return sum(
-            1 for number, raw in enumerate(source, 1) if raw.strip() and resume.get(number) == TODO
+            1
+            for number, raw in read_lines(source)
+            if (raw is None or raw.strip()) and resume.get(number) == TODO
         )
 
 
@@ -207,8 +202,8 @@ class _Inputs:
 
     def requests(self, defaults: dict[str, Any]) -> Iterator[BatchInput]:
         indexes = itertools.count()
-        for number, raw in enumerate(self._source, 1):
-            if not raw.strip():
+        for number, raw in read_lines(self._source):
+            if raw is not None and not raw.strip():
                 continue
             status = self._resume.get(number)
             if status != TODO:
@@ -216,15 +211,19 @@ class _Inputs:
                 self._state.counts.failed_before += status == FAILED
                 continue
             try:
-                value = json.loads(raw)
-            except ValueError as exc:
-                self._fail(number, "invalid_json", f"not a JSON value: {exc}")
-                continue
-            if b"\\u" in raw and not _is_unicode(value):
-                self._fail(number, "invalid_request", "text holds a lone surrogate")
+                value = _decode(raw)
+            except BadLine as bad:
+                self._fail(number, bad.code, bad.message)
                 continue
             self.lines[next(indexes)] = number
             yield _with_defaults(value, defaults)
+
+
+def _decode(raw: bytes | None) -> object:
+    if raw is None:
+        msg = f"the line is longer than {MAX_LINE_BYTES:,} bytes, far more than a request"
+        raise BadLine(Failure.INVALID_REQUEST, msg)
+    return decode(raw)
 
 
 async def _send(client: Client, inputs: _Inputs, args: argparse.Namespace, state: _Run) -> None:

@@ -30,7 +30,7 @@ def _record_status(raw: bytes) -> tuple[int, int] | None:
     """``(line, status)`` of one output record, or ``None`` if it is not one."""
     try:
         record = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict):
         return None
