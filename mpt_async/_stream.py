@@ -18,7 +18,10 @@ __all__ = ["ChatStream"]
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from mpt_async._telemetry import CallObserver
     from mpt_async._transport import OpenStream
+
+    Opener = Callable[[CallObserver | None], Awaitable[OpenStream]]
 
 #: How long to wait for the body's end after the last chunk before giving up on reuse.
 _DRAIN_LIMIT = 1.0
@@ -38,8 +41,13 @@ class ChatStream:
     Nothing is retried once a chunk has been handed over.
     """
 
-    def __init__(self, opener: Callable[[], Awaitable[OpenStream]]) -> None:
-        self._opener: Callable[[], Awaitable[OpenStream]] | None = opener
+    def __init__(
+        self, opener: Opener, observe: Callable[[], CallObserver | None] | None = None
+    ) -> None:
+        self._opener: Opener | None = opener
+        self._observe = observe
+        #: Follows the call for telemetry, from the stream's opening to its end.
+        self._observer: CallObserver | None = None
         self._decoder: ChunkDecoder | None = None
         self._first: dict[str, Any] | None = None
         self._parts: list[str] = []
@@ -64,6 +72,8 @@ class ChatStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._observer is not None:
+            self._observer.left(exc)
         await self.aclose()
 
     def __aiter__(self) -> Self:
@@ -78,11 +88,14 @@ class ChatStream:
                 data, self._first = self._first, None
             else:
                 data = await decoder.next_data()
+                if self._observer is not None:
+                    self._observer.chunk()
             chunk = decoder.chunk(data)
-        except MPTError as exc:
-            await self.aclose()
-            raise scrub(exc, self._secrets)  # noqa: B904 - scrub cuts the chain on purpose
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, MPTError):
+                scrub(exc, self._secrets)  # cuts the chain too
+            if self._observer is not None:
+                self._observer.failed(exc)
             await self.aclose()
             raise
         self._parts.append(chunk.result)
@@ -98,6 +111,8 @@ class ChatStream:
         ticket, last = self._ticket, self._last
         if ticket is not None and last is not None:
             ticket.settle(last.usage.total_tokens, last.usage.prompt_tokens)
+        if self._observer is not None and last is not None:
+            self._observer.succeeded(last, self.text)
         decoder = self._decoder
         if decoder is not None:
             # The body ends right after the last event; a server that keeps it open
@@ -110,6 +125,9 @@ class ChatStream:
         """Stop reading and release the connection; safe to call more than once."""
         self._done = True
         self._opener = None
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.closed_early()  # nothing if it has ended already
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
             ticket.finish()  # without is_end, the tokens used stay an estimate
@@ -173,7 +191,15 @@ class ChatStream:
             if self._decoder is None:
                 raise StreamError("the stream was closed before it started")
             return
-        opened = await opener()
+        observer = self._observer = self._observe() if self._observe is not None else None
+        try:
+            opened = await opener(observer)
+        except BaseException as exc:
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        if observer is not None:
+            observer.first_chunk()
         if self._done:  # closed while opening (a cancelled task): give the connection back
             if opened.ticket is not None:
                 opened.ticket.finish()

@@ -41,7 +41,7 @@ from mpt_async._exceptions import (
     RateLimitError,
 )
 from mpt_async._logging import install_redaction, logger
-from mpt_async._models import ChatResponse
+from mpt_async._models import ChatResponse, TokenGrant
 from mpt_async._ratelimit import Limiter, RateLimitInfo, Ticket, read_rate_limit
 from mpt_async._reply import (
     ChunkDecoder,
@@ -57,6 +57,7 @@ from mpt_async._timeouts import Timeouts
 from mpt_async._token import TOKEN_PATH, TokenCache, fetch_token
 
 if TYPE_CHECKING:
+    from mpt_async._telemetry import CallObserver
     from mpt_async._token_store import TokenStore
 
 __all__ = ["CHAT_PATH", "TOKEN_PATH", "CallOptions", "OpenStream", "Transport"]
@@ -119,6 +120,8 @@ class _Call:
     options: CallOptions
     stream: bool
     deadline: _Deadline
+    #: Follows the call for telemetry, if it is on.
+    observer: CallObserver | None = None
 
 
 #: One attempt: send the request, read the reply; raises Failure.
@@ -189,14 +192,14 @@ class Transport:
                 # Each attempt waits for its place under the rate limits before it is sent;
                 # that wait is not part of the timeouts, nor of the total deadline.
                 started = time.monotonic()
-                ticket = await limiter.acquire(len(call.body))
+                ticket = await self._place(limiter, call)
                 deadline.extend(time.monotonic() - started)
             with anyio.CancelScope(deadline=deadline.loop_at) as scope:
                 try:
                     return await self._attempt(attempt, call, ticket)
                 except Failure as caught:
                     failure = caught
-                delay = self._decide(failure, retries, refreshed, call.options)
+                delay = self._decide(failure, retries, refreshed, call)
                 if delay is None or delay > deadline.left():
                     break
                 if failure.action is Action.REFRESH:
@@ -210,18 +213,32 @@ class Transport:
                 break
         raise self._final(failure, call)
 
-    def _decide(
-        self, failure: Failure, retries: int, refreshed: bool, options: CallOptions
-    ) -> float | None:
+    @staticmethod
+    async def _place(limiter: Limiter, call: _Call) -> Ticket:
+        """Wait for the attempt's place under the rate limits."""
+        if call.observer is None:
+            return await limiter.acquire(len(call.body))
+        return await call.observer.rate_limit_wait(limiter.acquire(len(call.body)))
+
+    def _decide(self, failure: Failure, retries: int, refreshed: bool, call: _Call) -> float | None:
         """How long to wait before the next attempt, or ``None`` to give up."""
-        error, action = failure.error, failure.action
+        error, action, options, observer = (
+            failure.error,
+            failure.action,
+            call.options,
+            call.observer,
+        )
         if action is Action.REFRESH and self.tokens is not None and not refreshed:
             if failure.token is not None:
                 self.tokens.invalidate(failure.token)
+            if observer is not None:
+                observer.token_refused(error)
             logger.debug("access token refused (%s); refreshing, replaying once", error)
             return 0.0
         if action is Action.RETRY and retries < options.max_retries:
             delay = options.backoff.delay(retries, failure.retry_after)
+            if observer is not None:
+                observer.retry(retries + 1, delay, error)
             logger.debug(
                 "retry %d of %d in %.2fs after: %s", retries + 1, options.max_retries, delay, error
             )
@@ -280,9 +297,16 @@ class Transport:
 
     # -- the two kinds of call --------------------------------------------------------
 
-    async def chat(self, endpoint: str, body: bytes, options: CallOptions) -> ChatResponse:
+    async def chat(
+        self,
+        endpoint: str,
+        body: bytes,
+        options: CallOptions,
+        observer: CallObserver | None = None,
+    ) -> ChatResponse:
         """Send a non-stream call; return its answer, with the quota its headers announced."""
-        call = _Call(endpoint, body, options, False, _Deadline(options.timeouts.total))
+        deadline = _Deadline(options.timeouts.total)
+        call = _Call(endpoint, body, options, False, deadline, observer)
         return await self._run(self._whole, call)
 
     async def _whole(
@@ -320,9 +344,16 @@ class Transport:
             failure = Failure(APITimeoutError(f"timed out {doing} (reply head)"), Action.RETRY)
         raise failure
 
-    async def open_stream(self, endpoint: str, body: bytes, options: CallOptions) -> OpenStream:
+    async def open_stream(
+        self,
+        endpoint: str,
+        body: bytes,
+        options: CallOptions,
+        observer: CallObserver | None = None,
+    ) -> OpenStream:
         """Send a stream call; return it once its first chunk has arrived."""
-        call = _Call(endpoint, body, options, True, _Deadline(options.timeouts.total))
+        deadline = _Deadline(options.timeouts.total)
+        call = _Call(endpoint, body, options, True, deadline, observer)
         opened: OpenStream = await self._run(self._opening, call)
         return opened
 
@@ -356,6 +387,16 @@ class Transport:
 
     # -- authentication -----------------------------------------------------------------
 
+    def _fetcher(self, auth: AccessTokenAuth, call: _Call) -> Callable[[], Awaitable[TokenGrant]]:
+        """What fetches a token for ``call`` (observed, with telemetry on)."""
+        timeouts, observer = call.options.timeouts, call.observer
+
+        def fetch() -> Awaitable[TokenGrant]:
+            fetching = fetch_token(self.http, self.base_url, auth, timeouts)
+            return fetching if observer is None else observer.token_fetch(fetching)
+
+        return fetch
+
     async def _request(self, call: _Call) -> tuple[httpx.Request, str | None]:
         """Build one attempt's request, authenticated afresh; also return its access token."""
         auth = self.auth
@@ -365,10 +406,7 @@ class Transport:
             token = auth.access_token
         elif self.tokens is not None:
             assert isinstance(auth, AccessTokenAuth)  # the token flow
-            timeouts = call.options.timeouts
-            token = await self.tokens.get(
-                lambda: fetch_token(self.http, self.base_url, auth, timeouts)
-            )
+            token = await self.tokens.get(self._fetcher(auth, call))
         if token is not None:
             params = {"access_token": token}
         request = plain_content(
