@@ -60,8 +60,8 @@ async def namespace(emulator: Emulator, scratch: Path) -> AsyncIterator[dict[str
         yield ns
 
 
-async def run_page(path: Path, ns: dict[str, Any]) -> int:
-    """Run a page's examples in order; return how many ran."""
+async def run_page(path: Path, ns: dict[str, Any], *, test_files: bool = True) -> int:
+    """Run a page's examples in order (test files only if asked); return how many ran."""
     count = 0
     for example in docs_examples.examples(path):
         code = example.code()
@@ -70,18 +70,48 @@ async def run_page(path: Path, ns: dict[str, Any]) -> int:
             if inspect.iscoroutine(result):
                 with anyio.fail_after(60):
                     await result
+        elif example.is_pytest:  # a user's test file: pytest must pass it
+            if not test_files:
+                continue
+            await anyio.to_thread.run_sync(run_test_file, example, Path.cwd())
         else:  # a whole program, with its own event loop: in a thread of its own
             await anyio.to_thread.run_sync(exec, code, {"__name__": "__main__"})
         count += 1
     return count
 
 
+def run_test_file(example: docs_examples.Example, where: Path) -> None:
+    """Run a test-file example with pytest, as a user would (no conftest, the plugin on)."""
+    test_file = where / f"test_example_{example.line}.py"
+    test_file.write_text(example.source, encoding="utf-8")
+    plugins = ["-p", "anyio", "-p", "mpt_async.testing.pytest_plugin", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *plugins, "--rootdir", str(where), test_file.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(docs_examples.ROOT)},
+        cwd=where,
+        check=False,
+    )
+    assert result.returncode == 0, f"{example.where}:\n{result.stdout}{result.stderr}"
+    assert " passed" in result.stdout
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(docs_examples.ROOT)))
-async def test_page_examples_run(path: Path, namespace: dict[str, Any]) -> None:
-    """Each of the page's Python examples runs to its end against the emulator."""
-    ran = await run_page(path, namespace)
-    assert ran == len(docs_examples.examples(path)) > 0
+async def test_page_examples_run(
+    path: Path, namespace: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """Each of the page's Python examples runs to its end against the emulator.
+
+    A test-file example starts its own pytest, on its own backend: it runs once, not once
+    per backend of this test.
+    """
+    once = request.node.callspec.params["anyio_backend"] == "asyncio"
+    ran = await run_page(path, namespace, test_files=once)
+    expected = [e for e in docs_examples.examples(path) if once or not e.is_pytest]
+    assert ran == len(expected)
 
 
 def test_examples_are_found() -> None:
