@@ -5,8 +5,8 @@ block of the package's docstrings (the API reference shows them), is an example,
 example runs (``tests/test_docs_examples.py``) and is type-checked by mypy --strict and
 pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
 
-- a **program**: a complete script (no ``await`` outside a function), run as it is, in its
-  own namespace, in a worker thread (it starts its own event loop with ``anyio.run``); a
+- a **program**: a complete script (no ``await`` outside a function), run as it is, in a
+  process of its own (``python example.py``, its lines numbered as on the page); a
   program that defines ``test_`` functions is a test file, run by pytest with the
   package's plugin (``mpt_emulator``, ``mpt_client``) and anyio's, and must pass;
 - a **fragment**: code with top-level ``await`` / ``async with`` / ``async for``. The
