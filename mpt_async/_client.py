@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy as _copy
-import functools
 import os
 import re
 from collections.abc import AsyncIterable, Iterable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
+from anyio.lowlevel import RunVar
 
 from mpt_async import _converter, _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
@@ -30,7 +30,7 @@ from mpt_async._options import ChatOptions, check_names
 from mpt_async._ratelimit import Limiter, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._transport import CallOptions, Transport
+from mpt_async._transport import CallOptions, OpenStream, Transport
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
@@ -127,6 +127,38 @@ def _check_rate_limits(value: object) -> RateLimits | None:
     return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
 
 
+#: A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``).
+_RUN: RunVar[object] = RunVar("mpt_async.run")
+
+
+class _LoopGuard:
+    """Remembers the event loop a client first called in: its connections belong to it."""
+
+    def __init__(self) -> None:
+        self._run: object | None = None
+
+    def check(self) -> None:
+        """Refuse a call made in another event loop than the first call's.
+
+        Raises:
+            ConfigurationError: The client was first used in another event loop.
+        """
+        try:
+            run = _RUN.get()
+        except LookupError:
+            run = object()
+            _RUN.set(run)
+        if self._run is None:
+            self._run = run
+        elif run is not self._run:
+            msg = (
+                "this Client was first used in another event loop (each asyncio.run() or "
+                "trio.run() is one), and its connections belong to that loop: make one "
+                "Client per event loop, e.g. inside the function you run"
+            )
+            raise ConfigurationError(msg)
+
+
 def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
     """Where the spans say calls go; ``None`` with telemetry off."""
     return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
@@ -221,6 +253,7 @@ class Client:
             limiter=None if rate_limits is None else Limiter(rate_limits),
         )
         self._is_copy = False
+        self._loop = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
@@ -314,11 +347,16 @@ class Client:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
         return _Call(self._endpoint, _converter.encode_request(request), options)
 
-    async def _send(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatResponse:
+    async def _send(
+        self,
+        request: ChatRequest,
+        timeout: TimeoutLike | None,  # noqa: ASYNC109 - the per-call bounds, not a deadline
+    ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout)
+        self._loop.check()
         observer = self._observe(call.endpoint, request)
         try:
             data, info = await self._transport.chat(
@@ -338,9 +376,12 @@ class Client:
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
         """A stream for a ``stream`` request, sent when the stream is entered."""
         call = self._prepare(request, timeout)
-        opener = functools.partial(
-            self._transport.open_stream, call.endpoint, call.body, call.options
-        )
+        transport, loop = self._transport, self._loop
+
+        async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
+            loop.check()
+            return await transport.open_stream(call.endpoint, call.body, call.options, observer)
+
         return ChatStream(opener, lambda: self._observe(call.endpoint, request))
 
     def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
@@ -354,7 +395,8 @@ class Client:
         self,
         messages: Iterable[MessageLike],
         *,
-        timeout: TimeoutLike | None = None,
+        # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
+        timeout: TimeoutLike | None = None,  # noqa: ASYNC109
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.
