@@ -10,7 +10,7 @@ import pytest
 import mpt_async
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, aksk_client, chat_requests, token_client
+from .clientkit import HI, aksk_client, cancel_when, chat_requests, token_client
 
 pytestmark = pytest.mark.anyio
 
@@ -232,7 +232,7 @@ async def test_secrets_stay_out_of_repr_errors_and_logs(
 
 async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> None:
     """If the task fetching the token is cancelled, a waiting call fetches and succeeds."""
-    emulator.inject(Fault.stall(0.5, target="token"))
+    emulator.inject(Fault.stall(5, target="token"))
     results: list[str] = []
 
     async def waiter(client: mpt_async.Client) -> None:
@@ -240,7 +240,8 @@ async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> 
 
     async with token_client(emulator) as client:
         async with anyio.create_task_group() as tg:
-            with anyio.move_on_after(0.2) as scope:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_when, scope, lambda: emulator.stats.faults_fired == 1)
                 tg.start_soon(waiter, client)
                 await client.chat(HI)  # takes the fetch, then is cancelled waiting for it
             assert scope.cancelled_caught
