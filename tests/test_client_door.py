@@ -20,20 +20,9 @@ from .clientkit import HI, scrubbed_env
 
 
 @pytest.fixture
-def sent() -> list[httpx.Request]:
-    """Requests that reached the (mock) network."""
-    return []
-
-
-@pytest.fixture
-def http(sent: list[httpx.Request]) -> httpx.AsyncClient:
-    """An httpx client whose network records every request (and answers 500)."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(500)
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def http(offline_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """An httpx client whose network records every request in ``sent`` (and answers 500)."""
+    return offline_http
 
 
 BAD_CLIENT_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
@@ -193,3 +182,23 @@ def test_settings_refuse_nan_infinity_and_bools(make: Callable[[], object], word
     with pytest.raises(ConfigurationError) as info:
         make()
     assert words in str(info.value)
+
+
+def test_the_loop_guard_tells_runs_apart() -> None:
+    """The guard passes calls within one trio.run() or asyncio.run(), and refuses the next run."""
+    import asyncio
+
+    import trio
+
+    from mpt_async._client import _LoopGuard
+
+    async def twice(guard: _LoopGuard) -> None:
+        guard.check()
+        guard.check()
+
+    for run in (trio.run, lambda f, g: asyncio.run(f(g))):
+        guard = _LoopGuard()
+        guard.check()  # outside any event loop: nothing to compare yet
+        run(twice, guard)
+        with pytest.raises(ConfigurationError, match="another event loop"):
+            run(twice, guard)
