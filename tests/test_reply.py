@@ -15,15 +15,9 @@ from mpt_async._reply import Failure, scrub
 from mpt_async._sse import MAX_LINE_BYTES, BadLine, EventReader
 from mpt_async._timeouts import DEFAULT_TOTAL, as_timeouts
 
-pytestmark = pytest.mark.anyio
+from .hostile import ANSWER
 
-ANSWER = {
-    "id": "as-1",
-    "object": "chat.completion",
-    "created": 1,
-    "result": "hello",
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
+pytestmark = pytest.mark.anyio
 
 
 class pieces:
@@ -90,7 +84,7 @@ async def test_a_mock_transport_reply_with_content_still_works() -> None:
         http_client=httpx.AsyncClient(transport=transport),
     ) as client:
         reply = await client.chat([{"role": "user", "content": "hi"}])
-    assert reply.result == "hello"
+    assert reply.result == ANSWER["result"]
 
 
 def test_a_failure_names_only_its_error_class() -> None:
