@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 
-from mpt_async import _converter
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
     AccessTokenAuth,
@@ -24,19 +23,21 @@ from mpt_async._auth import (
 )
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
-from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
 from mpt_async._options import ChatOptions, check_names
-from mpt_async._ratelimit import Limiter, RateLimits
-from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._transport import CallOptions, Transport
 from mpt_async._validate import check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
     from mpt_async._batch import Batch, BatchInput, ProgressHook
+
+    # Loaded on first use (by the first client or call), not by ``import mpt_async``.
+    from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+    from mpt_async._ratelimit import Limiter, RateLimits
+    from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
+    from mpt_async._transport import CallOptions
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -120,10 +121,14 @@ def _check_base_url(value: object) -> str:
     return text
 
 
-def _check_rate_limits(value: object) -> RateLimits | None:
+def _limiter(value: object) -> Limiter | None:
+    """The limiter for a client's ``rate_limits`` (checked), if it has any."""
     if value is None:
         return None
-    return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+    from mpt_async._ratelimit import Limiter, RateLimits
+
+    limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+    return Limiter(limits)
 
 
 @attrs.frozen
@@ -184,7 +189,9 @@ class Client:
             from mpt_async._token_store import check_token_store  # only with a store
 
             token_store = check_token_store(token_store)
-        rate_limits = _check_rate_limits(rate_limits)
+        limiter = _limiter(rate_limits)
+        from mpt_async._transport import CallOptions, Transport  # with the first client
+
         self._options = CallOptions(
             timeouts=as_timeouts(timeout),
             max_retries=_check_max_retries(max_retries),
@@ -208,7 +215,7 @@ class Client:
             base_url=base_url,
             auth=auth,
             token_store=token_store,
-            limiter=None if rate_limits is None else Limiter(rate_limits),
+            limiter=limiter,
         )
         self._is_copy = False
 
@@ -291,6 +298,8 @@ class Client:
         self, messages: Iterable[MessageLike], options: ChatOptions, *, stream: bool
     ) -> ChatRequest:
         """The checked request for ``messages`` and the keyword ``options`` of a call."""
+        from mpt_async._models import ChatRequest
+
         check_names(options)
         return ChatRequest(messages=messages, stream=stream, **options)
 
@@ -299,10 +308,12 @@ class Client:
         if self._transport.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
+        from mpt_async._converter import encode_request
+
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _Call(self._endpoint, _converter.encode_request(request), options)
+        return _Call(self._endpoint, encode_request(request), options)
 
     async def _send(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
@@ -310,13 +321,18 @@ class Client:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout)
         data, info = await self._transport.chat(call.endpoint, call.body, call.options)
-        reply = _converter.structure(data, ChatResponse, status_code=200)
+        from mpt_async._converter import structure
+        from mpt_async._models import ChatResponse, set_rate_limit
+
+        reply = structure(data, ChatResponse, status_code=200)
         if info is not None:
             set_rate_limit(reply, info)
         return reply
 
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
         """A stream for a ``stream`` request, sent when the stream is entered."""
+        from mpt_async._stream import ChatStream
+
         call = self._prepare(request, timeout)
         transport = self._transport
         return ChatStream(lambda: transport.open_stream(call.endpoint, call.body, call.options))

@@ -28,6 +28,7 @@ import attrs
 import httpx
 
 from mpt_async._exceptions import ConfigurationError
+from mpt_async._public import claim
 
 __all__ = [
     "LIMIT_REQUESTS",
@@ -418,3 +419,6 @@ class Limiter:
     def pause(self, seconds: float) -> None:
         """Hold every new call back for ``seconds`` (the service said it was over a limit)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+claim(globals(), "RateLimitInfo", "RateLimits")  # public as mpt_async.X, even loaded on first use

@@ -12,6 +12,7 @@ import httpx
 from mpt_async import _converter
 from mpt_async._exceptions import MalformedResponseError, StreamError
 from mpt_async._models import ChatChunk, ChatResponse, Usage, set_rate_limit
+from mpt_async._public import claim
 from mpt_async._ratelimit import RateLimitInfo, Ticket
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._transport import OpenStream, aclose_response, envelope_error, transport_error
@@ -248,3 +249,6 @@ class ChatStream:
         if chunk.need_clear_history and self._flagged is None:
             self._flagged = chunk
         return chunk
+
+
+claim(globals(), "ChatStream")  # public as mpt_async.X, even when loaded on first use
