@@ -4,9 +4,7 @@
 ...     reply = await client.chat([{"role": "user", "content": "Hi"}])
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
@@ -28,11 +26,19 @@ from mpt_async._exceptions import (
     StreamError,
 )
 from mpt_async._options import ChatOptions
-from mpt_async._public import claim
-from mpt_async._timeouts import Timeouts
+from mpt_async._public import claim as _claim
+from mpt_async._timeouts import TimeoutLike, Timeouts
 
 if TYPE_CHECKING:
-    from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
+    from mpt_async._batch import (
+        Batch,
+        BatchFailure,
+        BatchInput,
+        BatchResult,
+        BatchSuccess,
+        ProgressHook,
+        run_batch,
+    )
     from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
     from mpt_async._models import (
         ChatChunk,
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
         Message,
         MessageDict,
         MessageLike,
+        Role,
         Usage,
     )
     from mpt_async._ratelimit import RateLimitInfo, RateLimits
@@ -58,6 +65,7 @@ _LAZY = {
     "Message": "mpt_async._models",
     "MessageDict": "mpt_async._models",
     "MessageLike": "mpt_async._models",
+    "Role": "mpt_async._models",
     "Usage": "mpt_async._models",
     "RateLimitInfo": "mpt_async._ratelimit",
     "RateLimits": "mpt_async._ratelimit",
@@ -65,6 +73,9 @@ _LAZY = {
     "Batch": "mpt_async._batch",
     "BatchInput": "mpt_async._batch",
     "BatchResult": "mpt_async._batch",
+    "BatchSuccess": "mpt_async._batch",
+    "BatchFailure": "mpt_async._batch",
+    "ProgressHook": "mpt_async._batch",
     "run_batch": "mpt_async._batch",
     "Conversation": "mpt_async._conversation",
     "ConversationFlag": "mpt_async._conversation",
@@ -87,8 +98,10 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "Batch",
+    "BatchFailure",
     "BatchInput",
     "BatchResult",
+    "BatchSuccess",
     "ChatChunk",
     "ChatOptions",
     "ChatRequest",
@@ -112,12 +125,15 @@ __all__ = [
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProgressHook",
     "RateLimitError",
     "RateLimitInfo",
     "RateLimits",
     "RequestValidationError",
+    "Role",
     "StoredToken",
     "StreamError",
+    "TimeoutLike",
     "Timeouts",
     "TokenStore",
     "Usage",
@@ -125,14 +141,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
         msg = f"module 'mpt_async' has no attribute {name!r}"
         raise AttributeError(msg)
     import importlib
 
-    claim(vars(importlib.import_module(module_name)), name)  # later lookups skip this
+    _claim(vars(importlib.import_module(module_name)), name)  # later lookups skip this
     return globals()[name]
 
 
@@ -140,4 +156,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-claim(globals(), *(name for name in __all__ if name not in _LAZY))
+_claim(globals(), *(name for name in __all__ if name not in _LAZY))
+# Keep the namespace to the public names (and private ones): tests pin it against __all__.
+del TYPE_CHECKING

@@ -277,4 +277,4 @@ class TokenGrant:
 
 # Public as mpt_async.X, even when loaded on first use.
 claim(globals(), "ChatChunk", "ChatRequest", "ChatResponse", "Message", "MessageDict")
-claim(globals(), "MessageLike", "Usage")
+claim(globals(), "MessageLike", "Role", "Usage")
