@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import functools
 import os
 import re
 from collections.abc import AsyncIterable, Iterable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 
+from mpt_async import _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
     AccessTokenAuth,
@@ -25,7 +27,7 @@ from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._options import ChatOptions, check_names
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._validate import check_instance, check_int, check_str, refuse
+from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -131,6 +133,11 @@ def _limiter(value: object) -> Limiter | None:
     return Limiter(limits)
 
 
+def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off."""
+    return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
+
+
 @attrs.frozen
 class _Call:
     """One call, ready to go: where it goes, its body, and the request loop's options."""
@@ -163,6 +170,8 @@ class Client:
             used with :class:`AccessTokenAuth`.
         rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
             made by :meth:`with_options`); ``None`` limits nothing.
+        telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
+            (the ``otel`` extra); ``False`` turns it off (for the copies too).
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -181,6 +190,7 @@ class Client:
         max_connections: int = 100,
         token_store: TokenStore | None = None,
         rate_limits: RateLimits | None = None,
+        telemetry: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         auth = _check_auth(auth)
@@ -209,6 +219,7 @@ class Client:
                 http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
             )
         self._endpoint = endpoint
+        self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
             http=http_client,
             owns_http=owns_http,
@@ -320,11 +331,21 @@ class Client:
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout)
-        data, info = await self._transport.chat(call.endpoint, call.body, call.options)
         from mpt_async._converter import structure
         from mpt_async._models import ChatResponse, set_rate_limit
 
-        reply = structure(data, ChatResponse, status_code=200)
+        observer = self._observe(call.endpoint, request)
+        try:
+            data, info = await self._transport.chat(
+                call.endpoint, call.body, call.options, observer
+            )
+            reply = structure(data, ChatResponse, status_code=200)
+        except BaseException as exc:
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        if observer is not None:
+            observer.succeeded(reply, reply.result)
         if info is not None:
             set_rate_limit(reply, info)
         return reply
@@ -334,8 +355,15 @@ class Client:
         from mpt_async._stream import ChatStream
 
         call = self._prepare(request, timeout)
-        transport = self._transport
-        return ChatStream(lambda: transport.open_stream(call.endpoint, call.body, call.options))
+        opener = functools.partial(
+            self._transport.open_stream, call.endpoint, call.body, call.options
+        )
+        return ChatStream(opener, lambda: self._observe(call.endpoint, request))
+
+    def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
+        """Start following a call for telemetry; ``None`` when it is off or not installed."""
+        server = self._server
+        return None if server is None else _telemetry.observe(endpoint, server, request)
 
     # -- the public calls ----------------------------------------------------------------
 
