@@ -59,6 +59,8 @@ __all__ = [
 CHAT_PATH = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/"
 TOKEN_PATH = "/oauth/2.0/token"
 _JSON_HEADERS = {"Content-Type": "application/json"}
+#: Chat URLs kept parsed per transport (endpoint x token).
+_URL_CACHE = 8
 #: A token fetch is quick; do not let it wait as long as a model's answer.
 _TOKEN_READ_TIMEOUT = 30.0
 
@@ -181,6 +183,7 @@ class Transport:
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
+        self._urls: dict[tuple[str, str | None], httpx.URL] = {}
         #: The client's rate limits, if any; shared by its copies.
         self.limiter = limiter
 
@@ -425,7 +428,6 @@ class Transport:
         """Build one attempt's request, authenticated afresh."""
         auth = self.auth
         token: str | None = None
-        params: dict[str, str] | None = None
         if isinstance(auth, FixedTokenAuth):
             token = auth.access_token
         elif self.tokens is not None:
@@ -435,13 +437,10 @@ class Transport:
                 token = await self.tokens.get(
                     lambda: observer.token_fetch(self._fetch_token(options))
                 )
-        if token is not None:
-            params = {"access_token": token}
         request = self.http.build_request(
             "POST",
-            self.base_url + CHAT_PATH + endpoint,
+            self._chat_url(endpoint, token),
             content=body,
-            params=params,
             headers=_JSON_HEADERS,
             timeout=options.timeouts.for_httpx(stream=stream),
         )
@@ -449,6 +448,17 @@ class Transport:
             _sign(request, auth)
         logger.debug("POST %s%s (stream=%s)", CHAT_PATH, endpoint, stream)
         return request, token
+
+    def _chat_url(self, endpoint: str, token: str | None) -> httpx.URL:
+        """The chat URL (the token in its query), parsed once: httpx's parsing is costly."""
+        key = (endpoint, token)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()  # tokens get replaced: keep only recent ones
+            params = None if token is None else {"access_token": token}
+            url = self._urls[key] = httpx.URL(self.base_url + CHAT_PATH + endpoint, params=params)
+        return url
 
     async def _fetch_token(self, options: CallOptions) -> TokenGrant:
         auth = self.auth
