@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy as _copy
-import functools
 import os
 import re
 from collections.abc import AsyncIterable, Iterable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
+from anyio.lowlevel import RunVar
 
 from mpt_async import _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mpt_async._ratelimit import Limiter, RateLimits
     from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
-    from mpt_async._transport import CallOptions
+    from mpt_async._transport import CallOptions, OpenStream
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -131,6 +131,38 @@ def _limiter(value: object) -> Limiter | None:
 
     limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
     return Limiter(limits)
+
+
+#: A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``).
+_RUN: RunVar[object] = RunVar("mpt_async.run")
+
+
+class _LoopGuard:
+    """Remembers the event loop a client first called in: its connections belong to it."""
+
+    def __init__(self) -> None:
+        self._run: object | None = None
+
+    def check(self) -> None:
+        """Refuse a call made in another event loop than the first call's.
+
+        Raises:
+            ConfigurationError: The client was first used in another event loop.
+        """
+        try:
+            run = _RUN.get()
+        except LookupError:
+            run = object()
+            _RUN.set(run)
+        if self._run is None:
+            self._run = run
+        elif run is not self._run:
+            msg = (
+                "this Client was first used in another event loop (each asyncio.run() or "
+                "trio.run() is one), and its connections belong to that loop: make one "
+                "Client per event loop, e.g. inside the function you run"
+            )
+            raise ConfigurationError(msg)
 
 
 def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
@@ -229,6 +261,7 @@ class Client:
             limiter=limiter,
         )
         self._is_copy = False
+        self._loop = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
@@ -326,7 +359,11 @@ class Client:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
         return _Call(self._endpoint, encode_request(request), options)
 
-    async def _send(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatResponse:
+    async def _send(
+        self,
+        request: ChatRequest,
+        timeout: TimeoutLike | None,  # noqa: ASYNC109 - the per-call bounds, not a deadline
+    ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
             request = attrs.evolve(request, stream=False)
@@ -334,6 +371,7 @@ class Client:
         from mpt_async._converter import structure
         from mpt_async._models import ChatResponse, set_rate_limit
 
+        self._loop.check()
         observer = self._observe(call.endpoint, request)
         try:
             data, info = await self._transport.chat(
@@ -355,9 +393,12 @@ class Client:
         from mpt_async._stream import ChatStream
 
         call = self._prepare(request, timeout)
-        opener = functools.partial(
-            self._transport.open_stream, call.endpoint, call.body, call.options
-        )
+        transport, loop = self._transport, self._loop
+
+        async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
+            loop.check()
+            return await transport.open_stream(call.endpoint, call.body, call.options, observer)
+
         return ChatStream(opener, lambda: self._observe(call.endpoint, request))
 
     def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
@@ -371,7 +412,8 @@ class Client:
         self,
         messages: Iterable[MessageLike],
         *,
-        timeout: TimeoutLike | None = None,
+        # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
+        timeout: TimeoutLike | None = None,  # noqa: ASYNC109
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.

@@ -194,6 +194,7 @@ class _Inputs:
         indexes = itertools.count()
         for number, raw in read_lines(self._source):
             if raw is not None and not raw.strip():
+                self._state.counts.blank += 1
                 continue
             status = self._resume.get(number)
             if status != TODO:
