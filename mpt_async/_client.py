@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import functools
 import os
 import re
 from collections.abc import AsyncIterable, Iterable
@@ -11,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
-from anyio.lowlevel import RunVar
 
-from mpt_async import _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
     AccessTokenAuth,
@@ -30,8 +29,10 @@ from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_time
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
+    from anyio.lowlevel import RunVar
     from typing_extensions import Self, Unpack
 
+    from mpt_async import _telemetry
     from mpt_async._batch import Batch, BatchInput, ProgressHook
 
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
@@ -133,8 +134,12 @@ def _limiter(value: object) -> Limiter | None:
     return Limiter(limits)
 
 
-#: A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``).
-_RUN: RunVar[object] = RunVar("mpt_async.run")
+@functools.cache
+def _run_marker() -> RunVar[object]:
+    """A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``)."""
+    from anyio.lowlevel import RunVar  # on first use: it costs at import
+
+    return RunVar("mpt_async.run")
 
 
 class _LoopGuard:
@@ -149,11 +154,12 @@ class _LoopGuard:
         Raises:
             ConfigurationError: The client was first used in another event loop.
         """
+        marker = _run_marker()
         try:
-            run = _RUN.get()
+            run = marker.get()
         except LookupError:
             run = object()
-            _RUN.set(run)
+            marker.set(run)
         if self._run is None:
             self._run = run
         elif run is not self._run:
@@ -167,7 +173,11 @@ class _LoopGuard:
 
 def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
     """Where the spans say calls go; ``None`` with telemetry off."""
-    return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
+    if not check_bool(telemetry, "telemetry"):
+        return None
+    from mpt_async import _telemetry  # with the first client
+
+    return _telemetry.server_of(base_url)
 
 
 @attrs.frozen
@@ -404,7 +414,11 @@ class Client:
     def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
         """Start following a call for telemetry; ``None`` when it is off or not installed."""
         server = self._server
-        return None if server is None else _telemetry.observe(endpoint, server, request)
+        if server is None:
+            return None
+        from mpt_async import _telemetry
+
+        return _telemetry.observe(endpoint, server, request)
 
     # -- the public calls ----------------------------------------------------------------
 
