@@ -378,24 +378,16 @@ class Client:
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout)
-        from mpt_async._converter import structure
-        from mpt_async._models import ChatResponse, set_rate_limit
-
         self._loop.check()
         observer = self._observe(call.endpoint, request)
         try:
-            data, info = await self._transport.chat(
-                call.endpoint, call.body, call.options, observer
-            )
-            reply = structure(data, ChatResponse, status_code=200)
+            reply = await self._transport.chat(call.endpoint, call.body, call.options, observer)
         except BaseException as exc:
             if observer is not None:
                 observer.failed(exc)
             raise
         if observer is not None:
             observer.succeeded(reply, reply.result)
-        if info is not None:
-            set_rate_limit(reply, info)
         return reply
 
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
