@@ -180,6 +180,16 @@ def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | N
     return _telemetry.server_of(base_url)
 
 
+def _http_client(http_client: object, max_connections: object) -> tuple[httpx.AsyncClient, bool]:
+    """The user's ``httpx.AsyncClient`` (checked), or one of the client's own; whether own."""
+    size = check_int(max_connections, "max_connections", low=1)
+    if http_client is not None:
+        what = "an httpx.AsyncClient"
+        return check_instance(http_client, "http_client", httpx.AsyncClient, what=what), False
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits)), True
+
+
 @attrs.frozen
 class _Call:
     """One call, ready to go: where it goes, its body, and the request loop's options."""
@@ -249,17 +259,7 @@ class Client:
             max_retries=_check_max_retries(max_retries),
             backoff=_check_backoff(backoff),
         )
-        max_connections = check_int(max_connections, "max_connections", low=1)
-        owns_http = http_client is None
-        if http_client is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
-            http_client = httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
-        else:
-            check_instance(
-                http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
-            )
+        http_client, owns_http = _http_client(http_client, max_connections)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
