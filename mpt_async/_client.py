@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy as _copy
-import functools
 import os
 import re
+import sys
+import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,6 @@ from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_time
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
-    from anyio.lowlevel import RunVar
     from typing_extensions import Self, Unpack
 
     from mpt_async import _telemetry
@@ -134,19 +134,27 @@ def _limiter(value: object) -> Limiter | None:
     return Limiter(limits)
 
 
-@functools.cache
-def _run_marker() -> RunVar[object]:
-    """A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``)."""
-    from anyio.lowlevel import RunVar  # on first use: it costs at import
-
-    return RunVar("mpt_async.run")
+def _running_loop() -> object | None:
+    """The event loop this code runs in: asyncio's loop, or trio's run (its token)."""
+    # asyncio never imported: no asyncio loop runs (and importing it here would cost).
+    asyncio = sys.modules.get("asyncio")
+    loop: object | None = None if asyncio is None else asyncio._get_running_loop()
+    if loop is not None:
+        return loop
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_trio_token()  # type: ignore[no-any-return]
+    except RuntimeError:
+        return None
 
 
 class _LoopGuard:
     """Remembers the event loop a client first called in: its connections belong to it."""
 
     def __init__(self) -> None:
-        self._run: object | None = None
+        self._loop: weakref.ref[object] | None = None
 
     def check(self) -> None:
         """Refuse a call made in another event loop than the first call's.
@@ -154,15 +162,12 @@ class _LoopGuard:
         Raises:
             ConfigurationError: The client was first used in another event loop.
         """
-        marker = _run_marker()
-        try:
-            run = marker.get()
-        except LookupError:
-            run = object()
-            marker.set(run)
-        if self._run is None:
-            self._run = run
-        elif run is not self._run:
+        loop = _running_loop()
+        if loop is None:
+            return
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
             msg = (
                 "this Client was first used in another event loop (each asyncio.run() or "
                 "trio.run() is one), and its connections belong to that loop: make one "
@@ -372,7 +377,7 @@ class Client:
     async def _send(
         self,
         request: ChatRequest,
-        timeout: TimeoutLike | None,  # noqa: ASYNC109 - the per-call bounds, not a deadline
+        timeout: TimeoutLike | None,
     ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
@@ -419,7 +424,7 @@ class Client:
         messages: Iterable[MessageLike],
         *,
         # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
-        timeout: TimeoutLike | None = None,  # noqa: ASYNC109
+        timeout: TimeoutLike | None = None,
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.
