@@ -72,6 +72,19 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     return AutoTransport(limits)
 
 
+def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
+    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
+    max_connections = check_int(max_connections, "max_connections", low=1)
+    if http_client is None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
+    return check_instance(
+        http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
+    )
+
+
 def _check_endpoint(value: object) -> str:
     if not isinstance(value, str) or not _ENDPOINT.fullmatch(value):
         msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {value!r}"
@@ -185,16 +198,6 @@ def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | N
     return _telemetry.server_of(base_url)
 
 
-def _http_client(http_client: object, max_connections: object) -> tuple[httpx.AsyncClient, bool]:
-    """The user's ``httpx.AsyncClient`` (checked), or one of the client's own; whether own."""
-    size = check_int(max_connections, "max_connections", low=1)
-    if http_client is not None:
-        what = "an httpx.AsyncClient"
-        return check_instance(http_client, "http_client", httpx.AsyncClient, what=what), False
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits)), True
-
-
 @attrs.frozen
 class _Call:
     """One call, ready to go: where it goes, its body, and the request loop's options."""
@@ -264,7 +267,8 @@ class Client:
             max_retries=_check_max_retries(max_retries),
             backoff=_check_backoff(backoff),
         )
-        http_client, owns_http = _http_client(http_client, max_connections)
+        owns_http = http_client is None
+        http_client = _http_client(http_client, max_connections)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(

@@ -29,6 +29,7 @@ import httpx
 
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._public import claim
+from mpt_async._validate import is_int, is_number
 
 __all__ = [
     "LIMIT_REQUESTS",
@@ -63,12 +64,7 @@ _LEARNING_RATE = 0.25
 def _check_qps(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         msg = f"RateLimits.{attribute.name} must be a positive number, not {value!r}"
         raise ConfigurationError(msg)
 
@@ -76,7 +72,7 @@ def _check_qps(_: object, attribute: attrs.Attribute[Any], value: object) -> Non
 def _check_count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         msg = f"RateLimits.{attribute.name} must be a positive integer, not {value!r}"
         raise ConfigurationError(msg)
 
