@@ -71,6 +71,19 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     return AutoTransport(limits)
 
 
+def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
+    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
+    max_connections = check_int(max_connections, "max_connections", low=1)
+    if http_client is None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
+    return check_instance(
+        http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
+    )
+
+
 def _check_endpoint(value: object) -> str:
     if not isinstance(value, str) or not _ENDPOINT.fullmatch(value):
         msg = f"endpoint must be an API name such as {DEFAULT_ENDPOINT!r}, not {value!r}"
@@ -241,17 +254,8 @@ class Client:
             max_retries=_check_max_retries(max_retries),
             backoff=_check_backoff(backoff),
         )
-        max_connections = check_int(max_connections, "max_connections", low=1)
         owns_http = http_client is None
-        if http_client is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
-            http_client = httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
-        else:
-            check_instance(
-                http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
-            )
+        http_client = _http_client(http_client, max_connections)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
