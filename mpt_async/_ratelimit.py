@@ -27,8 +27,8 @@ import anyio
 import attrs
 import httpx
 
-from mpt_async._exceptions import ConfigurationError
-from mpt_async._validate import is_int, is_number
+from mpt_async._public import claim
+from mpt_async._validate import check_bool, check_int, check_number
 
 __all__ = [
     "LIMIT_REQUESTS",
@@ -61,25 +61,17 @@ _LEARNING_RATE = 0.25
 
 
 def _check_qps(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if not is_number(value) or not math.isfinite(value) or value <= 0:
-        msg = f"RateLimits.{attribute.name} must be a positive number, not {value!r}"
-        raise ConfigurationError(msg)
+    if value is not None:
+        check_number(value, f"RateLimits.{attribute.name}", low=0, low_open=True)
 
 
 def _check_count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if not is_int(value) or value < 1:
-        msg = f"RateLimits.{attribute.name} must be a positive integer, not {value!r}"
-        raise ConfigurationError(msg)
+    if value is not None:
+        check_int(value, f"RateLimits.{attribute.name}", low=1)
 
 
 def _check_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        msg = f"RateLimits.{attribute.name} must be True or False, not {value!r}"
-        raise ConfigurationError(msg)
+    check_bool(value, f"RateLimits.{attribute.name}")
 
 
 @attrs.frozen
@@ -414,3 +406,6 @@ class Limiter:
     def pause(self, seconds: float) -> None:
         """Hold every new call back for ``seconds`` (the service said it was over a limit)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+claim(globals(), "RateLimitInfo", "RateLimits")  # public as mpt_async.X, even loaded on first use

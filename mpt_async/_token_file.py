@@ -21,7 +21,7 @@ import anyio
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._logging import logger
 from mpt_async._token_store import StoredToken
-from mpt_async._validate import is_number
+from mpt_async._validate import check_number, is_number
 
 try:
     import fcntl
@@ -112,10 +112,9 @@ class FileTokenStore:
         else:
             msg = f"FileTokenStore path must be a file path, not {path!r}"
             raise ConfigurationError(msg)
-        if not is_number(lock_timeout) or not 0 < lock_timeout < math.inf:
-            msg = f"lock_timeout must be a positive number of seconds, not {lock_timeout!r}"
-            raise ConfigurationError(msg)
-        self._lock_timeout = float(lock_timeout)
+        self._lock_timeout = check_number(
+            lock_timeout, "lock_timeout", low=0, low_open=True, unit=" of seconds"
+        )
         self._lock_path = self._path.with_name(self._path.name + ".lock")
 
     def __repr__(self) -> str:
