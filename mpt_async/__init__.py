@@ -25,6 +25,7 @@ from mpt_async._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     RequestValidationError,
+    SharedStoreError,
     StreamError,
 )
 from mpt_async._models import ChatChunk, ChatRequest, ChatResponse, Message, MessageLike, Usage
@@ -35,6 +36,7 @@ from mpt_async._timeouts import Timeouts
 if TYPE_CHECKING:
     from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
     from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
+    from mpt_async._redis_store import RedisStore
     from mpt_async._token_file import FileTokenStore
     from mpt_async._token_store import MemoryTokenStore, StoredToken, TokenStore
 
@@ -50,6 +52,7 @@ _LAZY = {
     "ConversationStream": "mpt_async._conversation",
     "FileTokenStore": "mpt_async._token_file",
     "MemoryTokenStore": "mpt_async._token_store",
+    "RedisStore": "mpt_async._redis_store",
     "StoredToken": "mpt_async._token_store",
     "TokenStore": "mpt_async._token_store",
 }
@@ -92,7 +95,9 @@ __all__ = [
     "RateLimitError",
     "RateLimitInfo",
     "RateLimits",
+    "RedisStore",
     "RequestValidationError",
+    "SharedStoreError",
     "StoredToken",
     "StreamError",
     "Timeouts",

@@ -16,6 +16,7 @@ from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
+from mpt_async._limiter import new_limiter
 from mpt_async._models import (
     ChatRequest,
     ChatResponse,
@@ -23,7 +24,7 @@ from mpt_async._models import (
     sampling_options,
     set_rate_limit,
 )
-from mpt_async._ratelimit import Limiter, RateLimits
+from mpt_async._ratelimit import RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._transport import CallOptions, Transport
@@ -153,7 +154,9 @@ class Client:
             base_url=base_url,
             auth=auth,
             token_store=token_store,
-            limiter=None if rate_limits is None else Limiter(rate_limits),
+            limiter=None
+            if rate_limits is None
+            else new_limiter(rate_limits, base_url, auth, endpoint),
         )
         self._is_copy = False
 

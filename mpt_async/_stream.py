@@ -11,8 +11,9 @@ import httpx
 
 from mpt_async import _converter
 from mpt_async._exceptions import MalformedResponseError, StreamError
+from mpt_async._limiter import Ticket
 from mpt_async._models import ChatChunk, ChatResponse, Usage, set_rate_limit
-from mpt_async._ratelimit import RateLimitInfo, Ticket
+from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._transport import OpenStream, aclose_response, envelope_error, transport_error
 

@@ -33,9 +33,10 @@ from mpt_async._exceptions import (
     RateLimitError,
     StreamError,
 )
+from mpt_async._limiter import Limiter, Ticket
 from mpt_async._logging import install_redaction, logger, redact
 from mpt_async._models import ErrorEnvelope, TokenGrant
-from mpt_async._ratelimit import Limiter, RateLimitInfo, Ticket, read_rate_limit, usage_counts
+from mpt_async._ratelimit import RateLimitInfo, read_rate_limit, usage_counts
 from mpt_async._signer import authorization, format_timestamp
 from mpt_async._sse import BadLine, EventReader
 from mpt_async._timeouts import Timeouts
