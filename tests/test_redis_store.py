@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -356,3 +361,71 @@ async def test_cluster_shares_token_and_budget(emulator: Emulator) -> None:
     assert emulator.stats.token_requests == 1
     assert len(chat_requests(emulator)) == 9
     assert elapsed >= 8 / 20 - 0.02  # nine calls, one budget: 50 ms apart
+
+
+# -- many processes ----------------------------------------------------------------------
+
+
+def run_workers(
+    emu: Emulator, url: str, prefix: str, backends: list[str], **config: Any
+) -> list[dict[str, int]]:
+    """Start one worker process per backend, start them together, return their counts."""
+    base = {"url": url, "prefix": prefix, "base_url": emu.base_url}
+    base |= {"api_key": emu.api_key, "secret_key": emu.secret_key, **config}
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    workers = []
+    for i, backend in enumerate(backends):
+        options = {**base, "backend": backend, "skew": 37.0 if i == 0 else 0.0}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.redis_worker", json.dumps(options)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=root,
+                env=env,
+            )
+        )
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    return results
+
+
+def test_four_processes_share_one_budget_and_one_token(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """2 asyncio + 2 trio processes (one with a clock 37 s off) share qps=20 and one token.
+
+    Against the emulator enforcing qps=20: no refusal, the budget used to 90% or more, and
+    each process gets at least 15% of the calls.
+    """
+    emulator.set_rate_limits(qps=20)
+    results = run_workers(
+        emulator,
+        redis.url,
+        prefix,
+        ["asyncio", "trio", "asyncio", "trio"],
+        qps=20,
+        seconds=3.0,
+        concurrency=8,
+    )
+    answered = [result["answered"] for result in results]
+    assert sum(result["refused"] + result["failed"] for result in results) == 0
+    assert emulator.stats.error_responses == 0
+    assert emulator.stats.token_requests == 1
+    times = sorted(request.time for request in chat_requests(emulator))
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert rate >= 0.9 * 20  # (and never over it: the emulator refused nothing)
+    assert min(answered) >= 0.15 * sum(answered)
