@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,19 @@ from typing import Any
 
 from benchmarks import _report
 from benchmarks._clients import find_aiohttp_transport
-from benchmarks._server import EmulatorProcess, _child_setup, cores, pin_self
-from benchmarks._worker import RESULT_PREFIX
+from benchmarks._section import Context, Section, child_env
+from benchmarks._server import EmulatorProcess, cores, pin_self
+from benchmarks._worker import raise_open_files_limit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONCURRENCY = (1, 20, 100)
 STREAM_CHUNKS = 50
 DECODE_CHUNKS = 500
-WORKER_TIMEOUT = 180
+#: Concurrent streams through one client, on each runtime.
+MANY_STREAMS = 10_000
+RUNTIMES = ("asyncio", "trio")
+IMPORT_RUNS = 7
 PACKAGES = (
     "mpt-async",
     "httpx",
@@ -65,7 +68,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls-chat", type=int, default=1000, help="timed chat calls per round")
     parser.add_argument("--calls-stream", type=int, default=400, help="timed streams per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per cell (median)")
-    parser.add_argument("--streams", type=int, default=1000, help="concurrent streams test size")
+    parser.add_argument(
+        "--streams", type=int, default=MANY_STREAMS, help="concurrent streams test size"
+    )
     parser.add_argument(
         "--clients", help="comma-separated subset of the clients (default: all available)"
     )
@@ -74,6 +79,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("asyncio", "uvloop"),
         default="asyncio",
         help="the emulator's event loop (default: %(default)s; uvloop was slower in our runs)",
+    )
+    parser.add_argument(
+        "--sections", help=f"comma-separated subset of: {', '.join(s.name for s in SECTIONS)}"
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: few calls, one round, 200 streams"
@@ -114,35 +122,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _child_env(scratch: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QIANFAN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    # Keep the qianfan SDK's cache (and its .env lookup, by the cwd) in a scratch directory.
-    env["QIANFAN_CACHE_DIR"] = str(scratch / "qianfan-cache")
-    return env
-
-
-def run_worker(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    """Run one fresh ``benchmarks._worker`` process and return what it measured."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks._worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=_child_env(scratch),
-        cwd=scratch,
-        timeout=WORKER_TIMEOUT,
-        check=False,
-        preexec_fn=lambda: _child_setup(None),  # dies with the parent
-    )
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    raise RuntimeError(f"worker failed (exit {done.returncode}): {' | '.join(tail)}")
-
-
 def time_import(statement: str, scratch: Path, runs: int) -> float | None:
-    """Median seconds for ``statement`` in a fresh interpreter (timed inside it)."""
+    """Fewest seconds ``statement`` took in ``runs`` fresh interpreters (timed inside)."""
     code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
     samples = []
     for i in range(runs + 1):  # the first run only warms the bytecode cache and the disk
@@ -150,7 +131,7 @@ def time_import(statement: str, scratch: Path, runs: int) -> float | None:
             [sys.executable, "-c", code],
             capture_output=True,
             text=True,
-            env=_child_env(scratch),
+            env=child_env(scratch),
             cwd=scratch,
             timeout=60,
             check=False,
@@ -159,20 +140,23 @@ def time_import(statement: str, scratch: Path, runs: int) -> float | None:
             return None
         if i:
             samples.append(float(done.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+    return min(samples)
 
 
 def _available_clients(selected: str | None) -> dict[str, str | None]:
     """Each client in the table -> ``None`` if it can run, else why it is skipped."""
     found = importlib.util.find_spec
+    no_trio = None if found("trio") else "trio is not installed"
     why: dict[str, str | None] = {
         "mpt_async": None,
+        "mpt_async/trio": no_trio,
         "mpt_async[httpx]": None,
-        "mpt_async/trio": None if found("trio") else "trio is not installed",
+        "mpt_async[pool]": None,
         "httpx": None,
         "httpx+aiohttp": None
         if find_aiohttp_transport()
         else "mpt_async has no aiohttp-backed httpx transport (the speed extra) here",
+        "httpx+pool/trio": no_trio,
         "aiohttp": None if found("aiohttp") else "aiohttp is not installed",
         "qianfan": None if found("qianfan") else "qianfan is not installed",
     }
@@ -185,21 +169,65 @@ def _available_clients(selected: str | None) -> dict[str, str | None]:
     return why
 
 
-def _cells(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _cells(args: argparse.Namespace, calls_chat: int, calls_stream: int) -> list[dict[str, Any]]:
     cells = []
     for mode in ("chat", "stream"):
-        calls = args.calls_chat if mode == "chat" else args.calls_stream
+        calls = calls_chat if mode == "chat" else calls_stream
         for conc in CONCURRENCY:
             warmup = max(2 * conc, 30)
             cells.append({"mode": mode, "conc": conc, "calls": calls, "warmup": warmup})
     return cells
 
 
-def _decode(emu: EmulatorProcess, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def measure_clients(ctx: Context) -> dict[str, Any]:
+    """The main table: every client, each in a fresh process, every mode and concurrency."""
+    args, clients = ctx.args, {}
+    for client, skipped in _available_clients(args.clients).items():
+        if skipped:
+            clients[client] = {"skipped": f"skipped: {skipped}"}
+            ctx.log(f"{client}: {skipped}")
+            continue
+        spec = {
+            "task": "cells",
+            "client": client,
+            "rounds": args.rounds,
+            "chunks": STREAM_CHUNKS,
+            "cells": _cells(args, args.calls_chat, args.calls_stream),
+        }
+        try:
+            clients[client] = ctx.worker(spec)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            clients[client] = {"error": f"failed: {exc}"}
+        ctx.log(f"{client}: done")
+    return clients
+
+
+def measure_profile(ctx: Context) -> dict[str, Any]:
+    """mpt_async on both runtimes (and the floors it is held to) under cProfile."""
+    args, profiles = ctx.args, {}
+    chat, stream = max(50, args.calls_chat // 3), max(20, args.calls_stream // 5)
+    for client in _report.PROFILED:
+        if client not in ctx.results.get("clients", {}) or "cells" not in ctx.results[
+            "clients"
+        ].get(client, {}):
+            continue  # not measured in this run (skipped, failed or not selected)
+        cells = _cells(args, chat, stream)
+        if client in _report.PROFILED_AT_TOP_ONLY:
+            cells = [c for c in cells if c["conc"] == max(CONCURRENCY)]
+        try:
+            profiles[client] = ctx.worker({"task": "profile", "client": client, "cells": cells})
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            profiles[client] = {"error": f"failed: {exc}"}
+    ctx.log("profiles: done")
+    return profiles
+
+
+def measure_decode(ctx: Context) -> dict[str, Any]:
     """mpt_async's stream vs a bare aiter_lines + json.loads loop, on 500-chunk answers.
 
     First replayed from memory (parsing alone, see ``_decode.py``), then over loopback.
     """
+    args, emu = ctx.args, ctx.emu
     pairs = [("httpx", "mpt_async[httpx]", "httpx")]
     if find_aiohttp_transport():  # what mpt_async uses by default on asyncio: measure first
         pairs.insert(0, ("aiohttp transport", "mpt_async[aiohttp]", "httpx+aiohttp"))
@@ -209,31 +237,26 @@ def _decode(emu: EmulatorProcess, args: argparse.Namespace, scratch: Path) -> di
     us: dict[str, float | None] = {}
     ratios: dict[str, float] = {}
     try:
-        replay_spec = {
-            "task": "decode_replay",
-            "base_url": emu.base_url,
-            "streams": calls * 2,
-            "rounds": max(args.rounds, 3),
-        }
-        replay = run_worker(replay_spec, scratch)
+        replay = ctx.worker(
+            {"task": "decode_replay", "streams": calls * 2, "rounds": max(args.rounds, 3)}
+        )
         for transport, ours, bare in pairs:
             got = {}
             for name in (ours, bare):
                 spec = {
                     "task": "cells",
                     "client": name,
-                    "base_url": emu.base_url,
-                    "server_pid": emu.pid,
                     "rounds": args.rounds,
                     "chunks": DECODE_CHUNKS,
                     "cells": cells,
                 }
-                got[name] = run_worker(spec, scratch)["cells"][0]["cpu_us_per_chunk"]
+                got[name] = ctx.worker(spec)["cells"][0]["cpu_us_per_chunk"]
             us[ours] = got[ours]
             us[f"bare loop on {bare}"] = got[bare]
             ratios[transport] = got[ours] / got[bare]
     finally:
         emu.configure(stream_chunks=STREAM_CHUNKS)
+    ctx.log("decode: done")
     return {
         "chunks": replay["chunks"],
         "replay_us": replay["us"],
@@ -243,45 +266,100 @@ def _decode(emu: EmulatorProcess, args: argparse.Namespace, scratch: Path) -> di
     }
 
 
-def _many_streams(emu: EmulatorProcess, args: argparse.Namespace, scratch: Path) -> dict:
-    """``--streams`` streams at once through one mpt_async client."""
-    emu.reset()  # counters and tokens from zero: the client must fetch exactly one token
-    # A little pause between chunks so that the streams really are open at the same time.
-    emu.configure(chunk_delay=0.02)
+def measure_many_streams(ctx: Context) -> dict[str, Any]:
+    """``--streams`` streams at once through one mpt_async client, on each runtime."""
+    found, out = importlib.util.find_spec, {}
+    for runtime in RUNTIMES:
+        if runtime == "trio" and not found("trio"):
+            out[runtime] = {"error": "trio is not installed"}
+            continue
+        ctx.emu.reset()  # counters and tokens from zero: the client must fetch one token
+        # A little pause between chunks so that the streams really are open at the same time.
+        ctx.emu.configure(chunk_delay=0.02)
+        try:
+            spec = {
+                "task": "many_streams",
+                "runtime": runtime,
+                "streams": ctx.args.streams,
+                "chunks": STREAM_CHUNKS,
+                "pool": ctx.args.streams,
+            }
+            result = ctx.worker(spec)
+            stats = ctx.emu.stats()
+            result["token_requests"] = stats.get("token_requests")
+            result["stream_requests"] = stats.get("stream_requests")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            result = {"error": f"failed: {exc}"}
+        finally:
+            ctx.emu.reset()
+        out[runtime] = result
+        ctx.log(f"{ctx.args.streams} streams on {runtime}: done")
+    return out
+
+
+def measure_imports(ctx: Context) -> dict[str, Any]:
+    """``import mpt_async`` against its four dependencies, fewest of 7 fresh processes."""
+    times = {name: time_import(stmt, ctx.scratch, IMPORT_RUNS) for name, stmt in IMPORTS.items()}
+    ctx.log("imports: done")
+    ours, theirs = times["mpt_async"], times["httpx+anyio+attrs+cattrs"]
+    return {
+        "runs": IMPORT_RUNS,
+        "times": {k: v for k, v in times.items() if v is not None},
+        "ratio": ours / theirs if ours and theirs else None,
+    }
+
+
+#: Every measurement, in the order run. Others append theirs (see ``_section.py``).
+SECTIONS: list[Section] = [
+    Section("clients", measure_clients),
+    Section("profile", measure_profile, markdown=_report.profile_markdown),
+    Section("decode", measure_decode, _report.decode_targets, _report.decode_lines),
+    Section("many_streams", measure_many_streams, _report.many_targets, _report.many_lines),
+    Section("imports", measure_imports, _report.import_targets, _report.import_lines),
+]
+
+
+def _selected(args: argparse.Namespace) -> list[Section]:
+    if not args.sections:
+        return SECTIONS
+    wanted = {name.strip() for name in args.sections.split(",")}
+    unknown = wanted - {s.name for s in SECTIONS}
+    if unknown:
+        raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
+    return [s for s in SECTIONS if s.name in wanted]
+
+
+def _settings(args: argparse.Namespace, uvloop: bool) -> dict[str, Any]:
+    return {
+        "concurrency": list(CONCURRENCY),
+        "stream_chunks": STREAM_CHUNKS,
+        "server_uvloop": uvloop,
+        "calls_chat": args.calls_chat,
+        "calls_stream": args.calls_stream,
+        "rounds": args.rounds,
+        "warmup_note": "a warm-up of max(2 x concurrency, 30) calls",
+    }
+
+
+def _run_section(section: Section, ctx: Context) -> None:
+    """Run one section; a failure is recorded, and the run goes on."""
     try:
-        spec = {
-            "task": "many_streams",
-            "base_url": emu.base_url,
-            "streams": args.streams,
-            "chunks": STREAM_CHUNKS,
-            "pool": args.streams,
-        }
-        result = run_worker(spec, scratch)
-        stats = emu.stats()
-        result["token_requests"] = stats.get("token_requests")
-        result["stream_requests"] = stats.get("stream_requests")
-    finally:
-        emu.reset()
-    return result
+        ctx.results[section.name] = section.run(ctx)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        ctx.results[section.name] = {"error": f"failed: {exc}"}
+        ctx.results["notes"].append(f"The {section.name} measurement failed: {exc}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every measurement; returns the results dictionary the report is made from."""
+    """Every selected section; returns the results dictionary the report is made from."""
     start = time.monotonic()
     client_core, server_core = cores()
     pin_self(client_core)
+    raise_open_files_limit()  # inherited by the emulator and the workers
     uvloop = args.server_loop == "uvloop"
     results: dict[str, Any] = {
         "meta": machine_info(),
-        "settings": {
-            "concurrency": list(CONCURRENCY),
-            "stream_chunks": STREAM_CHUNKS,
-            "server_uvloop": uvloop,
-            "calls_chat": args.calls_chat,
-            "calls_stream": args.calls_stream,
-            "rounds": args.rounds,
-            "warmup_note": "a warm-up of max(2 x concurrency, 30) calls",
-        },
+        "settings": _settings(args, uvloop),
         "clients": {},
         "notes": [],
     }
@@ -290,47 +368,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if client_core is not None
         else "not pinned (needs os.sched_setaffinity and 2+ CPUs)"
     )
-    with tempfile.TemporaryDirectory(prefix="mpt-bench-") as tmp:
-        scratch = Path(tmp)
-        with EmulatorProcess(stream_chunks=STREAM_CHUNKS, core=server_core, uvloop=uvloop) as emu:
-            _log(start, f"emulator pid {emu.pid} at {emu.base_url} (uvloop={uvloop})")
-            for client, skipped in _available_clients(args.clients).items():
-                if skipped:
-                    results["clients"][client] = {"skipped": f"skipped: {skipped}"}
-                    _log(start, f"{client}: {skipped}")
-                    continue
-                spec = {
-                    "task": "cells",
-                    "client": client,
-                    "base_url": emu.base_url,
-                    "server_pid": emu.pid,
-                    "rounds": args.rounds,
-                    "chunks": STREAM_CHUNKS,
-                    "cells": _cells(args),
-                }
-                try:
-                    results["clients"][client] = run_worker(spec, scratch)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    results["clients"][client] = {"error": f"failed: {exc}"}
-                _log(start, f"{client}: done")
-            try:
-                results["decode"] = _decode(emu, args, scratch)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                results["notes"].append(f"Decode measurement failed: {exc}")
-            _log(start, "decode: done")
-            try:
-                results["many_streams"] = _many_streams(emu, args, scratch)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                results["many_streams"] = {"error": f"failed: {exc}"}
-            _log(start, f"{args.streams} streams: done")
-        times = {name: time_import(stmt, scratch, 7) for name, stmt in IMPORTS.items()}
-        _log(start, "imports: done")
-    ours, theirs = times["mpt_async"], times["httpx+anyio+attrs+cattrs"]
-    results["imports"] = {
-        "runs": 7,
-        "times": {k: v for k, v in times.items() if v is not None},
-        "ratio": ours / theirs if ours and theirs else None,
-    }
+    with (
+        tempfile.TemporaryDirectory(prefix="mpt-bench-") as tmp,
+        EmulatorProcess(stream_chunks=STREAM_CHUNKS, core=server_core, uvloop=uvloop) as emu,
+    ):
+        _log(start, f"emulator pid {emu.pid} at {emu.base_url} (uvloop={uvloop})")
+        ctx = Context(args, emu, Path(tmp), results, lambda m: _log(start, m))
+        for section in _selected(args):
+            _run_section(section, ctx)
     results["meta"]["elapsed_s"] = time.monotonic() - start
     return results
 
@@ -346,10 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     has_chart = _report.plot(results, chart)
     if not has_chart:
         results["notes"].append("No chart: matplotlib is not installed.")
-    _report.write_markdown(results, args.out / "RESULTS.md", chart.name if has_chart else None)
+    sections = _selected(args)
+    _report.write_markdown(
+        results, args.out / "RESULTS.md", chart.name if has_chart else None, sections
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    print(_report.console(results))
+    print(_report.console(results, sections))
     print(f"\nwrote {args.out / 'RESULTS.md'}" + (f" and {chart}" if has_chart else ""))
     return 0
 

@@ -90,8 +90,23 @@ def _httpx_client(transport: str, pool: int) -> Any:
     import httpx
 
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    wire = make_aiohttp_transport(pool) if transport == "aiohttp" else None
+    wire = None
+    if transport == "aiohttp":
+        wire = make_aiohttp_transport(pool)
+    elif transport == "pool":
+        from mpt_async._pool import PoolTransport
+
+        wire = PoolTransport(limits=limits)
     return httpx.AsyncClient(limits=limits, transport=wire, timeout=120)
+
+
+def _json_loads() -> Any:
+    """orjson's ``loads`` when installed (the raw aiohttp floor is the fastest loop)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    return orjson.loads
 
 
 class Adapter:
@@ -163,17 +178,18 @@ class MptAsync(Adapter):
             if getattr(wire, "_aiohttp", None) is not None:
                 return "aiohttp transport (auto)"
             if getattr(wire, "_httpx", None) is not None:
-                return "httpx transport (auto)"
+                return f"{type(wire._httpx).__name__} (auto)"
             return type(wire).__name__
         except AttributeError:
             return "unknown"
 
 
 class RawHttpx(Adapter):
-    """A bare ``httpx.AsyncClient`` (its own transport, or mpt_async's aiohttp one)."""
+    """A bare ``httpx.AsyncClient`` (its own transport, or mpt_async's aiohttp or pool one)."""
 
-    def __init__(self, transport: str = "httpx") -> None:
+    def __init__(self, transport: str = "httpx", runtime: str = "asyncio") -> None:
         self.transport = transport
+        self.runtime = runtime
         self.http: Any = None
         self.url = ""
 
@@ -207,11 +223,12 @@ class RawHttpx(Adapter):
 
 
 class RawAiohttp(Adapter):
-    """A bare ``aiohttp.ClientSession``."""
+    """A bare ``aiohttp.ClientSession``, decoding with orjson when it is installed."""
 
     def __init__(self) -> None:
         self.session: Any = None
         self.url = ""
+        self.loads = _json_loads()
 
     async def open(self, base_url: str, pool: int) -> None:
         import aiohttp
@@ -224,7 +241,7 @@ class RawAiohttp(Adapter):
     async def chat(self) -> None:
         body = json.dumps({"messages": MESSAGES}).encode()
         async with self.session.post(self.url, data=body, headers=JSON_HEADERS) as response:
-            _check_reply(json.loads(await response.read()))
+            _check_reply(self.loads(await response.read()))
 
     async def stream(self) -> int:
         body = json.dumps({"messages": MESSAGES, "stream": True}).encode()
@@ -232,13 +249,16 @@ class RawAiohttp(Adapter):
         async with self.session.post(self.url, data=body, headers=JSON_HEADERS) as response:
             async for line in response.content:
                 if line.startswith(b"data:"):
-                    last = json.loads(line[5:])
+                    last = self.loads(line[5:])
                     count += 1
         _check_end(last)
         return count
 
     async def close(self) -> None:
         await self.session.close()
+
+    def describe(self) -> str:
+        return "orjson" if self.loads is not json.loads else "json"
 
 
 class Qianfan(Adapter):
@@ -287,8 +307,10 @@ CLIENTS: dict[str, Any] = {
     "mpt_async[httpx]": lambda: MptAsync("asyncio", http="httpx"),
     "mpt_async[aiohttp]": lambda: MptAsync("asyncio", http="aiohttp"),
     "mpt_async/trio": lambda: MptAsync("trio"),
+    "mpt_async[pool]": lambda: MptAsync("asyncio", http="pool"),
     "httpx": lambda: RawHttpx("httpx"),
     "httpx+aiohttp": lambda: RawHttpx("aiohttp"),
+    "httpx+pool/trio": lambda: RawHttpx("pool", runtime="trio"),
     "aiohttp": RawAiohttp,
     "qianfan": Qianfan,
 }
@@ -298,10 +320,14 @@ DESCRIPTIONS = {
     "mpt_async": "mpt_async.Client on asyncio, default transport",
     "mpt_async[httpx]": "mpt_async.Client on asyncio over a plain httpx.AsyncClient (info)",
     "mpt_async[aiohttp]": "mpt_async.Client over httpx + mpt_async's aiohttp transport",
-    "mpt_async/trio": "mpt_async.Client on trio (info)",
+    "mpt_async/trio": "mpt_async.Client on trio, default transport",
+    "mpt_async[pool]": "mpt_async.Client on asyncio over httpx + mpt_async's httpcore pool "
+    "(what asyncio uses without aiohttp; info)",
     "httpx": "raw httpx.AsyncClient, default transport",
     "httpx+aiohttp": "raw httpx.AsyncClient over mpt_async's aiohttp transport",
-    "aiohttp": "raw aiohttp.ClientSession",
+    "httpx+pool/trio": "raw httpx.AsyncClient on trio over mpt_async's httpcore pool "
+    "(the httpx floor on trio)",
+    "aiohttp": "raw aiohttp.ClientSession (the floor: no httpx at all)",
     "qianfan": "official qianfan SDK, ChatCompletion.ado",
 }
 

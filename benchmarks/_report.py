@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks._clients import DESCRIPTIONS, HTTPX_FLOOR
+from benchmarks._section import Row, Section, target, verdict
 
 MODES = ("chat", "stream")
 MODE_TITLES = {"chat": "non-stream chat", "stream": "50-chunk stream, read to the end"}
@@ -17,18 +19,23 @@ OTHER_LOAD = 0.15
 # The project's targets.
 MAX_VS_QIANFAN = 0.5
 MAX_VS_HTTPX = 1.3
+MAX_VS_AIOHTTP = {"chat": 2.0, "stream": 1.2}
 MAX_SCALING = 1.5
-MAX_RSS_MB = 200.0
+MAX_TRIO_SCALING = 1.3
+MAX_TRIO_VS_ASYNCIO = 1.3
+MAX_RSS_MB = 150.0
 MAX_IMPORT = 1.2
 MAX_DECODE = 1.2
+
+#: Profiled clients (all cells), and those profiled at the top concurrency only (floors).
+PROFILED = ("mpt_async", "mpt_async/trio", "httpx+aiohttp", "httpx+pool/trio", "aiohttp")
+PROFILED_AT_TOP_ONLY = ("httpx+aiohttp", "httpx+pool/trio", "aiohttp")
+#: Own-time entries per profiled cell in RESULTS.md.
+PROFILE_TOP = 8
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def cell(results: dict, client: str, mode: str, conc: int) -> dict | None:
@@ -79,84 +86,181 @@ TABLE_HEAD = [
 ]
 
 
-def targets(results: dict) -> list[list[str]]:
-    """Each target: what, measured value, limit, PASS/FAIL."""
-    rows: list[list[str]] = []
-    concs = results["settings"]["concurrency"]
+def _ratio(results: dict, a: str, b: str, mode: str, conc: int) -> float | None:
+    one, other = cell(results, a, mode, conc), cell(results, b, mode, conc)
+    return None if one is None or other is None else one["cpu_ms"] / other["cpu_ms"]
 
-    def add(what: str, value: float | None, limit: float, fmt: str = "{:.2f}") -> None:
-        if value is None:
-            rows.append([what, "n/a", f"<= {limit:g}", "n/a"])
-        else:
-            rows.append([what, fmt.format(value), f"<= {limit:g}", _verdict(value <= limit)])
 
-    for mode in MODES:
-        for conc in concs:
-            ours = cell(results, "mpt_async", mode, conc)
-            qf = cell(results, "qianfan", mode, conc)
-            floors = [(name, cell(results, name, mode, conc)) for name in HTTPX_FLOOR]
-            floors = [(name, f) for name, f in floors if f is not None]
-            if ours is None:
-                continue
-            if qf is not None:
-                add(
-                    f"{mode} c={conc}: mpt_async / qianfan",
-                    ours["cpu_ms"] / qf["cpu_ms"],
-                    MAX_VS_QIANFAN,
-                )
-            if floors:
-                name, best = min(floors, key=lambda item: item[1]["cpu_ms"])
-                add(
-                    f"{mode} c={conc}: mpt_async / best raw httpx ({name})",
-                    ours["cpu_ms"] / best["cpu_ms"],
-                    MAX_VS_HTTPX,
-                )
-    for mode in MODES:
-        low = cell(results, "mpt_async", mode, min(concs))
-        high = cell(results, "mpt_async", mode, max(concs))
-        if low and high:
-            add(
-                f"{mode}: mpt_async c={max(concs)} / c={min(concs)}",
-                high["cpu_ms"] / low["cpu_ms"],
-                MAX_SCALING,
-            )
-    many = results.get("many_streams")
-    if many and "complete" in many:
-        ok = many["complete"] == many["streams"]
-        rows.append(
-            [
-                f"{many['streams']} concurrent streams: all complete",
-                f"{many['complete']}/{many['streams']}",
-                "all",
-                _verdict(ok),
-            ]
-        )
-        tokens = many.get("token_requests")
-        rows.append(
-            [
-                f"{many['streams']} concurrent streams: token requests",
-                str(tokens),
-                "== 1",
-                _verdict(tokens == 1),
-            ]
-        )
-        add(
-            f"{many['streams']} concurrent streams: peak RSS (MB)",
-            many["peak_rss_mb"],
-            MAX_RSS_MB,
-            "{:.1f}",
-        )
-    imports = results.get("imports")
-    if imports:
-        add("import mpt_async / import httpx, anyio, attrs, cattrs", imports["ratio"], MAX_IMPORT)
-    decode = results.get("decode")
-    if decode and decode.get("ratio") is not None:
-        add(
-            "stream decoding per chunk: mpt_async / bare aiter_lines+json.loads (replayed)",
-            decode["ratio"],
-            MAX_DECODE,
-        )
+def _info(what: str, value: float | None) -> Row:
+    return [what, "n/a" if value is None else f"{value:.2f}", "(floor)", "info"]
+
+
+def _cell_targets(results: dict, mode: str, conc: int) -> list[Row]:
+    """The per-cell ratios: against qianfan, the httpx floor, raw aiohttp; trio vs asyncio."""
+    at = f"{mode} c={conc}"
+
+    def ratio(a: str, b: str) -> float | None:
+        return _ratio(results, a, b, mode, conc)
+
+    rows = [target(f"{at}: mpt_async / qianfan", ratio("mpt_async", "qianfan"), MAX_VS_QIANFAN)]
+    floors = [(n, f) for n in HTTPX_FLOOR if (f := cell(results, n, mode, conc)) is not None]
+    if floors:
+        name, _ = min(floors, key=lambda item: item[1]["cpu_ms"])
+        what = f"{at}: mpt_async / best raw httpx ({name})"
+        rows.append(target(what, ratio("mpt_async", name), MAX_VS_HTTPX))
+        rows.append(_info(f"{at}: best raw httpx ({name}) / raw aiohttp", ratio(name, "aiohttp")))
+    limit = MAX_VS_AIOHTTP[mode]
+    rows.append(target(f"{at}: mpt_async / raw aiohttp", ratio("mpt_async", "aiohttp"), limit))
+    what = f"{at}: mpt_async/trio / mpt_async (asyncio)"
+    rows.append(target(what, ratio("mpt_async/trio", "mpt_async"), MAX_TRIO_VS_ASYNCIO))
+    what = f"{at}: raw httpx+pool/trio / mpt_async (asyncio)"
+    rows.append(_info(what, ratio("httpx+pool/trio", "mpt_async")))
     return rows
+
+
+def targets(results: dict, sections: Sequence[Section] = ()) -> list[Row]:
+    """Each target: what, measured value, limit, met / NOT MET (and floors, as info)."""
+    rows: list[Row] = []
+    concs = results["settings"]["concurrency"]
+    if results.get("clients"):
+        for mode in MODES:
+            for conc in concs:
+                rows.extend(_cell_targets(results, mode, conc))
+        low, high = min(concs), max(concs)
+        for mode in MODES:
+            for client, limit in (("mpt_async", MAX_SCALING), ("mpt_async/trio", MAX_TRIO_SCALING)):
+                scaling = _ratio_across(results, client, mode, high, low)
+                rows.append(target(f"{mode}: {client} c={high} / c={low}", scaling, limit))
+    for section in sections:
+        result = results.get(section.name)
+        if isinstance(result, dict) and "error" not in result:
+            rows.extend(section.targets(result))
+    return [r for r in rows if r[1] != "n/a" or r[3] != "info"]
+
+
+def _ratio_across(results: dict, client: str, mode: str, high: int, low: int) -> float | None:
+    one, other = cell(results, client, mode, high), cell(results, client, mode, low)
+    return None if one is None or other is None else one["cpu_ms"] / other["cpu_ms"]
+
+
+def many_targets(many: dict) -> list[Row]:
+    """Each runtime's concurrent streams: all complete, one token, peak RSS."""
+    rows: list[Row] = []
+    for runtime, got in many.items():
+        if "complete" not in got:
+            rows.append([f"concurrent streams on {runtime}", "failed", "all", verdict(False)])
+            continue
+        n = got["streams"]
+        what = f"{n} concurrent streams on {runtime}"
+        ok = got["complete"] == n
+        rows.append([f"{what}: all complete", f"{got['complete']}/{n}", "all", verdict(ok)])
+        tokens = got.get("token_requests")
+        rows.append([f"{what}: token requests", str(tokens), "== 1", verdict(tokens == 1)])
+        rows.append(target(f"{what}: peak RSS (MB)", got["peak_rss_mb"], MAX_RSS_MB, "{:.1f}"))
+    return rows
+
+
+def many_lines(many: dict) -> list[str]:
+    """One line per runtime for the console and "Other measurements"."""
+    lines = []
+    for runtime, got in many.items():
+        if "complete" not in got:
+            lines.append(f"many streams on {runtime}: {got.get('error')}")
+            continue
+        lines.append(
+            f"{got['streams']} streams via one mpt_async client on {runtime}: "
+            f"{got['complete']} complete, {got['errors']} errors"
+            + (f" ({'; '.join(got['first_errors'])})" if got["errors"] else "")
+            + f", peak {got['peak_open']} open at once, "
+            f"token requests {got.get('token_requests')}, "
+            f"peak RSS {got['peak_rss_mb']:.1f} MB (after imports {got['rss_before_mb']:.1f}), "
+            f"{got['wall_s']:.2f} s wall, {got['cpu_s']:.2f} s CPU"
+        )
+    return lines
+
+
+def import_targets(imports: dict) -> list[Row]:
+    """Import time against the four dependencies."""
+    what = "import mpt_async / import httpx, anyio, attrs, cattrs"
+    return [target(what, imports.get("ratio"), MAX_IMPORT)]
+
+
+def import_lines(imports: dict) -> list[str]:
+    """The import times measured."""
+    return [
+        "import (fewest of {runs} fresh processes, ms): ".format(**imports)
+        + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in imports["times"].items())
+    ]
+
+
+def decode_targets(decode: dict) -> list[Row]:
+    """Stream decoding per chunk against a bare loop."""
+    what = "stream decoding per chunk: mpt_async / bare aiter_lines+json.loads (replayed)"
+    return [target(what, decode.get("ratio"), MAX_DECODE)]
+
+
+def decode_lines(decode: dict) -> list[str]:
+    """The decoding costs measured."""
+    replay = decode["replay_us"]
+    return [
+        f"decode, replayed from memory (us CPU per chunk, {decode['chunks']}-chunk answer): "
+        f"mpt_async {replay['mpt_async']:.2f}, bare loop {replay['bare']:.2f}, "
+        f"ratio {decode['ratio']:.2f}",
+        "decode over loopback (us CPU per chunk, conc 1): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in decode["loopback_us"].items())
+        + "; ratios "
+        + ", ".join(f"{k} {v:.2f}" for k, v in decode["loopback_ratios"].items()),
+        "decode: one 500-chunk answer recorded from the emulator is replayed from memory, "
+        "one event per read, to mpt_async's stream and to a bare `aiter_lines()` + "
+        "`json.loads` loop (alternating rounds, median); this ratio is the target. Over "
+        "loopback the same answers are also read at concurrency 1 over each transport; "
+        "there the cost per chunk also depends on how many events each read happens to "
+        "bring (who is ahead, server or client), so those ratios are noisier. Both include "
+        "each request's own cost spread over its 500 chunks.",
+    ]
+
+
+def _shares(entry: dict, limit: float = 0.02) -> str:
+    return ", ".join(f"{k} {v * 100:.0f}%" for k, v in entry["libraries"].items() if v >= limit)
+
+
+def profile_markdown(profiles: dict) -> list[str]:
+    """The profile section: per cell, own time by library and the top functions."""
+    out = [
+        "## Where the time goes (cProfile)",
+        "",
+        "Each profiled client ran the same cells again, in a fresh process, under cProfile "
+        "(which inflates the time of small Python functions: compare shares and call "
+        "counts, not the absolute numbers, with the table above). Own time is split by "
+        "library; httpx is split into its model (`_models`, `_urls`, `_urlparse`, "
+        "`_content`, `_utils`: requests, responses, URLs, headers) and its client. "
+        "Per request: calls, own µs and cumulative µs.",
+    ]
+    for client, entry in profiles.items():
+        if "cells" not in entry:
+            out += ["", f"- `{client}`: {entry.get('error')}"]
+            continue
+        for c in entry["cells"]:
+            out += [
+                "",
+                f"**{client} {c['mode']} c={c['conc']}** — {c['profiled_us_per_call']:.0f} µs "
+                f"per call profiled; own time: {_shares(c)}",
+                "",
+                markdown_table(
+                    ["function", "library", "calls/req", "own µs/req", "cum µs/req"],
+                    [
+                        [
+                            f"`{e['function']}`",
+                            e["library"],
+                            f"{e['calls_per_request']:.1f}",
+                            f"{e['own_us_per_request']:.1f}",
+                            f"{e['cum_us_per_request']:.1f}",
+                        ]
+                        for e in c["top"][:PROFILE_TOP]
+                    ],
+                ),
+            ]
+    return out
 
 
 def bottlenecks(results: dict) -> list[str]:
@@ -200,14 +304,14 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def console(results: dict) -> str:
+def console(results: dict, sections: Sequence[Section] = ()) -> str:
     """Everything worth printing at the end of a run."""
     parts = [
         format_table(TABLE_HEAD, table_rows(results)),
         "",
-        format_table(["target", "value", "limit", "verdict"], targets(results)),
+        format_table(["target", "value", "limit", "verdict"], targets(results, sections)),
     ]
-    extra = _extras_lines(results)
+    extra = _extras_lines(results, sections)
     if extra:
         parts += ["", *extra]
     missing = _missing(results)
@@ -230,43 +334,23 @@ def _missing(results: dict) -> list[str]:
     ]
 
 
-def _extras_lines(results: dict) -> list[str]:
+def _extras_lines(results: dict, sections: Sequence[Section]) -> list[str]:
     lines = []
-    many = results.get("many_streams")
-    if many and "complete" in many:
-        lines.append(
-            f"{many['streams']} streams via one mpt_async client: {many['complete']} complete, "
-            f"{many['errors']} errors, peak {many['peak_open']} open at once, "
-            f"token requests {many.get('token_requests')}, "
-            f"peak RSS {many['peak_rss_mb']:.1f} MB (after imports {many['rss_before_mb']:.1f}), "
-            f"{many['wall_s']:.2f} s wall, {many['cpu_s']:.2f} s CPU"
-        )
-    elif many:
-        lines.append(f"many streams: {many.get('error')}")
-    imports = results.get("imports")
-    if imports:
-        lines.append(
-            "import (median of {runs}, ms): ".format(**imports)
-            + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in imports["times"].items())
-        )
-    decode = results.get("decode")
-    if decode:
-        replay = decode["replay_us"]
-        lines.append(
-            f"decode, replayed from memory (us CPU per chunk, {decode['chunks']}-chunk answer): "
-            f"mpt_async {replay['mpt_async']:.2f}, bare loop {replay['bare']:.2f}, "
-            f"ratio {decode['ratio']:.2f}"
-        )
-        lines.append(
-            "decode over loopback (us CPU per chunk, conc 1): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in decode["loopback_us"].items())
-            + "; ratios "
-            + ", ".join(f"{k} {v:.2f}" for k, v in decode["loopback_ratios"].items())
-        )
+    for section in sections:
+        result = results.get(section.name)
+        if isinstance(result, dict) and "error" in result:
+            lines.append(f"{section.name}: {result['error']}")
+        elif result is not None:
+            lines.extend(section.lines(result))
     return lines
 
 
-def write_markdown(results: dict, path: Path, chart: str | None) -> None:
+def write_markdown(
+    results: dict,
+    path: Path,
+    chart: str | None,
+    sections: Sequence[Section] = (),
+) -> None:
     """``RESULTS.md``: machine, settings, the table, targets, extras, notes."""
     meta = results["meta"]
     s = results["settings"]
@@ -311,8 +395,9 @@ def write_markdown(results: dict, path: Path, chart: str | None) -> None:
     orjson = "orjson" in meta["packages"]
     out += [
         "",
-        "The raw rows encode and decode with the standard library's `json`; mpt_async picks "
-        "its own JSON library (orjson when the `speed` extra installed it: "
+        "The raw httpx rows encode and decode with the standard library's `json`, the raw "
+        "aiohttp row (the floor) decodes with orjson when installed; mpt_async picks its own "
+        "JSON library (orjson when the `speed` extra installed it: "
         + ("installed here" if orjson else "not installed here")
         + "). Each row runs in a fresh process; all rows share one emulator.",
     ]
@@ -322,23 +407,15 @@ def write_markdown(results: dict, path: Path, chart: str | None) -> None:
         "",
         "## Targets",
         "",
-        markdown_table(["target", "value", "limit", "verdict"], targets(results)),
+        "Ratios are of client CPU per call, both measured in this run. `info` rows are not "
+        "targets: they show the floor a library sets (a raw loop with no mpt_async code).",
+        "",
+        markdown_table(["target", "value", "limit", "verdict"], targets(results, sections)),
         "",
         "## Other measurements",
         "",
-        *(f"- {line}" for line in _extras_lines(results)),
+        *(f"- {line}" for line in _extras_lines(results, sections)),
     ]
-    decode = results.get("decode")
-    if decode:
-        out.append(
-            "- decode: one 500-chunk answer recorded from the emulator is replayed from memory, "
-            "one event per read, to mpt_async's stream and to a bare `aiter_lines()` + "
-            "`json.loads` loop (alternating rounds, median); this ratio is the target. Over "
-            "loopback the same answers are also read at concurrency 1 over each transport; "
-            "there the cost per chunk also depends on how many events each read happens to "
-            "bring (who is ahead, server or client), so those ratios are noisier. Both include "
-            "each request's own cost spread over its 500 chunks."
-        )
     notes = bottlenecks(results)
     out += ["", "## Was the server the bottleneck?", ""]
     if notes:
@@ -365,11 +442,49 @@ def write_markdown(results: dict, path: Path, chart: str | None) -> None:
         out.append("None worth mentioning: under 15% of a core in every cell.")
     for note in results.get("notes", []):
         out += ["", note]
+    for section in sections:
+        result = results.get(section.name)
+        if isinstance(result, dict) and "error" not in result:
+            block = section.markdown(result)
+            if block:
+                out += ["", *block]
     path.write_text("\n".join(out) + "\n")
 
 
+def _plot_many(ax: Any, many: dict) -> None:
+    """Peak RSS and wall time of the concurrent streams, one pair of bars per runtime."""
+    done = {rt: got for rt, got in many.items() if "complete" in got}
+    if not done:
+        ax.set_axis_off()
+        return
+    names = list(done)
+    xs = range(len(names))
+    rss = [done[rt]["peak_rss_mb"] for rt in names]
+    ax.bar([x - 0.2 for x in xs], rss, width=0.4, label="peak RSS (MB)")
+    ax.axhline(MAX_RSS_MB, color="grey", linestyle=":", label=f"{MAX_RSS_MB:g} MB target")
+    twin = ax.twinx()
+    twin.bar(
+        [x + 0.2 for x in xs],
+        [done[rt]["wall_s"] for rt in names],
+        width=0.4,
+        color="tab:orange",
+        label="wall (s)",
+    )
+    twin.set_ylabel("wall seconds")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(
+        [f"{rt}\n{done[rt]['complete']}/{done[rt]['streams']} complete" for rt in names]
+    )
+    ax.set_ylabel("peak RSS (MB)")
+    streams = max(got["streams"] for got in done.values())
+    ax.set_title(f"{streams:,} concurrent streams, one client")
+    handles = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize="small", loc="upper center")
+
+
 def plot(results: dict, path: Path) -> bool:
-    """CPU ms per call against concurrency, one line per client, a panel per mode."""
+    """CPU ms per call against concurrency, a panel per mode; the concurrent streams."""
     try:
         import matplotlib
 
@@ -378,18 +493,20 @@ def plot(results: dict, path: Path) -> bool:
     except ImportError:
         return False
     concs = results["settings"]["concurrency"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, mode in zip(axes, MODES, strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
+    for ax, mode in zip(axes, MODES, strict=False):
         for client, entry in results["clients"].items():
             points = [(c["conc"], c["cpu_ms"]) for c in entry.get("cells", []) if c["mode"] == mode]
             if not points:
                 continue
             xs, ys = zip(*sorted(points), strict=True)
             style: dict[str, Any] = {"marker": "o"}
-            if client == "mpt_async":
+            if client in ("mpt_async", "mpt_async/trio"):
                 style.update(linewidth=3, zorder=5)
             elif client.startswith("mpt_async"):
                 style.update(linestyle="--")
+            elif client == "aiohttp":
+                style.update(linestyle=":", color="black")
             ax.plot(xs, ys, label=client, **style)
         ax.set_xscale("log")
         ax.set_xticks(concs)
@@ -400,7 +517,8 @@ def plot(results: dict, path: Path) -> bool:
         ax.set_ylabel("client CPU ms per call")
         ax.grid(visible=True, alpha=0.3)
     axes[0].legend(fontsize="small")
+    _plot_many(axes[2], results.get("many_streams") or {})
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

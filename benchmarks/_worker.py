@@ -8,6 +8,7 @@ interval comes from ``/proc`` so the parent can tell when the server was the bot
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import resource
@@ -81,7 +82,7 @@ def _round(
     }
 
 
-async def _cells(adapter: Adapter, gather: Gather, spec: dict) -> dict:
+async def _cells(adapter: Adapter, spec: dict, gather: Gather) -> dict:
     server_pid = spec["server_pid"]
     pool = max(cell["conc"] for cell in spec["cells"])
     await adapter.open(spec["base_url"], max(pool, 100))
@@ -123,7 +124,7 @@ async def _cells(adapter: Adapter, gather: Gather, spec: dict) -> dict:
     return {"cells": results, "transport": transport}
 
 
-async def _many_streams(spec: dict) -> dict:
+async def _many_streams(spec: dict, gather: Gather) -> dict:
     """``n`` streams started at once through one client; how many completed, peak RSS."""
     import mpt_async
 
@@ -160,8 +161,9 @@ async def _many_streams(spec: dict) -> dict:
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with client:
-        await asyncio.gather(*(one() for _ in range(n)))
+        await gather(n, one)
     return {
+        "runtime": spec.get("runtime", "asyncio"),
         "streams": n,
         "complete": complete,
         "peak_open": peak,
@@ -175,20 +177,36 @@ async def _many_streams(spec: dict) -> dict:
     }
 
 
+def raise_open_files_limit() -> None:
+    """As many open files as allowed: 10,000 streams need 10,000 sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _run_async(runtime: str, job: Callable[[Gather], Awaitable[dict]]) -> dict:
+    if runtime == "trio":
+        import trio
+
+        return trio.run(job, _gather_trio)
+    return asyncio.run(job(_gather_asyncio))
+
+
 def run(spec: dict) -> dict:
     """Do what ``spec["task"]`` says and return the measurements."""
     if spec["task"] == "many_streams":
-        return asyncio.run(_many_streams(spec))
+        raise_open_files_limit()
+        return _run_async(spec.get("runtime", "asyncio"), functools.partial(_many_streams, spec))
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 
         return _decode.main(spec)
     adapter: Adapter = CLIENTS[spec["client"]]()
-    if adapter.runtime == "trio":
-        import trio
+    if spec["task"] == "profile":
+        from benchmarks._profile import profile_cells
 
-        return trio.run(_cells, adapter, _gather_trio, spec)
-    return asyncio.run(_cells(adapter, _gather_asyncio, spec))
+        return _run_async(adapter.runtime, functools.partial(profile_cells, adapter, _drive, spec))
+    return _run_async(adapter.runtime, functools.partial(_cells, adapter, spec))
 
 
 def main() -> None:

@@ -28,7 +28,16 @@ from mpt_async._exceptions import (
     SharedStoreError,
     StreamError,
 )
-from mpt_async._models import ChatChunk, ChatRequest, ChatResponse, Message, MessageLike, Usage
+from mpt_async._models import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    MessageDict,
+    MessageLike,
+    Usage,
+)
+from mpt_async._options import ChatOptions
 from mpt_async._ratelimit import RateLimitInfo, RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import Timeouts
@@ -72,6 +81,7 @@ __all__ = [
     "BatchInput",
     "BatchResult",
     "ChatChunk",
+    "ChatOptions",
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
@@ -89,6 +99,7 @@ __all__ = [
     "MalformedResponseError",
     "MemoryTokenStore",
     "Message",
+    "MessageDict",
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",

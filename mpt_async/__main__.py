@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mpt_async import __version__
-from mpt_async._cli import EXIT_INTERRUPTED, EXIT_USAGE, PROG, add_chat_parser
-from mpt_async._cli_batch import add_batch_parser
+from mpt_async._cli.batch import add_batch_parser
+from mpt_async._cli.chat import add_chat_parser
+from mpt_async._cli.common import EXIT_INTERRUPTED, EXIT_USAGE, PROG
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ Why: httpcore's connection pool re-examines every queued request on every state 
 its cost per request grows with the number of requests in flight (at concurrency 100 a call
 costs several times what it costs alone). aiohttp's connector hands connections out in O(1)
 and parses HTTP in C. httpx stays the client's interface (timeouts, requests, responses);
-only the wire work moves. On trio (or without aiohttp) httpx's own transport is used.
+only the wire work moves. On trio (or without aiohttp) ``mpt_async._pool`` is used.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class AutoTransport(httpx.AsyncBaseTransport):
-    """aiohttp on asyncio, httpx's own transport elsewhere (trio), chosen per request.
+    """aiohttp on asyncio, the constant-time httpcore pool elsewhere (trio), chosen per request.
 
     Args:
         limits: The pool limits for both transports.
@@ -171,7 +171,7 @@ class AutoTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, limits: httpx.Limits) -> None:
         self._limits = limits
-        self._httpx: httpx.AsyncHTTPTransport | None = None
+        self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -185,7 +185,9 @@ class AutoTransport(httpx.AsyncBaseTransport):
         else:
             transport = self._httpx
             if transport is None:
-                transport = self._httpx = httpx.AsyncHTTPTransport(limits=self._limits)
+                from mpt_async._pool import PoolTransport  # not needed on asyncio
+
+                transport = self._httpx = PoolTransport(limits=self._limits)
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ import attrs
 
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._signer import DEFAULT_EXPIRATION
+from mpt_async._validate import check_int, check_str
 
 __all__ = [
     "AKSKAuth",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://aip.baidubce.com"
+#: The longest a bce-auth-v1 signature may stay valid, in seconds.
+_MAX_EXPIRATION = 1800
 
 #: The environment variables read when ``auth=None`` (the qianfan SDK's names).
 ENV_VARS = (
@@ -43,9 +46,7 @@ def _mask(value: str) -> str:
 
 
 def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        msg = f"{type(instance).__name__}.{attribute.name} must be a non-empty string"
-        raise ConfigurationError(msg)
+    check_str(value, f"{type(instance).__name__}.{attribute.name}", non_empty=True)
 
 
 @attrs.frozen
@@ -77,9 +78,7 @@ class AKSKAuth:
 
     @expiration.validator
     def _check_expiration(self, _: object, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1800:
-            msg = "AKSKAuth.expiration must be an integer in [1, 1800] seconds"
-            raise ConfigurationError(msg)
+        check_int(value, "AKSKAuth.expiration", low=1, high=_MAX_EXPIRATION)
 
 
 @attrs.frozen

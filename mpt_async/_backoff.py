@@ -7,15 +7,17 @@ import time
 
 import attrs
 
-from mpt_async._exceptions import ConfigurationError
+from mpt_async._validate import check_number
 
 __all__ = ["Backoff", "parse_retry_after"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        msg = f"Backoff.{attribute.name} must be a non-negative number, not {value!r}"
-        raise ConfigurationError(msg)
+    check_number(value, f"Backoff.{attribute.name}", low=0, unit=" of seconds")
+
+
+def _share(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_number(value, f"Backoff.{attribute.name}", low=0.0, high=1.0)
 
 
 @attrs.frozen
@@ -35,7 +37,7 @@ class Backoff:
 
     initial: float = attrs.field(default=0.5, validator=_non_negative)
     maximum: float = attrs.field(default=8.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.5, validator=_non_negative)
+    jitter: float = attrs.field(default=0.5, validator=_share)
     max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:

@@ -27,13 +27,15 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mpt_async._client import Client
 from mpt_async._exceptions import ConfigurationError, MPTError, RequestValidationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+from mpt_async._options import ChatOptions, check_options
+from mpt_async._validate import check_instance, check_int
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
-    from mpt_async._client import Client
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -58,20 +60,23 @@ BatchInput = str | ChatRequest | Mapping[str, Any] | Iterable[MessageLike]
 ProgressHook = Callable[[int, int, int | None], object]
 
 
-def as_chat_request(item: object) -> ChatRequest:
+def as_chat_request(item: object, defaults: ChatOptions | None = None) -> ChatRequest:
     """Turn one batch input into a checked :class:`ChatRequest`.
 
     Args:
         item: A prompt string, a list of messages, a :class:`ChatRequest`, or a mapping
-            with ``messages`` and any of the sampling fields of :meth:`Client.chat`.
+            with ``messages`` and any of the sampling options (:class:`ChatOptions`).
+        defaults: Options for an input that is not a :class:`ChatRequest`; a mapping's
+            own fields replace them.
 
     Raises:
         RequestValidationError: The input has another shape or breaks a rule of the API.
     """
     if isinstance(item, ChatRequest):
         return item
+    defaults = defaults or {}
     if isinstance(item, str):
-        return ChatRequest(messages=[{"role": "user", "content": item}])
+        return ChatRequest(messages=[{"role": "user", "content": item}], **defaults)
     if isinstance(item, Mapping):
         unknown = sorted(str(key) for key in item if key not in REQUEST_FIELDS)
         if unknown:
@@ -80,9 +85,9 @@ def as_chat_request(item: object) -> ChatRequest:
             )
         if "messages" not in item:
             raise RequestValidationError("messages", "is required")
-        return ChatRequest(**item)
+        return ChatRequest(**{**defaults, **item})
     if isinstance(item, Iterable) and not isinstance(item, (bytes, bytearray)):
-        return ChatRequest(messages=item)
+        return ChatRequest(messages=item, **defaults)
     raise RequestValidationError(
         "request",
         "must be a prompt string, a list of messages, a ChatRequest or a mapping with "
@@ -162,7 +167,7 @@ class _Source:
             await aclose()
 
 
-def _check_options(
+def _check_arguments(
     requests: object, concurrency: object, on_progress: object, total: object
 ) -> None:
     if isinstance(requests, (str, bytes, bytearray, Mapping)) or not isinstance(
@@ -171,18 +176,15 @@ def _check_options(
         raise RequestValidationError(
             "requests", f"must be an iterable of requests, not {type(requests).__name__}"
         )
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        msg = f"concurrency must be a positive integer, not {concurrency!r}"
-        raise ConfigurationError(msg)
+    check_int(concurrency, "concurrency", low=1)
     if on_progress is not None and not callable(on_progress):
         msg = f"on_progress must be callable, not {type(on_progress).__name__}"
         raise ConfigurationError(msg)
     if inspect.iscoroutinefunction(on_progress):
         msg = "on_progress must be a plain function: it is called, never awaited"
         raise ConfigurationError(msg)
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
-        msg = f"total must be a non-negative integer or None, not {total!r}"
-        raise ConfigurationError(msg)
+    if total is not None:
+        check_int(total, "total", low=0)
 
 
 class Batch:
@@ -205,10 +207,13 @@ class Batch:
             handed to you; an exception it raises ends the batch.
         total: The number of inputs, for ``on_progress``; by default ``len(requests)``
             when it has one, else ``None``.
+        **options: Sampling options (:class:`ChatOptions`) for every input but a
+            :class:`ChatRequest`; the fields of an input given as a mapping replace them.
 
     Raises:
-        RequestValidationError: ``requests`` is not an iterable of inputs.
-        ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
+        RequestValidationError: ``requests`` is not an iterable of inputs, or an option
+            breaks a rule of the API.
+        ConfigurationError: A bad ``client``, ``concurrency``, ``on_progress`` or ``total``.
     """
 
     def __init__(
@@ -219,11 +224,13 @@ class Batch:
         concurrency: int = DEFAULT_CONCURRENCY,
         on_progress: ProgressHook | None = None,
         total: int | None = None,
+        **options: Unpack[ChatOptions],
     ) -> None:
-        _check_options(requests, concurrency, on_progress, total)
+        self._client = check_instance(client, "client", Client, what="a mpt_async.Client")
+        _check_arguments(requests, concurrency, on_progress, total)
+        self._options = check_options(options)
         if total is None and isinstance(requests, Sized):
             total = len(requests)
-        self._client = client
         self._requests = requests
         self._concurrency = concurrency
         self._on_progress = on_progress
@@ -345,17 +352,7 @@ class Batch:
 
     async def _run_one(self, index: int, item: BatchInput) -> BatchResult:
         try:
-            request = as_chat_request(item)
-            response = await self._client.chat(
-                request.messages,
-                temperature=request.temperature,
-                top_k=request.top_k,
-                top_p=request.top_p,
-                penalty_score=request.penalty_score,
-                stop=request.stop,
-                user_id=request.user_id,
-                metadata=request.metadata,
-            )
+            response = await self._client._send(as_chat_request(item, self._options), None)
         except MPTError as exc:
             return BatchResult(index, item, error=exc)
         return BatchResult(index, item, response=response)
@@ -368,6 +365,7 @@ def run_batch(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_progress: ProgressHook | None = None,
     total: int | None = None,
+    **options: Unpack[ChatOptions],
 ) -> Batch:
     """Run independent chats side by side; the same as ``client.batch(...)``.
 
@@ -375,7 +373,10 @@ def run_batch(
     results``; see :class:`Batch` for the arguments.
 
     Raises:
-        RequestValidationError: ``requests`` is not an iterable of inputs.
-        ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
+        RequestValidationError: ``requests`` is not an iterable of inputs, or an option
+            breaks a rule of the API.
+        ConfigurationError: A bad ``client``, ``concurrency``, ``on_progress`` or ``total``.
     """
-    return Batch(client, requests, concurrency=concurrency, on_progress=on_progress, total=total)
+    return Batch(
+        client, requests, concurrency=concurrency, on_progress=on_progress, total=total, **options
+    )

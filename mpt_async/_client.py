@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import os
 import re
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -13,24 +14,27 @@ import httpx
 
 from mpt_async import _converter
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
-from mpt_async._auth import Auth, FixedTokenAuth, auth_from_env, base_url_from_env
+from mpt_async._auth import (
+    AccessTokenAuth,
+    AKSKAuth,
+    Auth,
+    FixedTokenAuth,
+    auth_from_env,
+    base_url_from_env,
+)
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._limiter import new_limiter
-from mpt_async._models import (
-    ChatRequest,
-    ChatResponse,
-    MessageLike,
-    sampling_options,
-    set_rate_limit,
-)
+from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
+from mpt_async._options import ChatOptions, check_names
 from mpt_async._ratelimit import RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._transport import CallOptions, Transport
+from mpt_async._validate import check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
     from mpt_async._batch import Batch, BatchInput, ProgressHook
     from mpt_async._token_store import TokenStore
@@ -44,10 +48,18 @@ _DEFAULT_BACKOFF = Backoff()
 
 
 def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """Pick aiohttp under httpx on asyncio when installed, unless MPT_ASYNC_TRANSPORT=httpx."""
+    """Pick the transport under the client's own ``httpx.AsyncClient``.
+
+    aiohttp on asyncio when installed, else mpt_async's pool. ``MPT_ASYNC_TRANSPORT=httpx``
+    picks httpx's own transport, and so does a proxy in the environment without aiohttp.
+    """
     choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
-    if choice == "httpx" or (choice == "auto" and not AIOHTTP_AVAILABLE):
+    if choice == "httpx":
         return None
+    if choice == "auto" and not AIOHTTP_AVAILABLE:
+        from mpt_async._pool import PoolTransport, proxy_in_env
+
+        return None if proxy_in_env() else PoolTransport(limits=limits)
     if choice not in ("auto", "aiohttp"):
         msg = f"MPT_ASYNC_TRANSPORT must be auto, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
@@ -65,17 +77,63 @@ def _check_endpoint(value: object) -> str:
 
 
 def _check_max_retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"max_retries must be a non-negative integer, not {value!r}"
-        raise ConfigurationError(msg)
+    return check_int(value, "max_retries", low=0)
+
+
+def _check_backoff(value: object) -> Backoff:
+    return check_instance(value, "backoff", Backoff)
+
+
+def _check_auth(value: object) -> Auth:
+    if value is None:
+        return auth_from_env()
+    if isinstance(value, str):
+        return FixedTokenAuth(value)
+    if not isinstance(value, (AccessTokenAuth, AKSKAuth, FixedTokenAuth)):
+        refuse(
+            "auth",
+            "must be an AccessTokenAuth, AKSKAuth or FixedTokenAuth, a token string, or None; "
+            f"not {type(value).__name__}",
+        )
     return value
+
+
+def _check_base_url(value: object) -> str:
+    """An http(s) address with a host, and no credentials, query or fragment in it.
+
+    The address is never echoed: it might hold a password.
+    """
+    text = check_str(value, "base_url")
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        refuse("base_url", f"must be a valid URL ({exc})")
+    if url.scheme not in ("http", "https"):
+        refuse("base_url", "must start with http:// or https://")
+    if url.userinfo:
+        refuse("base_url", "must not hold a user name or password; pass credentials as auth=")
+    if not url.host:
+        refuse("base_url", "has no host")
+    if url.port is not None and not 0 < url.port < 65536:
+        refuse("base_url", f"has port {url.port}, outside 1..65535")
+    if url.query or url.fragment:
+        refuse("base_url", "must not hold a query or fragment")
+    return text
 
 
 def _check_rate_limits(value: object) -> RateLimits | None:
-    if value is not None and not isinstance(value, RateLimits):
-        msg = f"rate_limits must be a RateLimits or None, not {type(value).__name__}"
-        raise ConfigurationError(msg)
-    return value
+    if value is None:
+        return None
+    return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+
+
+@attrs.frozen
+class _Call:
+    """One call, ready to go: where it goes, its body, and the request loop's options."""
+
+    endpoint: str
+    body: bytes
+    options: CallOptions
 
 
 class Client:
@@ -121,32 +179,29 @@ class Client:
         rate_limits: RateLimits | None = None,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
-        if isinstance(auth, str):
-            auth = FixedTokenAuth(auth)
-        elif auth is None:
-            auth = auth_from_env()
-        base_url = base_url or base_url_from_env()
+        auth = _check_auth(auth)
+        base_url = _check_base_url(base_url or base_url_from_env())
         if token_store is not None:
             from mpt_async._token_store import check_token_store  # only with a store
 
             token_store = check_token_store(token_store)
         rate_limits = _check_rate_limits(rate_limits)
-        if not base_url.startswith(("http://", "https://")):
-            msg = f"base_url must start with http:// or https://, not {base_url!r}"
-            raise ConfigurationError(msg)
         self._options = CallOptions(
             timeouts=as_timeouts(timeout),
             max_retries=_check_max_retries(max_retries),
-            backoff=backoff,
+            backoff=_check_backoff(backoff),
         )
+        max_connections = check_int(max_connections, "max_connections", low=1)
+        owns_http = http_client is None
         if http_client is None:
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
             http_client = httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
-            owns_http = True
         else:
-            owns_http = False
+            check_instance(
+                http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
+            )
         self._endpoint = endpoint
         self._transport = Transport(
             http=http_client,
@@ -203,10 +258,8 @@ class Client:
 
         Closing a copy does nothing; close the original.
         """
-        copy = object.__new__(Client)
-        copy._transport = self._transport
+        copy = _copy.copy(self)  # every attribute, so that none can be forgotten
         copy._is_copy = True
-        copy._endpoint = self._endpoint
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}
@@ -215,7 +268,7 @@ class Client:
         if max_retries is not None:
             changes["max_retries"] = _check_max_retries(max_retries)
         if backoff is not None:
-            changes["backoff"] = backoff
+            changes["backoff"] = _check_backoff(backoff)
         copy._options = attrs.evolve(self._options, **changes)
         return copy
 
@@ -235,95 +288,85 @@ class Client:
         if not self._is_copy:
             await self._transport.aclose()
 
-    def _prepare(
-        self,
-        messages: Iterable[MessageLike],
-        stream: bool,
-        timeout: TimeoutLike | None,
-        params: Mapping[str, Any],
-    ) -> tuple[bytes, CallOptions]:
-        request = ChatRequest(messages=messages, stream=stream, **params)
+    # -- the one send path: every call (chat, stream, batch, conversation) goes through it --
+
+    def _request(
+        self, messages: Iterable[MessageLike], options: ChatOptions, *, stream: bool
+    ) -> ChatRequest:
+        """The checked request for ``messages`` and the keyword ``options`` of a call."""
+        check_names(options)
+        return ChatRequest(messages=messages, stream=stream, **options)
+
+    def _prepare(self, request: ChatRequest, timeout: TimeoutLike | None) -> _Call:
+        """Where a call starts: refuse a closed client, encode the body, pick the options."""
         if self._transport.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _converter.encode_request(request), options
+        return _Call(self._endpoint, _converter.encode_request(request), options)
+
+    async def _send(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatResponse:
+        """Send a request for a whole answer (a ``stream`` request is sent as one)."""
+        if request.stream:
+            request = attrs.evolve(request, stream=False)
+        call = self._prepare(request, timeout)
+        data, info = await self._transport.chat(call.endpoint, call.body, call.options)
+        reply = _converter.structure(data, ChatResponse, status_code=200)
+        if info is not None:
+            set_rate_limit(reply, info)
+        return reply
+
+    def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
+        """A stream for a ``stream`` request, sent when the stream is entered."""
+        call = self._prepare(request, timeout)
+        transport = self._transport
+        return ChatStream(lambda: transport.open_stream(call.endpoint, call.body, call.options))
+
+    # -- the public calls ----------------------------------------------------------------
 
     async def chat(
         self,
         messages: Iterable[MessageLike],
         *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Iterable[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
         timeout: TimeoutLike | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.
 
         Args:
             messages: The conversation, last turn the user's: :class:`Message` objects or
                 ``{"role": ..., "content": ...}`` dicts.
-            temperature: In (0, 1].
-            top_k: A positive integer.
-            top_p: In [0, 1].
-            penalty_score: In [1, 2].
-            stop: At most 4 strings of at most 20 characters.
-            user_id: The end user's id.
-            metadata: At most 16 string-to-string entries.
             timeout: Override the client's timeouts for this call.
+            **options: The sampling options: ``temperature``, ``top_k``, ``top_p``,
+                ``penalty_score``, ``stop``, ``user_id``, ``metadata`` (see
+                :class:`ChatOptions`).
 
         Raises:
             RequestValidationError: Before sending, if a rule of the API is broken.
             APIError: If the service refused the call (a subclass says why).
             APIConnectionError: If no answer came back, after the retries.
         """
-        body, options = self._prepare(
-            messages,
-            False,
-            timeout,
-            sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
-        )
-        data, info = await self._transport.chat(self._endpoint, body, options)
-        reply = _converter.structure(data, ChatResponse, status_code=200)
-        if info is not None:
-            set_rate_limit(reply, info)
-        return reply
+        return await self._send(self._request(messages, options, stream=False), timeout)
 
     def chat_stream(
         self,
         messages: Iterable[MessageLike],
         *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Iterable[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
         timeout: TimeoutLike | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatStream:
         """Ask for an answer sentence by sentence.
 
         The request is checked now and sent when the stream is entered (or first iterated).
-        ``timeout``'s ``stream_read`` bounds the silence before and between chunks.
+        ``timeout``'s ``stream_read`` bounds the silence before and between chunks. The
+        arguments are those of :meth:`chat`.
 
         Raises:
             RequestValidationError: At once, if a rule of the API is broken.
         """
-        body, options = self._prepare(
-            messages,
-            True,
-            timeout,
-            sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata),
-        )
-        endpoint, transport = self._endpoint, self._transport
-        return ChatStream(lambda: transport.open_stream(endpoint, body, options))
+        return self._open(self._request(messages, options, stream=True), timeout)
 
     def batch(
         self,
@@ -332,6 +375,7 @@ class Client:
         concurrency: int | None = None,
         on_progress: ProgressHook | None = None,
         total: int | None = None,
+        **options: Unpack[ChatOptions],
     ) -> Batch:
         """Run many independent chats side by side, results as they complete.
 
@@ -339,10 +383,12 @@ class Client:
 
         Use it as ``async with client.batch(requests) as results: async for item in
         results``; each item is a :class:`BatchResult` with the input's ``index`` and its
-        ``response`` or its ``error``. See :class:`Batch` for the arguments.
+        ``response`` or its ``error``. See :class:`Batch` for the arguments; ``**options``
+        (:class:`ChatOptions`) apply to every input but a :class:`ChatRequest`.
 
         Raises:
-            RequestValidationError: ``requests`` is not an iterable of inputs.
+            RequestValidationError: ``requests`` is not an iterable of inputs, or an option
+                breaks a rule of the API.
             ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
         """
         from mpt_async._batch import DEFAULT_CONCURRENCY, Batch  # loaded when first used
@@ -353,4 +399,5 @@ class Client:
             concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
             on_progress=on_progress,
             total=total,
+            **options,
         )

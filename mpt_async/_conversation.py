@@ -8,14 +8,15 @@ has fully arrived, so a failed, broken, abandoned or cancelled call changes noth
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
-from mpt_async._exceptions import ConfigurationError, RequestValidationError
+from mpt_async._client import Client
+from mpt_async._exceptions import RequestValidationError
 from mpt_async._models import (
     MAX_TOTAL_CONTENT,
     ChatChunk,
@@ -24,15 +25,15 @@ from mpt_async._models import (
     Message,
     MessageLike,
     Usage,
-    _to_messages,
-    sampling_options,
+    to_messages,
 )
-from mpt_async._timeouts import TimeoutLike
+from mpt_async._options import ChatOptions, check_options
+from mpt_async._timeouts import TimeoutLike, Timeouts, as_timeouts
+from mpt_async._validate import check_instance, check_int
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
-    from mpt_async._client import Client
     from mpt_async._stream import ChatStream
 
 __all__ = ["Conversation", "ConversationFlag", "ConversationStream"]
@@ -74,7 +75,7 @@ def _size(rounds: Iterable[_Round]) -> int:
 def _to_rounds(history: Iterable[MessageLike]) -> tuple[_Round, ...]:
     """Check a starting history (alternating, user first, even count) and pair it up."""
     try:
-        messages = _to_messages(history)
+        messages = to_messages(history)
     except RequestValidationError as exc:
         raise RequestValidationError(
             exc.field.replace("messages", "history", 1), exc.rule
@@ -91,31 +92,7 @@ def _to_rounds(history: Iterable[MessageLike]) -> tuple[_Round, ...]:
 
 
 def _check_max_chars(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOTAL_CONTENT:
-        msg = f"max_chars must be an integer in 1..{MAX_TOTAL_CONTENT}, not {value!r}"
-        raise ConfigurationError(msg)
-    return value
-
-
-def _options(
-    temperature: float | None,
-    top_k: int | None,
-    top_p: float | None,
-    penalty_score: float | None,
-    stop: Iterable[str] | None,
-    user_id: str | None,
-    metadata: Mapping[str, str] | None,
-    timeout: TimeoutLike | None,
-) -> dict[str, Any]:
-    # Take copies, so that a generator or a mapping changed later counts as it was given.
-    if stop is not None and isinstance(stop, Iterable) and not isinstance(stop, (str, bytes)):
-        stop = tuple(stop)
-    if metadata is not None and isinstance(metadata, Mapping):
-        metadata = dict(metadata)
-    given = sampling_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata)
-    if timeout is not None:
-        given["timeout"] = timeout
-    return given
+    return check_int(value, "max_chars", low=1, high=MAX_TOTAL_CONTENT)
 
 
 class Conversation:
@@ -151,18 +128,14 @@ class Conversation:
             API's 4,800).
         clear_on_flag: Drop the whole history on any flagged answer (Baidu's advice to end
             the session), not only the flagged round.
-        temperature: Default for every call; see :meth:`Client.chat <mpt_async.Client.chat>`.
-        top_k: Default for every call.
-        top_p: Default for every call.
-        penalty_score: Default for every call.
-        stop: Default for every call.
-        user_id: Default for every call.
-        metadata: Default for every call.
-        timeout: Default for every call.
+        timeout: The timeouts of every call (default: the client's).
+        **options: The sampling options of every call (see :class:`~mpt_async.ChatOptions`);
+            a call's own options replace them.
 
     Raises:
         RequestValidationError: If ``history`` or a default option breaks a rule of the API.
-        ConfigurationError: If ``max_chars`` is not in 1..4800.
+        ConfigurationError: If ``client`` is not a Client, ``max_chars`` is not in 1..4800,
+            or ``timeout`` is not a timeout.
     """
 
     def __init__(
@@ -172,23 +145,14 @@ class Conversation:
         history: Iterable[MessageLike] = (),
         max_chars: int = MAX_TOTAL_CONTENT,
         clear_on_flag: bool = False,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Iterable[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
         timeout: TimeoutLike | None = None,
+        **options: Unpack[ChatOptions],
     ) -> None:
-        self._client = client
+        self._client = check_instance(client, "client", Client, what="a mpt_async.Client")
         self._max_chars = _check_max_chars(max_chars)
         self._clear_on_flag = bool(clear_on_flag)
-        self._defaults = _options(
-            temperature, top_k, top_p, penalty_score, stop, user_id, metadata, timeout
-        )
-        # Check the defaults now rather than on the first call.
-        self._checked_options(self._defaults, stream=False)
+        self._timeout: Timeouts | None = None if timeout is None else as_timeouts(timeout)
+        self._defaults = check_options(options)
         self._rounds: tuple[_Round, ...] = _to_rounds(history)
         #: Bumped by clear(): an answer to a question sent before it is not kept.
         self._generation = 0
@@ -205,7 +169,7 @@ class Conversation:
 
     @property
     def messages(self) -> tuple[Message, ...]:
-        """The history, oldest first: ``user``, ``assistant``, ... (a snapshot)."""
+        """The history as a snapshot, oldest first (``user``, ``assistant``, ...)."""
         return tuple(_flatten(self._rounds))
 
     @property
@@ -225,15 +189,9 @@ class Conversation:
         self,
         question: str,
         *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Iterable[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
         # The client's per-call bounds on waiting (as in Client.chat), not a deadline.
         timeout: TimeoutLike | None = None,  # noqa: ASYNC109
+        **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask the next question with the history; keep the round once answered.
 
@@ -241,14 +199,9 @@ class Conversation:
 
         Args:
             question: The user's question; never trimmed.
-            temperature: In (0, 1].
-            top_k: A positive integer.
-            top_p: In [0, 1].
-            penalty_score: In [1, 2].
-            stop: At most 4 strings of at most 20 characters.
-            user_id: The end user's id.
-            metadata: At most 16 string-to-string entries.
-            timeout: Override the client's timeouts for this call.
+            timeout: Override the timeouts for this call.
+            **options: The sampling options for this call (see
+                :class:`~mpt_async.ChatOptions`).
 
         Returns:
             The service's answer; see :attr:`last_flag` when ``need_clear_history`` is set.
@@ -260,17 +213,15 @@ class Conversation:
             APIError: If the service refused the call (the history is unchanged).
             APIConnectionError: If no answer came back (the history is unchanged).
         """
-        options = {
-            **self._defaults,
-            **_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata, timeout),
-        }
         turn = self._checked_question(question)
-        self._checked_options(options, stream=False)
+        given = self._options(options)
+        timeout = self._timeout if timeout is None else timeout
         await self._acquire()
         try:
             window = self._window(turn)
             generation = self._generation
-            response = await self._client.chat([*_flatten(window), turn], **options)
+            request = ChatRequest(messages=[*_flatten(window), turn], **given)
+            response = await self._client._send(request, timeout)
             self._commit(
                 generation,
                 window,
@@ -287,14 +238,8 @@ class Conversation:
         self,
         question: str,
         *,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        penalty_score: float | None = None,
-        stop: Iterable[str] | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
         timeout: TimeoutLike | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ConversationStream:
         """Ask the next question and stream the answer; keep the round at its last chunk.
 
@@ -303,28 +248,15 @@ class Conversation:
         request sent when the block is entered, and the conversation's turn is held until
         the block is left.
 
-        Args:
-            question: The user's question; never trimmed.
-            temperature: In (0, 1].
-            top_k: A positive integer.
-            top_p: In [0, 1].
-            penalty_score: In [1, 2].
-            stop: At most 4 strings of at most 20 characters.
-            user_id: The end user's id.
-            metadata: At most 16 string-to-string entries.
-            timeout: Override the client's timeouts for this call.
+        The arguments are those of :meth:`ask`.
 
         Raises:
             RequestValidationError: At once, if the question is empty or longer than
                 ``max_chars``, or an option breaks a rule of the API.
         """
-        options = {
-            **self._defaults,
-            **_options(temperature, top_k, top_p, penalty_score, stop, user_id, metadata, timeout),
-        }
         turn = self._checked_question(question)
-        self._checked_options(options, stream=True)
-        return ConversationStream(self, turn, options)
+        given = self._options(options)
+        return ConversationStream(self, turn, given, self._timeout if timeout is None else timeout)
 
     # -- the machinery ------------------------------------------------------------------
 
@@ -343,10 +275,9 @@ class Conversation:
             )
         return Message("user", question)
 
-    @staticmethod
-    def _checked_options(options: Mapping[str, Any], *, stream: bool) -> None:
-        sampling = {name: value for name, value in options.items() if name != "timeout"}
-        ChatRequest(messages=[Message("user", "?")], stream=stream, **sampling)
+    def _options(self, options: ChatOptions) -> ChatOptions:
+        """A call's options, checked, over the conversation's defaults."""
+        return {**self._defaults, **check_options(options)}
 
     def _window(self, turn: Message) -> tuple[_Round, ...]:
         """The newest rounds that fit in ``max_chars`` together with ``turn``."""
@@ -423,10 +354,17 @@ class ConversationStream:
     error, a cancellation) or a broken stream keeps nothing.
     """
 
-    def __init__(self, conversation: Conversation, turn: Message, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        conversation: Conversation,
+        turn: Message,
+        options: ChatOptions,
+        timeout: TimeoutLike | None,
+    ) -> None:
         self._conversation = conversation
         self._turn = turn
         self._options = options
+        self._timeout = timeout
         self._stream: ChatStream | None = None
         self._entered = False
         self._held = False
@@ -448,9 +386,9 @@ class ConversationStream:
         try:
             self._window = conversation._window(self._turn)
             self._generation = conversation._generation
-            stream = conversation._client.chat_stream(
-                [*_flatten(self._window), self._turn], **self._options
-            )
+            messages = [*_flatten(self._window), self._turn]
+            request = ChatRequest(messages=messages, stream=True, **self._options)
+            stream = conversation._client._open(request, self._timeout)
             self._stream = stream
             await stream.__aenter__()
         except BaseException:

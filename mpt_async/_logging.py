@@ -1,5 +1,7 @@
 """The package's logger, and the filter that keeps secrets out of httpx's log lines.
 
+What counts as a secret is decided by the one redactor, :mod:`mpt_async._redact`.
+
 httpx logs every request at INFO with its full URL, and a Qianfan URL carries the access
 token (``?access_token=``) or, on the token endpoint, the Secret Key (``client_secret=``).
 """
@@ -7,18 +9,12 @@ token (``?access_token=``) or, on the token endpoint, the Secret Key (``client_s
 from __future__ import annotations
 
 import logging
-import re
 
-__all__ = ["logger", "redact", "install_redaction"]
+from mpt_async._redact import redact
+
+__all__ = ["install_redaction", "logger", "redact"]
 
 logger = logging.getLogger("mpt_async")
-
-_SECRET_PARAM = re.compile(r"((?:access_token|client_secret)=)[^&\s\"'>]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Replace the values of secret URL parameters with ``***``."""
-    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 class RedactSecrets(logging.Filter):
@@ -26,7 +22,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact in place; never drops the record."""
-        if isinstance(record.msg, str) and "=" in record.msg:
+        if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if record.args:
             if isinstance(record.args, dict):

@@ -8,63 +8,57 @@ them (and refusing malformed JSON) is the converter's job.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 import attrs
 
 from mpt_async._exceptions import RequestValidationError
+from mpt_async._options import (
+    check_text,
+    to_metadata,
+    to_penalty_score,
+    to_stop,
+    to_temperature,
+    to_top_k,
+    to_top_p,
+    to_user_id,
+)
 from mpt_async._ratelimit import RateLimitInfo
+from mpt_async._validate import check_bool, check_str, refuse
 
 __all__ = [
-    "MAX_METADATA_ENTRIES",
-    "MAX_STOP_LENGTH",
-    "MAX_STOP_WORDS",
     "MAX_TOTAL_CONTENT",
     "ChatChunk",
     "ChatRequest",
     "ChatResponse",
     "ErrorEnvelope",
     "Message",
+    "MessageDict",
     "MessageLike",
     "Role",
     "TokenGrant",
     "Usage",
     "set_rate_limit",
+    "to_messages",
 ]
 
 Role = Literal["user", "assistant"]
 ROLES: tuple[Role, ...] = ("user", "assistant")
 #: The most characters the contents of all messages may add up to.
 MAX_TOTAL_CONTENT = 4800
-MAX_STOP_WORDS = 4
-MAX_STOP_LENGTH = 20
-MAX_METADATA_ENTRIES = 16
 
 
 def _check_role(path: str, role: object) -> None:
     if role not in ROLES:
-        raise RequestValidationError(path, f"must be 'user' or 'assistant', not {role!r}")
+        refuse(path, f"must be 'user' or 'assistant', not {role!r}", RequestValidationError)
 
 
 def _check_content(path: str, content: object) -> None:
-    if not isinstance(content, str):
-        raise RequestValidationError(path, f"must be a string, not {type(content).__name__}")
-    if not content:
-        raise RequestValidationError(path, "must not be empty")
-    _check_text(path, content)
-
-
-def _check_text(path: str, text: str) -> None:
-    """Refuse text that cannot be sent as UTF-8 (lone surrogates, e.g. from bad decoding)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestValidationError(
-                path, "must be valid Unicode text (it holds a lone surrogate)"
-            ) from None
+    text = check_str(content, path, error=RequestValidationError)
+    if not text:
+        refuse(path, "must not be empty", RequestValidationError)
+    check_text(path, text)
 
 
 @attrs.frozen
@@ -87,155 +81,67 @@ class Message:
         _check_content("content", self.content)
 
 
-#: What ``messages`` may hold: :class:`Message` objects or ``{"role", "content"}`` dicts.
-MessageLike = Message | Mapping[str, Any]
+class MessageDict(TypedDict):
+    """A message given as a dict: ``{"role": "user", "content": "Hi"}``."""
+
+    role: Role
+    content: str
+
+
+#: What ``messages`` may hold: :class:`Message` objects or :class:`MessageDict` dicts.
+MessageLike = Message | MessageDict
 
 
 def _to_message(index: int, item: object) -> Message:
+    """A :class:`Message` from an item of ``messages``; a dict is checked once, as a Message."""
     if isinstance(item, Message):
         return item
     path = f"messages[{index}]"
     if not isinstance(item, Mapping):
-        raise RequestValidationError(path, "must be a Message or a mapping with role and content")
+        refuse(path, "must be a Message or a mapping with role and content", RequestValidationError)
     extra = set(item) - {"role", "content"}
     if extra:
-        raise RequestValidationError(path, f"unknown keys {sorted(map(str, extra))}")
+        refuse(path, f"unknown keys {sorted(map(str, extra))}", RequestValidationError)
     for key in ("role", "content"):
         if key not in item:
-            raise RequestValidationError(f"{path}.{key}", "is required")
-    role, content = item["role"], item["content"]
-    _check_role(f"{path}.role", role)
-    _check_content(f"{path}.content", content)
-    return Message(role=role, content=content)
+            refuse(f"{path}.{key}", "is required", RequestValidationError)
+    try:
+        return Message(role=item["role"], content=item["content"])
+    except RequestValidationError as exc:
+        raise RequestValidationError(f"{path}.{exc.field}", exc.rule) from None
 
 
-def _to_messages(value: Iterable[MessageLike]) -> tuple[Message, ...]:
+def to_messages(value: Iterable[MessageLike]) -> tuple[Message, ...]:
+    """Each item of ``messages`` as a :class:`Message` (the order and roles are not checked)."""
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise RequestValidationError("messages", "must be a list of messages")
+        refuse("messages", "must be a list of messages", RequestValidationError)
     return tuple(_to_message(i, item) for i, item in enumerate(value))
 
 
 def _check_messages(_: object, __: object, messages: tuple[Message, ...]) -> None:
     if not messages:
-        raise RequestValidationError("messages", "must not be empty")
+        refuse("messages", "must not be empty", RequestValidationError)
     if len(messages) % 2 == 0:
-        raise RequestValidationError(
-            "messages", f"must hold an odd number of messages, not {len(messages)}"
+        refuse(
+            "messages",
+            f"must hold an odd number of messages, not {len(messages)}",
+            RequestValidationError,
         )
     for i, message in enumerate(messages):
         expected = ROLES[i % 2]
         if message.role != expected:
-            raise RequestValidationError(
+            refuse(
                 f"messages[{i}].role",
                 f"must be {expected!r}: roles alternate user, assistant, ..., user",
+                RequestValidationError,
             )
     total = sum(len(m.content) for m in messages)
     if total > MAX_TOTAL_CONTENT:
-        raise RequestValidationError(
+        refuse(
             "messages",
             f"total content must be at most {MAX_TOTAL_CONTENT} characters, not {total}",
+            RequestValidationError,
         )
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestValidationError(name, f"must be a number, not {type(value).__name__}")
-    if not math.isfinite(value):
-        raise RequestValidationError(name, "must be finite")
-    return float(value)
-
-
-def _range_check(
-    low: float, high: float, *, low_open: bool = False
-) -> attrs._ValidatorType[float | None]:
-    bracket = "(" if low_open else "["
-
-    def check(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-        if value is None:
-            return
-        number = _number(attribute.name, value)
-        below = number <= low if low_open else number < low
-        if below or number > high:
-            raise RequestValidationError(
-                attribute.name, f"must be in {bracket}{low}, {high}], not {value!r}"
-            )
-
-    return check
-
-
-def _check_top_k(_: object, __: object, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestValidationError("top_k", f"must be an integer, not {type(value).__name__}")
-    if value < 1:
-        raise RequestValidationError("top_k", f"must be a positive integer, not {value}")
-
-
-def _to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise RequestValidationError("stop", "must be a list of strings")
-    words = tuple(value)
-    if len(words) > MAX_STOP_WORDS:
-        raise RequestValidationError(
-            "stop", f"must hold at most {MAX_STOP_WORDS} elements, not {len(words)}"
-        )
-    for i, word in enumerate(words):
-        if not isinstance(word, str):
-            raise RequestValidationError(f"stop[{i}]", "must be a string")
-        _check_text(f"stop[{i}]", word)
-        if len(word) > MAX_STOP_LENGTH:
-            raise RequestValidationError(
-                f"stop[{i}]", f"must be at most {MAX_STOP_LENGTH} characters, not {len(word)}"
-            )
-    return words
-
-
-def _check_user_id(_: object, __: object, value: str | None) -> None:
-    if value is not None and not isinstance(value, str):
-        raise RequestValidationError("user_id", "must be a string")
-    if value is not None:
-        _check_text("user_id", value)
-
-
-def _to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise RequestValidationError("metadata", "must be a mapping of strings to strings")
-    if len(value) > MAX_METADATA_ENTRIES:
-        raise RequestValidationError(
-            "metadata", f"must hold at most {MAX_METADATA_ENTRIES} entries, not {len(value)}"
-        )
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise RequestValidationError(f"metadata[{key!r}]", "keys and values must be strings")
-        _check_text(f"metadata[{key!r}]", key + item)
-    return dict(value)
-
-
-def sampling_options(
-    temperature: float | None,
-    top_k: int | None,
-    top_p: float | None,
-    penalty_score: float | None,
-    stop: Iterable[str] | None,
-    user_id: str | None,
-    metadata: Mapping[str, str] | None,
-) -> dict[str, Any]:
-    """The sampling options that were given (not ``None``), as :class:`ChatRequest` keywords."""
-    given = {
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "penalty_score": penalty_score,
-        "stop": stop,
-        "user_id": user_id,
-        "metadata": metadata,
-    }
-    return {name: value for name, value in given.items() if value is not None}
 
 
 @attrs.frozen(kw_only=True)
@@ -248,34 +154,31 @@ class ChatRequest:
         messages: Odd count, alternating ``user``/``assistant``, first and last ``user``,
             contents adding up to at most 4,800 characters. Dicts are accepted.
         stream: Ask for a stream of sentences.
-        temperature: In (0, 1].
-        top_k: A positive integer.
-        top_p: In [0, 1].
-        penalty_score: In [1, 2].
-        stop: At most 4 strings of at most 20 characters each.
-        user_id: The end user's id.
-        metadata: At most 16 string-to-string entries.
+        temperature: The sampling options, see :class:`ChatOptions`.
+        top_k: See :class:`ChatOptions`.
+        top_p: See :class:`ChatOptions`.
+        penalty_score: See :class:`ChatOptions`.
+        stop: See :class:`ChatOptions`.
+        user_id: See :class:`ChatOptions`.
+        metadata: See :class:`ChatOptions`.
 
     Raises:
         RequestValidationError: Naming the field and the rule it breaks.
     """
 
-    messages: tuple[Message, ...] = attrs.field(converter=_to_messages, validator=_check_messages)
+    messages: tuple[Message, ...] = attrs.field(converter=to_messages, validator=_check_messages)
     stream: bool = attrs.field(default=False)
-    temperature: float | None = attrs.field(
-        default=None, validator=_range_check(0.0, 1.0, low_open=True)
-    )
-    top_k: int | None = attrs.field(default=None, validator=_check_top_k)
-    top_p: float | None = attrs.field(default=None, validator=_range_check(0.0, 1.0))
-    penalty_score: float | None = attrs.field(default=None, validator=_range_check(1.0, 2.0))
-    stop: tuple[str, ...] | None = attrs.field(default=None, converter=_to_stop)
-    user_id: str | None = attrs.field(default=None, validator=_check_user_id)
-    metadata: dict[str, str] | None = attrs.field(default=None, converter=_to_metadata, hash=False)
+    temperature: float | None = attrs.field(default=None, converter=to_temperature)
+    top_k: int | None = attrs.field(default=None, converter=to_top_k)
+    top_p: float | None = attrs.field(default=None, converter=to_top_p)
+    penalty_score: float | None = attrs.field(default=None, converter=to_penalty_score)
+    stop: tuple[str, ...] | None = attrs.field(default=None, converter=to_stop)
+    user_id: str | None = attrs.field(default=None, converter=to_user_id)
+    metadata: dict[str, str] | None = attrs.field(default=None, converter=to_metadata, hash=False)
 
     @stream.validator
     def _check_stream(self, _: object, value: object) -> None:
-        if not isinstance(value, bool):
-            raise RequestValidationError("stream", "must be a bool")
+        check_bool(value, "stream", error=RequestValidationError)
 
 
 @attrs.frozen

@@ -8,15 +8,13 @@ from __future__ import annotations
 import attrs
 import httpx
 
-from mpt_async._exceptions import ConfigurationError
+from mpt_async._validate import check_number, is_number, refuse
 
 __all__ = ["DEFAULT_TIMEOUTS", "TimeoutLike", "Timeouts", "as_timeouts"]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        msg = f"Timeouts.{attribute.name} must be a positive number of seconds, not {value!r}"
-        raise ConfigurationError(msg)
+    check_number(value, f"Timeouts.{attribute.name}", low=0, low_open=True, unit=" of seconds")
 
 
 @attrs.frozen
@@ -61,7 +59,7 @@ def as_timeouts(value: TimeoutLike) -> Timeouts:
     """
     if isinstance(value, Timeouts):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
-        raise ConfigurationError(msg)
-    return Timeouts(value, value, value, value, value)
+    if not is_number(value):
+        refuse("timeout", f"must be a number of seconds or a Timeouts, not {type(value).__name__}")
+    seconds = check_number(value, "timeout", low=0, low_open=True, unit=" of seconds")
+    return Timeouts(seconds, seconds, seconds, seconds, seconds)

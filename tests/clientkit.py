@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import mpt_async
-from mpt_async import _cli
+from mpt_async._cli import common as cli_common
 from mpt_async.testing import Emulator
 
 #: Retries in tests wait milliseconds, not seconds.
@@ -48,7 +48,7 @@ def scrubbed_env(**extra: str) -> dict[str, str]:
 
 def clear_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove every credential and base-URL variable the client or CLI would read."""
-    for name in (*_cli.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
+    for name in (*cli_common.CREDENTIAL_VARS, "QIANFAN_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mpt_async import _cli
 from mpt_async.__main__ import main
+from mpt_async._cli import chat
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import clear_credentials, scrubbed_env
@@ -162,14 +162,14 @@ def test_failed_round_keeps_history(
 ) -> None:
     """A round the service refused adds nothing: the next round sends the earlier history."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("first\nrefused\nthird\n"))
-    real_ask = _cli._ask
+    real_ask = chat._ask
 
     async def ask_then_refuse_the_next(*args: Any, **kwargs: Any) -> Any:
         answer = await real_ask(*args, **kwargs)
         env_emulator.inject(Fault.error(336003))  # only the second round gets it
         return answer
 
-    monkeypatch.setattr(_cli, "_ask", ask_then_refuse_the_next)
+    monkeypatch.setattr(chat, "_ask", ask_then_refuse_the_next)
     assert main(["chat", "--no-stream"]) == 1
     sent = [body["messages"] for body in _chat_bodies(env_emulator)]
     assert len(sent) == 3

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mpt_async.__main__ import main
-from mpt_async._cli_batch import is_transient
+from mpt_async._codes import is_transient
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import scrubbed_env
@@ -316,3 +316,131 @@ def test_line_options_override_command_line_options(env_emulator: Emulator, tmp_
 def test_which_errors_a_rerun_tries_again(code: object, transient: bool) -> None:
     """Transient failures (network, limits, server, credentials) are retried; bad requests not."""
     assert is_transient(code) is transient
+
+
+# -- hostile input lines ------------------------------------------------------------------
+
+_OK = {"messages": [{"role": "user", "content": "fine"}]}
+_HOSTILE: list[tuple[bytes, str, str]] = [
+    # (the line, the record's code, words in its message)
+    (b"[" * 100_000 + b"]" * 100_000, "invalid_request", "nested more than"),
+    (b"[" * 100_000, "invalid_request", "nested more than"),
+    (
+        json.dumps({**_OK, "metadata": {"a": [[[[[[]]]]]] * 2}})
+        .replace("[]", "[" * 70 + "]" * 70)
+        .encode(),
+        "invalid_request",
+        "nested more than",
+    ),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "top_k": ' + b"9" * 5000 + b"}",
+        "invalid_request",
+        "5000 digits",
+    ),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": 1e999}',
+        "invalid_request",
+        "too large",
+    ),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "top_k": 3000000000}',
+        "invalid_request",
+        "top_k",
+    ),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        "invalid_json",
+        "NaN",
+    ),
+    (b'\xff\xfe"utf-16?"', "invalid_json", "not UTF-8 text: byte 1 of the line (0xff)"),
+    (b'"caf\xe9"', "invalid_json", "not UTF-8 text: byte 5"),
+    (b"{not json", "invalid_json", "not a JSON value"),
+    (b"null", "invalid_request", "request"),
+    (b"true", "invalid_request", "request"),
+    (b"[1, 2]", "invalid_request", "message"),
+    (b'{"messages": 5}', "invalid_request", "messages"),
+    (b'{"messages": []}', "invalid_request", "messages"),
+    (b'{"messages": [{"role": 5, "content": "x"}]}', "invalid_request", "role"),
+    (b'{"messages": [{"role": "user"}]}', "invalid_request", "content"),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": true}',
+        "invalid_request",
+        "temperature",
+    ),
+    (b'{"messages": [{"role": "user", "content": "x"}], "top_k": "3"}', "invalid_request", "top_k"),
+    (
+        b'{"messages": [{"role": "user", "content": "x"}], "user_id": {"a": []}}',
+        "invalid_request",
+        "user_id",
+    ),
+    (b'{"\\ud800": 1}', "invalid_request", "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize("orjson", ["with orjson", "without orjson"])
+def test_hostile_lines_each_get_a_record_and_the_run_goes_on(tmp_path: Path, orjson: str) -> None:
+    """Deep nesting, huge numbers, bad bytes and wrong shapes: one error each, then reruns skip them."""
+    prompts = tmp_path / "in.jsonl"
+    lines = [b'"first"', *(line for line, _, _ in _HOSTILE), b'"last"']
+    prompts.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+    block = "sys.modules['orjson'] = None; " if orjson == "without orjson" else ""
+    code = (
+        f"import sys; {block}from mpt_async.__main__ import main; "
+        f"sys.exit(main(['batch', {str(prompts)!r}, '-o', {str(out)!r}]))"
+    )
+    for run in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            env=scrubbed_env(),
+            timeout=60,
+            check=False,
+        )
+        stderr = done.stderr.decode()
+        assert done.returncode == 1, stderr
+        assert "Traceback" not in stderr
+        assert "codec" not in out.read_text(encoding="utf-8")
+        records = _by_line(out)
+        assert sorted(records) == list(range(1, len(lines) + 1))
+        assert _asked(records[1]) == "first"
+        assert _asked(records[len(lines)]) == "last"
+        for number, (_, code_, words) in enumerate(_HOSTILE, 2):
+            error = records[number].get("error", {})
+            assert error.get("code") == code_, (number, str(records[number])[:300])
+            assert words in error["message"], (number, error)
+        expected = (
+            f"mpt_async: 2 answered, {len(_HOSTILE)} failed, 0 skipped"
+            if run == 0
+            else f"mpt_async: 0 answered, 0 failed, {len(lines)} skipped "
+            f"({len(_HOSTILE)} of them failed in an earlier run)"
+        )
+        assert _summary(stderr) == expected
+
+
+def test_an_overlong_line_is_refused_without_reading_it_whole(
+    env_emulator: Emulator, tmp_path: Path
+) -> None:
+    """A line over 1 MiB gets an error record; the lines around it are answered."""
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_bytes(b'"before"\n"' + b"x" * (1 << 21) + b'"\n"after"\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["batch", str(prompts), "-o", str(out)]) == 1
+    records = _by_line(out)
+    assert _asked(records[1]) == "before"
+    assert records[2]["error"]["code"] == "invalid_request"
+    assert "longer than 1,048,576 bytes" in records[2]["error"]["message"]
+    assert _asked(records[3]) == "after"
+
+
+def test_a_deeply_nested_output_line_is_refused_in_one_line(tmp_path: Path) -> None:
+    """An output file holding a line nested 100,000 deep is not ours: exit 2, no traceback."""
+    prompts = _write(tmp_path / "in.jsonl", "a")
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    result = _run(str(prompts), "-o", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"mpt_async: error: {out}, line 1, is not an answer of mpt_async batch; "
+        "choose another output file\n"
+    )

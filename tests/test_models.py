@@ -62,6 +62,7 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str, str]] = [
     ("top-k-zero", {"top_k": 0}, "top_k", "positive"),
     ("top-k-float", {"top_k": 1.5}, "top_k", "integer"),
     ("top-k-bool", {"top_k": True}, "top_k", "integer"),
+    ("top-k-huge", {"top_k": 10**30}, "top_k", "at most 2147483647"),
     ("top-p-negative", {"top_p": -0.1}, "top_p", "[0.0, 1.0]"),
     ("top-p-high", {"top_p": 1.5}, "top_p", "[0.0, 1.0]"),
     ("penalty-low", {"penalty_score": 0.99}, "penalty_score", "[1.0, 2.0]"),

@@ -18,8 +18,9 @@ import anyio
 import pytest
 
 import mpt_async
-from mpt_async import _cli, _token_file
+from mpt_async import _token_file
 from mpt_async.__main__ import main
+from mpt_async._cli import service as cli_service
 from mpt_async._token_store import token_key
 from mpt_async.testing import Emulator, Fault
 
@@ -381,12 +382,12 @@ def test_cli_default_cache_is_for_https_only(
     """By default the CLI caches tokens for an https service, in the user's cache directory."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     parser = argparse.ArgumentParser()
-    _cli.add_token_cache_options(parser)
-    store = _cli.token_store_from_args(parser.parse_args([]), "https://aip.baidubce.com")
+    cli_service.add_token_cache_options(parser)
+    store = cli_service.token_store_from_args(parser.parse_args([]), "https://aip.baidubce.com")
     assert isinstance(store, mpt_async.FileTokenStore)
     assert store.path == tmp_path / "mpt_async" / "tokens.json"
-    assert _cli.token_store_from_args(parser.parse_args([]), "http://127.0.0.1:8") is None
+    assert cli_service.token_store_from_args(parser.parse_args([]), "http://127.0.0.1:8") is None
     off = parser.parse_args(["--no-token-cache"])
-    assert _cli.token_store_from_args(off, "https://aip.baidubce.com") is None
+    assert cli_service.token_store_from_args(off, "https://aip.baidubce.com") is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--no-token-cache", "--token-cache", "x"])

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from mpt_async._cli.argtypes import int_at_least, non_negative_number, positive_number
+
 __all__ = ["DEFAULT_PORT", "add_emulator_parser", "main", "run_emulator"]
 
 #: The port used when ``--port`` is not given.
@@ -25,55 +27,31 @@ _DESCRIPTION = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        msg = f"must be a positive integer, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        msg = f"must be a non-negative number, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        msg = f"must be a positive number, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="loopback address to listen on (default: %(default)s)"
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_PORT,
         help="port; 0 picks a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--stream-chunks",
-        type=_positive_int,
+        type=int_at_least(1),
         default=3,
         help="chunks per streamed answer (default: %(default)s)",
     )
     parser.add_argument(
         "--chunk-delay",
-        type=_non_negative_float,
+        type=non_negative_number,
         default=0.0,
         help="seconds between stream chunks (default: %(default)s)",
     )
     parser.add_argument(
         "--token-ttl",
-        type=_non_negative_float,
+        type=non_negative_number,
         default=2592000.0,
         help="lifetime of issued access tokens in seconds (default: %(default)s)",
     )
@@ -85,16 +63,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve only this endpoint name (repeatable; default: any name)",
     )
     parser.add_argument(
-        "--qps", type=_positive_float, help="chat calls per second, else error 18 (default: none)"
+        "--qps", type=positive_number, help="chat calls per second, else error 18 (default: none)"
     )
     parser.add_argument(
         "--rpm",
-        type=_positive_int,
+        type=int_at_least(1),
         help="chat calls per minute, else error 336501; sends X-Ratelimit-* headers",
     )
     parser.add_argument(
         "--tpm",
-        type=_positive_int,
+        type=int_at_least(1),
         help="tokens per minute, else error 336502; sends X-Ratelimit-* headers",
     )
 

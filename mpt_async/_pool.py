@@ -1,0 +1,336 @@
+"""An httpx transport whose pool hands out httpcore's HTTP/1.1 connections in constant time.
+
+Why: httpcore's own pool re-examines every queued request and every connection on each
+state change, so under httpx's default transport a call costs more the more calls are in
+flight. Here idle connections wait in a stack per origin and callers wait in a FIFO queue:
+taking and giving back a connection costs the same at concurrency 1 and 10,000. The wire
+work stays httpcore's (``httpcore.AsyncHTTP11Connection`` over its network backend, h11
+parsing), so it runs on asyncio and trio alike.
+
+The rules: at most ``max_connections`` connections exist (connecting, busy or idle), at
+most ``max_keepalive_connections`` are kept idle, and an idle one older than
+``keepalive_expiry`` or closed by the server is dropped, not used. A connection goes back
+to the pool only when its response was read to the end and closed; one whose request or
+body was abandoned, failed or cancelled is closed. Waiting for a connection is bounded by
+the request's ``pool`` timeout and connecting by its ``connect`` timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+import httpcore
+import httpx
+
+__all__ = ["PoolTransport", "proxy_in_env"]
+
+_Key = tuple[bytes, bytes, int]
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+#: What httpcore raises for a failed exchange (it has no common base class).
+_HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
+
+
+def _mapped(exc: Exception) -> Exception:
+    """The httpx exception of the same name as httpcore's (httpx mirrors them all)."""
+    for cls in type(exc).__mro__:
+        target = getattr(httpx, cls.__name__, None)
+        if isinstance(target, type) and issubclass(target, httpx.TransportError):
+            return target(str(exc))
+    return httpx.RemoteProtocolError(str(exc))
+
+
+def proxy_in_env() -> bool:
+    """Whether the environment names a proxy (which httpx's own transport would use)."""
+    return any(
+        value and name.lower() in ("http_proxy", "https_proxy", "all_proxy")
+        for name, value in os.environ.items()
+    )
+
+
+def _default_backend() -> httpcore.AsyncNetworkBackend:
+    """Httpcore's trio backend on trio (fewer layers), its anyio one on asyncio."""
+    trio = sys.modules.get("trio")  # if trio was never imported, it is not running
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return httpcore.TrioBackend()
+    return httpcore.AnyIOBackend()
+
+
+class _Connection(httpcore.AsyncHTTP11Connection):
+    """httpcore's HTTP/1.1 connection, labelled with the pool's key for its origin."""
+
+    def __init__(self, key: _Key, stream: httpcore.AsyncNetworkStream, expiry: float | None):
+        super().__init__(httpcore.Origin(*key), stream, keepalive_expiry=expiry)
+        self.key = key
+
+
+class _Waiter:
+    """A caller queued for a connection; ``given`` is what it was handed."""
+
+    __slots__ = ("event", "given", "gone", "key", "served")
+
+    def __init__(self, key: _Key) -> None:
+        self.key = key
+        self.event = anyio.Event()
+        self.given: _Connection | None = None
+        self.served = False  # handed a connection, or a slot to open one in
+        self.gone = False  # stopped waiting (served, timed out or cancelled)
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body; closing it gives the connection back (or discards it)."""
+
+    __slots__ = ("_chunks", "_connection", "_pool", "_stream")
+
+    def __init__(self, pool: PoolTransport, connection: _Connection, stream: Any) -> None:
+        self._pool: PoolTransport | None = pool
+        self._connection = connection
+        self._stream = stream
+        self._chunks: AsyncGenerator[bytes, None] | None = None
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = self._stream.__aiter__()
+        try:
+            chunk: bytes = await chunks.__anext__()
+        except _HTTPCORE_ERRORS as exc:
+            raise _mapped(exc) from exc
+        return chunk
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._chunks is not None:
+                    await self._chunks.aclose()
+                await self._stream.aclose()
+            finally:
+                await pool._give_back(self._connection)
+
+
+class PoolTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests over a constant-time pool of httpcore HTTP/1.1 connections.
+
+    Works on every event loop anyio supports. Proxies and HTTP/2 are not supported (use
+    httpx's own transport for them).
+
+    Args:
+        limits: The pool's size, idle connections kept, and how long they are kept.
+        ssl_context: For ``https`` origins; httpx's default context when ``None``.
+        network_backend: httpcore's network backend; when ``None``, its trio backend on
+            trio, its anyio one elsewhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits = _DEFAULT_LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._max = limits.max_connections
+        self._keep = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._ssl_context = ssl_context
+        self._backend = network_backend
+        self._idle: dict[_Key, list[_Connection]] = {}
+        self._idle_count = 0
+        self._count = 0  # connections that exist or are being opened
+        self._connections: set[_Connection] = set()
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+
+    @property
+    def connections(self) -> int:
+        """The connections open now (busy or idle)."""
+        return len(self._connections)
+
+    @property
+    def idle_connections(self) -> int:
+        """The idle connections kept for reuse."""
+        return self._idle_count
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` on a pooled connection; the response's body is streamed."""
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in _DEFAULT_PORTS:
+            msg = f"the connection pool speaks http and https, not {url.scheme!r}"
+            raise httpx.UnsupportedProtocol(msg)
+        key = (scheme, url.raw_host, url.port or _DEFAULT_PORTS[scheme])
+        timeouts = request.extensions.get("timeout") or {}
+        connection = await self._acquire(key, timeouts.get("pool"))
+        try:
+            if connection is None:
+                connection = await self._connect(key, timeouts.get("connect"))
+            core_request = httpcore.Request(
+                method=request.method,
+                url=httpcore.URL(scheme=scheme, host=key[1], port=key[2], target=url.raw_path),
+                headers=request.headers.raw,
+                content=request.stream,
+                extensions=request.extensions,
+            )
+            response = await connection.handle_async_request(core_request)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._give_back(connection)
+            if isinstance(exc, (*_HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
+                raise _mapped(exc) from exc
+            raise
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Body(self, connection, response.stream),
+            extensions=response.extensions,
+        )
+
+    async def _connect(self, key: _Key, bound: float | None) -> _Connection:
+        """Open a new connection to ``key`` (the caller holds a slot for it)."""
+        if self._closed:
+            msg = "the connection pool is closed"
+            raise httpx.ConnectError(msg)
+        scheme, host, port = key
+        name = host.decode("ascii")
+        if self._backend is None:
+            self._backend = _default_backend()
+        stream = await self._backend.connect_tcp(name, port, timeout=bound)
+        if scheme == b"https":
+            try:
+                stream = await stream.start_tls(self._tls(), server_hostname=name, timeout=bound)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+        connection = _Connection(key, stream, self._expiry)
+        self._connections.add(connection)
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
+
+    # -- the pool -------------------------------------------------------------------------
+
+    async def _acquire(self, key: _Key, bound: float | None) -> _Connection | None:
+        """An idle connection to ``key``, or ``None``: a slot to open a new one in."""
+        idle = self._idle.get(key)
+        if idle:
+            connection = idle.pop()  # the most recently used: the least likely to be stale
+            self._idle_count -= 1
+            if not connection.has_expired():
+                return connection
+            await self._close(connection)
+            return None  # its slot is ours
+        if self._closed:
+            msg = "the connection pool is closed"
+            raise httpx.ConnectError(msg)
+        if self._max is None or self._count < self._max:
+            self._count += 1
+            return None
+        if self._idle_count:
+            await self._evict_idle()
+            return None  # an idle connection to another origin made room
+        return await self._wait(key, bound)
+
+    async def _wait(self, key: _Key, bound: float | None) -> _Connection | None:
+        """Queue until a connection (or a slot) is handed over, for at most ``bound`` seconds."""
+        waiter = _Waiter(key)
+        self._waiters.append(waiter)
+        try:
+            with anyio.move_on_after(bound):
+                await waiter.event.wait()
+        except BaseException:
+            waiter.gone = True
+            if waiter.served:  # handed over just as we were cancelled: pass it on
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(waiter.given)
+            raise
+        waiter.gone = True
+        if not waiter.served:
+            msg = "timed out waiting for a connection from the pool"
+            raise httpx.PoolTimeout(msg)
+        return waiter.given
+
+    async def _evict_idle(self) -> None:
+        """Close the oldest idle connection of some origin; its slot passes to the caller."""
+        for key, idle in self._idle.items():
+            if idle:
+                connection = idle.pop(0)
+                self._idle_count -= 1
+                if not idle:
+                    del self._idle[key]
+                await self._close(connection)
+                return
+
+    async def _close(self, connection: _Connection) -> None:
+        """Close a connection; its slot stays counted (the caller decides what becomes of it)."""
+        self._connections.discard(connection)
+        if not connection.is_closed():
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+
+    async def _give_back(self, connection: _Connection | None) -> None:
+        """A connection (or, with ``None``, the slot of one never opened) comes back."""
+        if connection is not None and (not connection.is_idle() or self._closed):
+            # Not read to the end, failed or cancelled (or the pool closed): never reused.
+            await self._close(connection)
+            connection = None
+        waiter = self._next_waiter()
+        if waiter is not None:
+            if connection is not None and connection.key != waiter.key:
+                await self._close(connection)
+                connection = None  # the waiter opens its own in this slot
+            waiter.given = connection
+            waiter.served = True
+            waiter.event.set()
+        elif connection is None:
+            self._count -= 1
+        elif self._keep is not None and self._idle_count >= self._keep:
+            await self._close(connection)
+            self._count -= 1
+        else:
+            self._idle.setdefault(connection.key, []).append(connection)
+            self._idle_count += 1
+
+    def _next_waiter(self) -> _Waiter | None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.gone:
+                return waiter
+        return None
+
+    async def aclose(self) -> None:
+        """Close every connection; queued callers fail, later requests are refused."""
+        self._closed = True
+        self._idle.clear()
+        self._idle_count = 0
+        connections, self._connections = self._connections, set()
+        with anyio.CancelScope(shield=True):
+            for connection in connections:
+                await connection.aclose()
+        while (waiter := self._next_waiter()) is not None:
+            waiter.served = True  # with a slot: _connect refuses on a closed pool
+            waiter.event.set()

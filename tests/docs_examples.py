@@ -1,0 +1,168 @@
+"""The Python examples of the documentation and the README, extracted so tests can run them.
+
+Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md`` is an example, and every
+example runs (``tests/test_docs_examples.py``) and is type-checked by mypy --strict and
+pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
+
+- a **program**: a complete script (no ``await`` outside a function), run as it is, in its
+  own namespace, in a worker thread (it starts its own event loop with ``anyio.run``);
+- a **fragment**: code with top-level ``await`` / ``async with`` / ``async for``. The
+  fragments of one page run in order in one namespace, like a session, on the test's event
+  loop. They may use the names of :data:`PREAMBLE` and :data:`FIXTURES` without defining
+  them: a ``client`` wired to the emulator, the emulator ``emu``, ``messages``, ...
+
+The ``python -m mpt_async chat`` and ``batch`` lines of ``bash`` blocks run too, as
+commands (the other lines install, export or start a server, and are not run).
+
+All of them run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
+emulator, in a scratch directory holding ``questions.txt`` and ``prompts.jsonl``, with
+``HOME`` and ``XDG_CACHE_HOME`` there too.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: What every fragment can use without importing it (also run before the fragments).
+PREAMBLE = """\
+import anyio
+
+import mpt_async
+from mpt_async.testing import Emulator, Fault
+"""
+
+#: The names given to fragments, and their types (the signature they are checked under).
+FIXTURES = {
+    "client": "mpt_async.Client",
+    "emu": "Emulator",
+    "messages": "list[mpt_async.MessageLike]",
+    "api_key": "str",
+    "secret_key": "str",
+    "questions": "list[str]",
+}
+
+#: The scratch directory's files that examples read.
+FILES = {
+    "questions.txt": "What is MPT-30B?\nWho trained it?\nHow long is its context?\n",
+    "prompts.jsonl": '"What is MPT-30B?"\n{"messages": [{"role": "user", "content": "Hi"}]}\n',
+}
+
+_FENCE = re.compile(r"^(?P<fence>```+|~~~+)[ \t]*(?P<info>[^\n]*)\n", re.MULTILINE)
+
+
+@attrs.frozen
+class Example:
+    """One fenced ``python`` block."""
+
+    path: Path
+    line: int  #: the line of the block's first line of code, counted from 1
+    source: str
+
+    @property
+    def where(self) -> str:
+        """``docs/page.md:12``: where the example is, for messages."""
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def is_fragment(self) -> bool:
+        """Whether the block awaits at top level (else it is a complete program)."""
+        try:
+            compile(self.source, self.where, "exec", dont_inherit=True)
+        except SyntaxError:
+            return True
+        return False
+
+    def code(self) -> object:
+        """The compiled block, with line numbers that point into the page."""
+        padded = "\n" * (self.line - 1) + self.source
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.is_fragment else 0
+        return compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
+
+
+def pages() -> list[Path]:
+    """Every page whose examples run: the README and each Markdown page of the docs."""
+    docs = sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
+    return [ROOT / "README.md", *docs]
+
+
+def examples(path: Path) -> list[Example]:
+    """The ``python`` blocks of one Markdown page, in order."""
+    text = path.read_text(encoding="utf-8")
+    found: list[Example] = []
+    pos = 0
+    while match := _FENCE.search(text, pos):
+        fence = match["fence"]
+        end = text.find(f"\n{fence}", match.end() - 1)
+        if end == -1:
+            break
+        body = text[match.end() : end + 1]
+        pos = end + 1 + len(fence)
+        if match["info"].strip() in ("python", "py", "{code-block} python"):
+            line = text.count("\n", 0, match.end()) + 1
+            found.append(Example(path, line, body))
+    return found
+
+
+def typing_modules(path: Path) -> dict[str, str]:
+    """Modules that hold one page's examples as mypy and pyright see them.
+
+    Each program is a module of its own. The page's fragments, in order, are the body of
+    one ``async def`` whose parameters are the fixtures, so they are checked as they run.
+    Blank lines put each example at its line of the page, so the checkers' line numbers are
+    the page's (fragments are indented by 4 more columns).
+    """
+    stem = re.sub(r"\W", "_", str(path.relative_to(ROOT).with_suffix("")))
+    modules: dict[str, str] = {}
+    params = ", ".join(f"{name}: {kind}" for name, kind in FIXTURES.items())
+    fragments = f"{PREAMBLE}\n\nasync def _fragments({params}) -> None:\n"
+    has_fragments = False
+    for n, example in enumerate(examples(path)):
+        if example.is_fragment:
+            has_fragments = True
+            fragments += _at_line(fragments, example.line, f"    # {example.where}\n")
+            fragments += "".join(
+                f"    {line}" if line.strip() else line for line in example.source.splitlines(True)
+            )
+        else:
+            modules[f"{stem}_{n}"] = _at_line("", example.line, "") + example.source
+    if has_fragments:
+        modules[f"{stem}_fragments"] = fragments
+    return modules
+
+
+def _at_line(text: str, line: int, fallback: str) -> str:
+    """Blank lines that make what follows ``text`` start at ``line``, or ``fallback``."""
+    missing = line - 1 - text.count("\n")
+    return "\n" * missing if missing >= 0 else fallback
+
+
+#: The command lines of ``bash`` blocks that run (the others install, export or serve).
+RUN_COMMANDS = ("python -m mpt_async chat", "python -m mpt_async batch")
+
+
+@attrs.frozen
+class Command:
+    """One command line of a ``bash`` block that the tests run."""
+
+    where: str
+    argv: list[str]  #: after ``python -m mpt_async``
+
+
+def commands(path: Path) -> list[Command]:
+    """The ``chat`` and ``batch`` command lines of a page's ``bash`` blocks."""
+    text = path.read_text(encoding="utf-8")
+    found: list[Command] = []
+    for match in re.finditer(r"^```bash\n(.*?)^```$", text, re.MULTILINE | re.DOTALL):
+        first = text.count("\n", 0, match.start(1)) + 1
+        for offset, line in enumerate(match[1].splitlines()):
+            if line.startswith(RUN_COMMANDS):
+                argv = shlex.split(line, comments=True)[3:]
+                found.append(Command(f"{path.relative_to(ROOT)}:{first + offset}", argv))
+    return found
