@@ -192,9 +192,10 @@ class SharedLimiter(Limiter):
                 return
 
     def owe(self, reservation: str, tokens: int) -> None:
-        """Note a reservation's real token count, to send to Redis."""
-        self._owed += (reservation, max(0, tokens))
-        self.store.nudge()
+        """Note a reservation's real token count, to send to Redis (if tokens are counted)."""
+        if self.limits.tpm is not None or self.limits.adopt_server_limits:
+            self._owed += (reservation, max(0, tokens))
+            self.store.nudge()
 
     def observe(self, info: RateLimitInfo | None) -> None:
         """Adopt the limits a reply announced, here and (with the next call) in Redis."""
