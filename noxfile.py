@@ -12,6 +12,7 @@ nox.options.error_on_missing_interpreters = True
 
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+PYRIGHT = "pyright==1.1.414"
 
 
 @nox.session
@@ -31,9 +32,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict on the package and on tests/typing/api.py (a never-run user program)."""
-    session.install("-e", ".[typing]", MYPY)
+    """mypy --strict and pyright on the package and on tests/typing/ (a never-run user program).
+
+    ``pyright --verifytypes`` then checks that every public name (of ``mpt_async`` and its
+    ``testing`` subpackage) has a known type: the score must be 100%.
+    """
+    session.install("-e", ".[typing]", MYPY, PYRIGHT)
     session.run("mypy")
+    session.run("pyright", "tests/typing")
+    session.run("pyright", "--verifytypes", "mpt_async", "--ignoreexternal")
 
 
 @nox.session

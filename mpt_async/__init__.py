@@ -4,9 +4,7 @@
 ...     reply = await client.chat([{"role": "user", "content": "Hi"}])
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
@@ -35,15 +33,24 @@ from mpt_async._models import (
     Message,
     MessageDict,
     MessageLike,
+    Role,
     Usage,
 )
 from mpt_async._options import ChatOptions
 from mpt_async._ratelimit import RateLimitInfo, RateLimits
 from mpt_async._stream import ChatStream
-from mpt_async._timeouts import Timeouts
+from mpt_async._timeouts import TimeoutLike, Timeouts
 
 if TYPE_CHECKING:
-    from mpt_async._batch import Batch, BatchInput, BatchResult, run_batch
+    from mpt_async._batch import (
+        Batch,
+        BatchFailure,
+        BatchInput,
+        BatchResult,
+        BatchSuccess,
+        ProgressHook,
+        run_batch,
+    )
     from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
     from mpt_async._redis_store import RedisStore
     from mpt_async._token_file import FileTokenStore
@@ -55,6 +62,9 @@ _LAZY = {
     "Batch": "mpt_async._batch",
     "BatchInput": "mpt_async._batch",
     "BatchResult": "mpt_async._batch",
+    "BatchSuccess": "mpt_async._batch",
+    "BatchFailure": "mpt_async._batch",
+    "ProgressHook": "mpt_async._batch",
     "run_batch": "mpt_async._batch",
     "Conversation": "mpt_async._conversation",
     "ConversationFlag": "mpt_async._conversation",
@@ -78,8 +88,10 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "Batch",
+    "BatchFailure",
     "BatchInput",
     "BatchResult",
+    "BatchSuccess",
     "ChatChunk",
     "ChatOptions",
     "ChatRequest",
@@ -103,14 +115,17 @@ __all__ = [
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProgressHook",
     "RateLimitError",
     "RateLimitInfo",
     "RateLimits",
     "RedisStore",
     "RequestValidationError",
+    "Role",
     "SharedStoreError",
     "StoredToken",
     "StreamError",
+    "TimeoutLike",
     "Timeouts",
     "TokenStore",
     "Usage",
@@ -124,7 +139,7 @@ def _claim(obj: object) -> None:
         obj.__module__ = "mpt_async"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
         msg = f"module 'mpt_async' has no attribute {name!r}"
@@ -144,4 +159,5 @@ def __dir__() -> list[str]:
 for _name in __all__:
     if _name not in _LAZY:
         _claim(globals()[_name])
-del _name
+# Keep the namespace to the public names (and private ones): tests pin it against __all__.
+del _name, TYPE_CHECKING

@@ -1,4 +1,8 @@
-"""Fixtures shared by the whole suite: both anyio backends, and one emulator."""
+"""Fixtures shared by the whole suite: the anyio backends, and the emulator.
+
+The session emulator comes from mpt_async's own pytest plugin (``mpt_emulator``), loaded
+with ``-p mpt_async.testing.pytest_plugin`` in pyproject.toml.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +40,6 @@ def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def emulator_server() -> Iterator[Emulator]:
-    """One emulator on a free loopback port for the whole session."""
-    with Emulator() as emu:
-        yield emu
-
-
 @pytest.fixture
 def http(emulator: Emulator) -> Iterator[httpx.Client]:
     """A plain (sync) httpx client aimed at the emulator, for talking to it by hand."""
@@ -67,8 +64,7 @@ def env_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulato
 
 
 @pytest.fixture
-def emulator(emulator_server: Emulator) -> Iterator[Emulator]:
-    """The session's emulator, with faults, counters and tokens reset for this test."""
-    emulator_server.reset()
-    yield emulator_server
-    emulator_server.reset()
+def emulator(mpt_emulator: Emulator) -> Iterator[Emulator]:
+    """The plugin's session emulator, reset for this test (and after it)."""
+    yield mpt_emulator
+    mpt_emulator.reset()

@@ -1,6 +1,7 @@
 """The Python examples of the documentation and the README, extracted so tests can run them.
 
-Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md`` is an example, and every
+Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md``, and every ``Example::``
+block of the package's docstrings (the API reference shows them), is an example, and every
 example runs (``tests/test_docs_examples.py``) and is type-checked by mypy --strict and
 pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import attrs
@@ -87,13 +89,20 @@ class Example:
 
 
 def pages() -> list[Path]:
-    """Every page whose examples run: the README and each Markdown page of the docs."""
+    """Every page whose examples run: the README, the docs' pages, the package's sources.
+
+    A source file's examples are the ``Example::`` blocks of its docstrings, which the API
+    reference shows.
+    """
     docs = sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
-    return [ROOT / "README.md", *docs]
+    sources = sorted(p for p in (ROOT / "mpt_async").rglob("*.py") if examples(p))
+    return [ROOT / "README.md", *docs, *sources]
 
 
 def examples(path: Path) -> list[Example]:
-    """The ``python`` blocks of one Markdown page, in order."""
+    """The ``python`` blocks of a Markdown page, or the docstring examples of a module."""
+    if path.suffix == ".py":
+        return _docstring_examples(path)
     text = path.read_text(encoding="utf-8")
     found: list[Example] = []
     pos = 0
@@ -108,6 +117,44 @@ def examples(path: Path) -> list[Example]:
             line = text.count("\n", 0, match.end()) + 1
             found.append(Example(path, line, body))
     return found
+
+
+_EXAMPLE_INTRO = re.compile(r"^\s*(For example|Examples?)::\s*$", re.IGNORECASE)
+
+
+def _docstring_examples(path: Path) -> list[Example]:
+    """The literal blocks introduced by ``Example::`` in a module's docstrings."""
+    found: list[Example] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        body = getattr(node, "body", None)
+        if not body or not isinstance(body, list) or not isinstance(body[0], ast.Expr):
+            continue
+        doc = body[0].value
+        if not (isinstance(doc, ast.Constant) and isinstance(doc.value, str)):
+            continue
+        lines = doc.value.splitlines(True)
+        for n, line in enumerate(lines):
+            if _EXAMPLE_INTRO.match(line):
+                found.append(_literal_block(path, doc.lineno + n + 1, lines[n + 1 :]))
+    return sorted(found, key=lambda e: e.line)
+
+
+def _literal_block(path: Path, after: int, lines: list[str]) -> Example:
+    """The indented block at the start of ``lines`` (blank lines first skipped)."""
+    skipped = 0
+    while skipped < len(lines) and not lines[skipped].strip():
+        skipped += 1
+    block: list[str] = []
+    for line in lines[skipped:]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break
+        block.append(line)
+    while block and not block[-1].strip():
+        block.pop()
+    source = textwrap.dedent("".join(block))
+    if not source.endswith("\n"):
+        source += "\n"
+    return Example(path, after + skipped, source)
 
 
 def typing_modules(path: Path) -> dict[str, str]:

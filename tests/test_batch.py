@@ -99,6 +99,19 @@ async def test_failed_items_do_not_stop_the_others(emulator: Emulator) -> None:
     assert (batch.done, batch.failed, batch.total) == (6, 2, 6)
 
 
+def test_results_are_successes_or_failures() -> None:
+    """A result is a BatchSuccess (ok, with a response) or a BatchFailure (not ok, with an error)."""
+    reply = mpt_async.ChatResponse(
+        id="1", object="chat.completion", created=0, result="hi", usage=mpt_async.Usage(1, 1, 2)
+    )
+    success = mpt_async.BatchSuccess(0, "q", response=reply)
+    failure = mpt_async.BatchFailure(1, "q", error=mpt_async.MPTError("no"))
+    assert (success.ok, success.response, success.error) == (True, reply, None)
+    assert (failure.ok, failure.response, str(failure.error)) == (False, None, "no")
+    for item in (success, failure):
+        assert isinstance(item, mpt_async.BatchResult)
+
+
 async def test_invalid_items_yield_errors_and_are_never_sent(emulator: Emulator) -> None:
     """Inputs that break a rule or have no valid shape fail alone, before any I/O."""
     even = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]

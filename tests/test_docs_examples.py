@@ -85,12 +85,13 @@ async def test_page_examples_run(path: Path, namespace: dict[str, Any]) -> None:
 
 
 def test_examples_are_found() -> None:
-    """The README and the tutorial both have examples, of both kinds."""
+    """The README, the tutorial and the docstrings have examples; both kinds occur."""
     readme = docs_examples.examples(docs_examples.ROOT / "README.md")
     tutorial = docs_examples.examples(docs_examples.ROOT / "docs" / "tutorial.md")
     assert readme
     assert not all(e.is_fragment for e in tutorial)
     assert any(e.is_fragment for p in PAGES for e in docs_examples.examples(p))
+    assert docs_examples.examples(docs_examples.ROOT / "mpt_async" / "testing" / "__init__.py")
 
 
 COMMANDS = [c for p in docs_examples.pages() for c in docs_examples.commands(p)]

@@ -193,10 +193,26 @@ def test_a_fixed_port_is_used_and_a_busy_one_raises() -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])
-def test_only_loopback_addresses_are_accepted(host: str) -> None:
-    """The emulator refuses to listen anywhere but loopback (it has no real security)."""
-    with pytest.raises(ValueError, match="loopback"):
-        Emulator(host=host)
+def test_hosts_beyond_loopback_are_taken_with_a_warning(host: str) -> None:
+    """A host beyond loopback (for a container) is accepted, with a warning: no security."""
+    with pytest.warns(UserWarning, match="beyond loopback"):
+        emu = Emulator(host=host)
+    assert emu.host == host
+
+
+def test_an_emulator_on_all_interfaces_serves_loopback_too() -> None:
+    """Emulator(host="0.0.0.0") listens for real, so loopback clients reach it."""
+    with pytest.warns(UserWarning, match="beyond loopback"):
+        emu = Emulator(host="0.0.0.0")
+    with emu:
+        answer = httpx.get(f"http://127.0.0.1:{emu.port}/_emulator/stats", timeout=5)
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
+def test_loopback_hosts_give_no_warning(host: str) -> None:
+    """Loopback addresses, the default, are taken silently (warnings are errors here)."""
+    assert Emulator(host=host).host == host
 
 
 def test_credentials_default_to_the_documented_constants(monkeypatch: pytest.MonkeyPatch) -> None:

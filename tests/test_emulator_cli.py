@@ -159,3 +159,27 @@ def test_run_emulator_returns_1_when_the_port_is_busy(
         args = parser.parse_args(["emulator", "--port", str(busy.getsockname()[1])])
         assert run_emulator(args) == 1
     assert "cannot start the emulator" in capsys.readouterr().err
+
+
+def test_cli_host_beyond_loopback_warns(free_port: int) -> None:
+    """--host 0.0.0.0 (for a container) serves, after a warning on stderr."""
+    proc, url, banner = start_cli("--host", "0.0.0.0", "--port", str(free_port))
+    try:
+        assert url == f"http://0.0.0.0:{free_port}"
+        assert "warning: the emulator listens on '0.0.0.0', beyond loopback" in banner
+        answer = httpx.get(f"http://127.0.0.1:{free_port}/_emulator/stats", timeout=5)
+        assert answer.status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_cli_on_loopback_gives_no_warning(free_port: int) -> None:
+    """The default host is loopback, and the banner carries no warning."""
+    proc, url, banner = start_cli("--port", str(free_port))
+    try:
+        assert url == f"http://127.0.0.1:{free_port}"
+        assert "warning" not in banner
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mpt_async.testing import Emulator, Fault, _app
+from mpt_async.testing import Emulator, Fault, _asgi
 
 CHAT = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt-30b-instruct"
 
@@ -363,7 +363,49 @@ def test_drop_fallback_without_a_reachable_transport() -> None:
         sent.append(message)
 
     with pytest.raises(ConnectionAbortedError):
-        asyncio.run(_app._drop_connection(send))
+        asyncio.run(_asgi.drop_connection(send))
     (start,) = sent
     assert start["type"] == "http.response.start"
     assert (b"content-length", b"1048576") in start["headers"]
+
+
+def test_after_is_the_name_everywhere() -> None:
+    """Every fault that counts chunks takes after=; drop_after's old n= stays an alias."""
+    assert Fault.drop_after(after=2) == Fault.drop_after(2) == Fault.drop_after(n=2)
+    assert Fault.drop_after(after=2).after == Fault.malformed(after=2).after == 2
+    assert Fault.stall(1, after=2).after == 2
+    assert Fault.from_dict({"kind": "drop_after", "n": 1}) == Fault.drop_after(after=1)
+    with pytest.raises(ValueError, match="after"):
+        Fault.drop_after()
+    with pytest.raises(ValueError, match="after"):
+        Fault.drop_after(after=1, n=1)
+
+
+def test_pending_faults_are_listed(http: httpx.Client, emulator: Emulator) -> None:
+    """GET /_emulator/faults and Emulator.pending_faults list what waits, in order."""
+    emulator.inject(Fault.drop_after(2), times=3)
+    emulator.inject(Fault.http(429, "slow down", headers={"Retry-After": "1"}, target="token"))
+    assert emulator.pending_faults == [
+        (Fault.drop_after(2), 3),
+        (Fault.http(429, "slow down", headers={"Retry-After": "1"}, target="token"), 1),
+    ]
+    listed = http.get("/_emulator/faults").json()
+    assert listed == [
+        {"kind": "drop_after", "after": 2, "times": 3},
+        {
+            "kind": "http",
+            "target": "token",
+            "status": 429,
+            "body": "slow down",
+            "content_type": "text/html",
+            "headers": {"Retry-After": "1"},
+            "times": 1,
+        },
+    ]
+    # The listed form posts back as the same faults.
+    http.delete("/_emulator/faults")
+    assert http.post("/_emulator/faults", json=listed).status_code == 200
+    assert emulator.pending_faults == [
+        (Fault.drop_after(2), 3),
+        (Fault.http(429, "slow down", headers={"Retry-After": "1"}, target="token"), 1),
+    ]

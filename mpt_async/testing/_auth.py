@@ -31,6 +31,20 @@ def _parse_timestamp(text: str) -> float | None:
     return when.replace(tzinfo=_dt.timezone.utc).timestamp()
 
 
+def _expiration(text: str) -> int | None:
+    # ASCII digits only ("²" is a digit to str.isdigit() but not to int()), and short.
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        return None
+    expiration = int(text)
+    return expiration if 0 < expiration <= MAX_EXPIRATION else None
+
+
+def _signed_headers(signed_field: str, headers: Mapping[str, str]) -> list[str]:
+    if signed_field:
+        return signed_field.split(";")
+    return [*BAIDU_DEFAULT_SIGNED, *(h for h in headers if h.startswith("x-bce-"))]
+
+
 def verify_signature(
     authorization: str,
     *,
@@ -58,17 +72,12 @@ def verify_signature(
     _, access_key, timestamp, expiration_text, signed_field, signature = parts
     secret_key = keys.get(access_key)
     signed_at = _parse_timestamp(timestamp)
-    if secret_key is None or signed_at is None or not expiration_text.isdigit():
-        return False
-    expiration = int(expiration_text)
-    if not 0 < expiration <= MAX_EXPIRATION:
+    expiration = _expiration(expiration_text)
+    if secret_key is None or signed_at is None or expiration is None:
         return False
     if now > signed_at + expiration or signed_at > now + MAX_CLOCK_SKEW:
         return False
-    if signed_field:
-        signed = signed_field.split(";")
-    else:
-        signed = [*BAIDU_DEFAULT_SIGNED, *(h for h in headers if h.startswith("x-bce-"))]
+    signed = _signed_headers(signed_field, headers)
     # Baidu refuses a signature that does not cover the Host it was sent to.
     if "host" not in (name.strip().lower() for name in signed):
         return False

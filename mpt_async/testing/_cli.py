@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -22,14 +23,18 @@ __all__ = ["DEFAULT_PORT", "add_emulator_parser", "main", "run_emulator"]
 DEFAULT_PORT = 8866
 _DESCRIPTION = (
     "Run a local emulator of Baidu Qianfan's MPT-30B-instruct API in the foreground "
-    "(loopback only; Ctrl-C stops it). Credentials come from QIANFAN_AK/QIANFAN_SK and "
-    "QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY when set, else documented defaults."
+    "(on loopback unless --host says otherwise; Ctrl-C stops it). Credentials come from "
+    "QIANFAN_AK/QIANFAN_SK and QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY when set, else "
+    "documented defaults."
 )
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--host", default="127.0.0.1", help="loopback address to listen on (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; anything but loopback (e.g. 0.0.0.0 in a container) is"
+        " reachable by others and gets a warning (default: %(default)s)",
     )
     parser.add_argument(
         "--port",
@@ -153,21 +158,34 @@ def run_emulator(args: argparse.Namespace) -> int:
         print(f"error: {exc}; install mpt-async[emulator]", file=sys.stderr)
         return 1
     try:
-        emulator = Emulator(
-            host=args.host,
-            port=args.port,
-            token_ttl=args.token_ttl,
-            stream_chunks=args.stream_chunks,
-            chunk_delay=args.chunk_delay,
-            endpoints=args.endpoints,
-            qps=getattr(args, "qps", None),
-            rpm=getattr(args, "rpm", None),
-            tpm=getattr(args, "tpm", None),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            emulator = _build(Emulator, args)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
         emulator.start()
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
         return 1
+    return _serve(emulator)
+
+
+def _build(emulator_class: Any, args: argparse.Namespace) -> Any:
+    return emulator_class(
+        host=args.host,
+        port=args.port,
+        token_ttl=args.token_ttl,
+        stream_chunks=args.stream_chunks,
+        chunk_delay=args.chunk_delay,
+        endpoints=args.endpoints,
+        qps=getattr(args, "qps", None),
+        rpm=getattr(args, "rpm", None),
+        tpm=getattr(args, "tpm", None),
+    )
+
+
+def _serve(emulator: Any) -> int:
+    """Serve until Ctrl-C or SIGTERM, then stop."""
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():

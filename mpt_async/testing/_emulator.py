@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from mpt_async.testing._app import CHAT_PREFIX, TOKEN_PATH, EmulatorApp
+from mpt_async.testing._config import Config, check_int, check_number
 from mpt_async.testing._faults import Fault
-from mpt_async.testing._server import ServerThread, check_loopback
-from mpt_async.testing._state import (
-    Config,
-    EmulatorState,
-    EmulatorStats,
-    RecordedRequest,
-    check_chunk_delay,
-)
+from mpt_async.testing._records import RECORD_BYTES, EmulatorStats, RecordedRequest
+from mpt_async.testing._script import ScriptedReply
+from mpt_async.testing._server import DEFAULT_IDLE_TIMEOUT, ServerThread, check_host
+from mpt_async.testing._state import EmulatorState
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
@@ -53,8 +50,16 @@ class Emulator:
     ``QIANFAN_ACCESS_KEY``/``QIANFAN_SECRET_KEY`` when set, else from the
     ``DEFAULT_*`` constants.
 
+    Attributes:
+        host: The address listened on.
+        api_key: The API Key the token endpoint accepts.
+        secret_key: Its Secret Key.
+        access_key: The IAM access key accepted in ``bce-auth-v1`` signatures.
+        secret_access_key: Its secret key.
+
     Args:
-        host: A loopback address to listen on.
+        host: The address to listen on: loopback by default; any other address (for a
+            container, say) works with a warning, since the emulator has no security.
         port: The port; 0 picks a free one.
         api_key: The API Key the token endpoint accepts.
         secret_key: Its Secret Key.
@@ -65,7 +70,12 @@ class Emulator:
         chunk_delay: Seconds between two stream chunks (changeable while running).
         endpoints: The endpoint names served; ``None`` serves any name, others get
             error 336005.
-        max_records: How many recent requests :attr:`requests` keeps.
+        max_records: How many recent requests :attr:`requests` keeps (at most 1,000,000).
+        max_record_bytes: The memory budget of those requests: their bodies count twice
+            (the bytes and the decoded JSON) plus their headers; the oldest go first.
+        idle_timeout: Seconds a connection may wait for (the rest of) its next request
+            before the emulator closes it: idle keep-alive connections and half-sent
+            requests alike.
         qps: Chat calls accepted per second (a bucket of one second's worth, refilled
             continuously); beyond it, error 18. ``None``: no limit.
         rpm: Chat calls accepted per ``rate_window``; beyond it, error 336501.
@@ -77,8 +87,14 @@ class Emulator:
     ``-Tokens``, like Qianfan's. Limits change at run time with :meth:`set_rate_limits`.
 
     Raises:
-        ValueError: A non-loopback host, or a setting out of range.
+        ValueError: A setting out of range.
     """
+
+    host: str
+    api_key: str
+    secret_key: str
+    access_key: str
+    secret_access_key: str
 
     def __init__(
         self,
@@ -94,16 +110,14 @@ class Emulator:
         chunk_delay: float = 0.0,
         endpoints: Iterable[str] | None = None,
         max_records: int = 10_000,
+        max_record_bytes: int = RECORD_BYTES,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         qps: float | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
         rate_window: float = 60.0,
     ) -> None:
-        check_loopback(host)
-        if not token_ttl > 0:
-            msg = "token_ttl must be positive"
-            raise ValueError(msg)
-        check_chunk_delay(chunk_delay)
+        check_host(host)
         self.host = host
         self.api_key = _pick(api_key, "QIANFAN_AK", DEFAULT_API_KEY)
         self.secret_key = _pick(secret_key, "QIANFAN_SK", DEFAULT_SECRET_KEY)
@@ -111,7 +125,8 @@ class Emulator:
         self.secret_access_key = _pick(
             secret_access_key, "QIANFAN_SECRET_KEY", DEFAULT_SECRET_ACCESS_KEY
         )
-        self._requested_port = port
+        self._requested_port = check_int("port", port, 0, 65535)
+        self._idle_timeout = check_number("idle_timeout", idle_timeout, 0.001, 86400)
         self._port: int | None = None
         self._state = EmulatorState(
             api_keys={self.api_key: self.secret_key},
@@ -119,14 +134,15 @@ class Emulator:
             token_ttl=token_ttl,
             config=Config(
                 stream_chunks=stream_chunks,
-                chunk_delay=float(chunk_delay),
+                chunk_delay=chunk_delay,
                 qps=qps,
                 rpm=rpm,
                 tpm=tpm,
                 rate_window=rate_window,
             ),
             endpoints=endpoints,
-            max_records=max_records,
+            max_records=check_int("max_records", max_records, 0, 1_000_000),
+            record_bytes=check_int("max_record_bytes", max_record_bytes, 0, 2**40),
         )
         self._server: ServerThread | None = None
 
@@ -150,7 +166,9 @@ class Emulator:
         if self._server is not None:
             msg = "the emulator is already running"
             raise RuntimeError(msg)
-        server = ServerThread(EmulatorApp(self._state), self.host, self._requested_port)
+        server = ServerThread(
+            EmulatorApp(self._state), self.host, self._requested_port, self._idle_timeout
+        )
         server.start()
         self._state.open_connections = server.open_connections
         self._server = server
@@ -304,11 +322,57 @@ class Emulator:
         """Drop every queued fault."""
         self._state.clear_faults()
 
+    @property
+    def pending_faults(self) -> list[tuple[Fault, int]]:
+        """The queued faults, oldest first, each with how many requests it still hits."""
+        return self._state.pending_faults()
+
+    def add_reply(
+        self,
+        reply: str | Sequence[str],
+        *,
+        usage: Mapping[str, int] | None = None,
+        need_clear_history: bool = False,
+        ban_round: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Queue the answer of the next ``times`` accepted chat calls (FIFO).
+
+        A call is accepted once it passes auth, the body rules and the rate limits;
+        faults still apply (a ``flag`` fault wins over the reply). Without a scripted
+        reply, the answer is derived from the question.
+
+        Args:
+            reply: The answer. One string is the whole answer (a stream cuts it into
+                ``stream_chunks`` pieces); a list of strings is streamed one per chunk,
+                and joined for a non-stream call.
+            usage: ``prompt_tokens`` and/or ``completion_tokens`` to report instead of
+                the counted ones.
+            need_clear_history: Flag the answer, like Baidu's moderation does.
+            ban_round: The flagged round (with ``need_clear_history``; default -1).
+            times: How many calls get this answer.
+
+        Raises:
+            ValueError: A bad or oversized argument (nothing is queued then).
+        """
+        built = ScriptedReply.build(
+            reply, usage=usage, need_clear_history=need_clear_history, ban_round=ban_round
+        )
+        self._state.add_reply(built, times)
+
+    def clear_replies(self) -> None:
+        """Drop every queued scripted reply."""
+        self._state.clear_replies()
+
     def issue_token(self, ttl: float | None = None) -> str:
         """Mint a valid access token without calling the token endpoint.
 
         Args:
-            ttl: Lifetime in seconds; ``None`` uses ``token_ttl``.
+            ttl: Lifetime in seconds (negative: already expired); ``None`` uses
+                ``token_ttl``.
+
+        Raises:
+            ValueError: ``ttl`` is not a number within ten years either way.
         """
         return self._state.issue_token(ttl)
 
@@ -365,5 +429,5 @@ class Emulator:
         self._state.configure(rates=rates)
 
     def reset(self) -> None:
-        """Forget faults, counters, records and tokens, and restore the start settings."""
+        """Forget faults, replies, counters, records and tokens; restore the start settings."""
         self._state.reset()

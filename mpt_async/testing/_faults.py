@@ -13,12 +13,25 @@ the next matching request consumes it. Faults act at one of two moments:
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-__all__ = ["Fault", "FaultKind", "Phase", "Target"]
+from mpt_async.testing._config import MAX_STREAM_CHUNKS, check_int, check_number
+
+__all__ = ["MAX_STALL", "Fault", "FaultKind", "Phase", "Target"]
+
+#: The longest stall, in seconds (a stall also ends when its client hangs up).
+MAX_STALL = 3600.0
+#: The longest message or body of a fault, in characters.
+MAX_TEXT = 1_000_000
+#: The most extra headers of an ``http`` fault, and the longest header value.
+MAX_HEADERS = 100
+MAX_HEADER = 8192
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_INT32 = 2**31 - 1
 
 
 class FaultKind(str, enum.Enum):
@@ -68,10 +81,46 @@ def _target(value: Target | str) -> Target:
         raise ValueError(msg) from None
 
 
-def _non_negative(name: str, value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or value < 0):
-        msg = f"{name} must be a non-negative number"
+def _seconds(value: object) -> float:
+    return check_number("seconds", value, 0, MAX_STALL)
+
+
+def _after(value: object) -> int:
+    return check_int("after", value, 0, MAX_STREAM_CHUNKS)
+
+
+def _text(name: str, value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+        msg = f"{name} must be a string of at most {MAX_TEXT} characters"
         raise ValueError(msg)
+
+
+def _header_value(name: str, value: object) -> str:
+    """A header value as it can go on the wire: latin-1 text without CR, LF or NUL."""
+    text = str(value)
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        msg = f"{name} must be latin-1 text"
+        raise ValueError(msg) from None
+    if any(c in text for c in "\r\n\0") or len(text) > MAX_HEADER:
+        msg = f"{name} must be one line of at most {MAX_HEADER} characters"
+        raise ValueError(msg)
+    return text
+
+
+def _headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    items = tuple((headers or {}).items())
+    if len(items) > MAX_HEADERS:
+        msg = f"at most {MAX_HEADERS} headers"
+        raise ValueError(msg)
+    pairs = []
+    for name, value in items:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            msg = f"header name {name!r:.40} is not an HTTP token"
+            raise ValueError(msg)
+        pairs.append((name, _header_value(f"header {name}", value)))
+    return tuple(pairs)
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -142,6 +191,8 @@ class Fault:
         if not isinstance(code, int) or isinstance(code, bool):
             msg_ = "code must be an int"
             raise TypeError(msg_)
+        check_int("code", code, -_INT32, _INT32)
+        _text("msg", msg)
         return cls(kind=FaultKind.ERROR, target=_target(target), code=code, msg=msg)
 
     @classmethod
@@ -164,18 +215,20 @@ class Fault:
             target: The endpoint to hit.
 
         Raises:
-            ValueError: ``status`` is out of range.
+            ValueError: ``status`` is out of range, a header that cannot go on the wire
+                (not latin-1, or with CR or LF), or an oversized body.
         """
         if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
             msg = "status must be an int in 100..599"
             raise ValueError(msg)
+        _text("body", body)
         return cls(
             kind=FaultKind.HTTP,
             target=_target(target),
             status=status,
             body=_HTML.format(status=status) if body is None else body,
-            content_type=content_type,
-            headers=tuple((str(k), str(v)) for k, v in (headers or {}).items()),
+            content_type=_header_value("content_type", content_type),
+            headers=_headers(headers),
         )
 
     @classmethod
@@ -200,12 +253,14 @@ class Fault:
             target: The endpoint to hit (``after`` needs ``"chat"``).
 
         Raises:
-            ValueError: A negative number, or ``after`` with target ``"token"``.
+            ValueError: ``seconds`` not in ``[0, MAX_STALL]``, ``after`` not an int in
+                ``[0, 10000]``, or ``after`` with target ``"token"``.
         """
-        _non_negative("seconds", seconds)
-        _non_negative("after", after)
         fault = cls(
-            kind=FaultKind.STALL, target=_target(target), seconds=float(seconds), after=after
+            kind=FaultKind.STALL,
+            target=_target(target),
+            seconds=_seconds(seconds),
+            after=None if after is None else _after(after),
         )
         if after is not None and fault.target is Target.TOKEN:
             msg = "a stall with 'after' needs a streaming chat request"
@@ -213,17 +268,21 @@ class Fault:
         return fault
 
     @classmethod
-    def drop_after(cls, n: int) -> Fault:
-        """Send ``n`` stream chunks, then abort the connection mid-stream.
+    def drop_after(cls, after: int | None = None, *, n: int | None = None) -> Fault:
+        """Send ``after`` stream chunks, then abort the connection mid-stream.
 
         Args:
-            n: Chunks sent before the connection is cut.
+            after: Chunks sent before the connection is cut.
+            n: The former name of ``after`` (kept as an alias).
 
         Raises:
-            ValueError: ``n`` is negative.
+            ValueError: Neither or both of ``after`` and ``n``, or not an int in
+                ``[0, 10000]``.
         """
-        _non_negative("after", n)
-        return cls(kind=FaultKind.DROP_AFTER, after=n)
+        if (after is None) == (n is None):
+            msg = "drop_after needs after= (or its old name n=), once"
+            raise ValueError(msg)
+        return cls(kind=FaultKind.DROP_AFTER, after=_after(after if n is None else n))
 
     @classmethod
     def malformed(cls, after: int = 0) -> Fault:
@@ -235,10 +294,9 @@ class Fault:
             after: Good chunks sent before the broken line.
 
         Raises:
-            ValueError: ``after`` is negative.
+            ValueError: ``after`` is not an int in ``[0, 10000]``.
         """
-        _non_negative("after", after)
-        return cls(kind=FaultKind.MALFORMED, after=after)
+        return cls(kind=FaultKind.MALFORMED, after=_after(after))
 
     @classmethod
     def no_end(cls) -> Fault:
@@ -268,14 +326,26 @@ class Fault:
         if not isinstance(ban_round, int) or isinstance(ban_round, bool):
             msg = "ban_round must be an int"
             raise TypeError(msg)
+        check_int("ban_round", ban_round, -1, _INT32)
         return cls(kind=FaultKind.FLAG, ban_round=ban_round)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as :meth:`from_dict` reads it (only what was set)."""
+        data: dict[str, Any] = {"kind": self.kind.value}
+        if self.target is not Target.CHAT:  # only the faults that take a target can differ
+            data["target"] = self.target.value
+        for field in attrs.fields(Fault)[2:]:
+            value = getattr(self, field.name)
+            if value is not None and value != ():
+                data[field.name] = dict(value) if field.name == "headers" else value
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
         """Build a fault from its JSON form, e.g. ``{"kind": "error", "code": 18}``.
 
         The keys besides ``kind`` are the keyword arguments of the matching class
-        method (``drop_after`` takes ``after``).
+        method; :meth:`to_dict` gives this form back.
 
         Args:
             data: The decoded JSON object.
@@ -289,8 +359,6 @@ class Fault:
         if maker is None:
             msg = f"unknown fault kind {kind!r}; expected one of {sorted(_MAKERS)}"
             raise ValueError(msg)
-        if kind == FaultKind.DROP_AFTER.value and "after" in args:
-            args["n"] = args.pop("after")
         try:
             return maker(**args)
         except TypeError as exc:

@@ -60,19 +60,11 @@ class Quota:
         code: int | None = None
         level = 0.0
         if qps is not None:
-            capacity = max(float(qps), 1.0)
-            level = capacity if self._level is None else self._level + (now - self._level_at) * qps
-            level = min(level, capacity)
-            self._level, self._level_at = level, now
+            level = self._refill(qps, now)
             if level < 1.0 - 1e-9:
                 code = _errors.QPS_LIMIT
-        requests = self._requests
-        while requests and requests[0] <= now - window:
-            requests.popleft()
-        used = self._tokens
-        while used and used[0][0] <= now - window:
-            self._token_sum -= used.popleft()[1]
-        if code is None and rpm is not None and len(requests) >= rpm:
+        self._forget_before(now - window)
+        if code is None and rpm is not None and len(self._requests) >= rpm:
             code = _errors.RPM_LIMIT
         if code is None and tpm is not None and self._token_sum + tokens > tpm:
             code = _errors.TPM_LIMIT
@@ -80,15 +72,36 @@ class Quota:
             if qps is not None:
                 self._level = level - 1.0
             if rpm is not None:
-                requests.append(now)
+                self._requests.append(now)
             if tpm is not None:
-                used.append((now, tokens))
+                self._tokens.append((now, tokens))
                 self._token_sum += tokens
+        return code, self._headers(rpm, tpm)
+
+    def _refill(self, qps: float, now: float) -> float:
+        """The QPS bucket's level now (it holds one second's worth, at least one call)."""
+        capacity = max(float(qps), 1.0)
+        level = capacity if self._level is None else self._level + (now - self._level_at) * qps
+        level = min(level, capacity)
+        self._level, self._level_at = level, now
+        return level
+
+    def _forget_before(self, start: float) -> None:
+        """Drop the calls and tokens counted before ``start`` (out of the window)."""
+        requests = self._requests
+        while requests and requests[0] <= start:
+            requests.popleft()
+        used = self._tokens
+        while used and used[0][0] <= start:
+            self._token_sum -= used.popleft()[1]
+
+    def _headers(self, rpm: int | None, tpm: int | None) -> RateHeaders:
         headers: RateHeaders = []
         if rpm is not None:
+            remaining = max(0, rpm - len(self._requests))
             headers.append((b"x-ratelimit-limit-requests", b"%d" % rpm))
-            headers.append((b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - len(requests))))
+            headers.append((b"x-ratelimit-remaining-requests", b"%d" % remaining))
         if tpm is not None:
             headers.append((b"x-ratelimit-limit-tokens", b"%d" % tpm))
             headers.append((b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - self._token_sum)))
-        return code, headers
+        return headers

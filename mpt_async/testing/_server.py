@@ -11,34 +11,100 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
+if TYPE_CHECKING:
+    import uvicorn
 
-__all__ = ["ServerThread", "check_loopback"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "ServerThread", "check_host", "is_loopback"]
 
+#: Seconds a connection may wait for (the rest of) its next request.
+DEFAULT_IDLE_TIMEOUT = 15.0
 _START_TIMEOUT = 10.0
 _STOP_GRACE = 5.0
 
 
-def check_loopback(host: str) -> None:
-    """Refuse to listen anywhere but loopback: the emulator has no real security.
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: object) -> None:
+    """Warn about listening anywhere but loopback: the emulator has no real security.
 
     Args:
         host: The address to listen on.
 
     Raises:
-        ValueError: ``host`` is not a loopback address.
+        TypeError: ``host`` is not a string.
     """
-    if host == "localhost":
-        return
+    if not isinstance(host, str):
+        msg = "host must be a string"
+        raise TypeError(msg)
+    if not is_loopback(host):
+        msg = (
+            f"the emulator listens on {host!r}, beyond loopback: anyone who can reach it"
+            " may use its credentials and controls"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+class _RequestDeadline:
+    """Mixed into uvicorn's HTTP protocol: close a connection whose next request is late.
+
+    The deadline starts when the connection opens and after each response, and holds
+    until the request (head and body) has fully arrived. Unlike uvicorn's keep-alive
+    timer, bytes trickling in do not reset it, so neither an idle connection nor a
+    half-sent request is kept forever.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+    timeout_keep_alive: float
+    _deadline: asyncio.TimerHandle | None = None
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.timeout_keep_alive, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        cycle = self.cycle
+        waiting = cycle is None or cycle.response_complete or cycle.more_body
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+def _protocol() -> type[asyncio.Protocol]:
+    """The fastest HTTP protocol of uvicorn (httptools, else h11), with a deadline."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is None or not address.is_loopback:
-        msg = f"the emulator listens on loopback only (e.g. 127.0.0.1), not {host!r}"
-        raise ValueError(msg)
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # pragma: no cover - httptools comes with the emulator extra
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
+    return type("EmulatorHTTPProtocol", (_RequestDeadline, base), {})
 
 
 class ServerThread:
@@ -46,12 +112,15 @@ class ServerThread:
 
     Args:
         app: The ASGI application.
-        host: A loopback address.
+        host: The address (see :func:`check_host`).
         port: The port, or 0 for a free one.
+        idle_timeout: Seconds a connection may wait for (the rest of) its next request.
     """
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        check_loopback(host)
+    def __init__(
+        self, app: Any, host: str, port: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    ) -> None:
+        self._idle_timeout = idle_timeout
         self._app = app
         self._host = host
         self._port = port
@@ -102,15 +171,17 @@ class ServerThread:
             sock.close()
             raise
         self._socket = sock
+        import uvicorn  # the emulator extra, needed only once a server starts
+
         config = uvicorn.Config(
             self._app,
-            http="auto",  # httptools when installed, else h11
+            http=_protocol(),
             ws="none",
             lifespan="off",
             log_level="warning",
             log_config=None,  # leave the host program's logging alone
             access_log=False,
-            timeout_keep_alive=15,
+            timeout_keep_alive=self._idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

@@ -102,3 +102,40 @@ async def features(client: Client) -> None:
     shared: mpt_async.TokenStore = mpt_async.MemoryTokenStore()
     print(shared)
     await limited.aclose()
+
+
+async def batch_results(client: Client) -> None:
+    async with client.batch(["a", "b"], temperature=0.5) as results:
+        async for item in results:
+            if item.ok:  # narrows for mypy (pyright narrows `item.ok is True` instead)
+                text: str = item.response.result  # pyright: ignore[reportOptionalMemberAccess]
+                print(text)
+            else:
+                error: mpt_async.MPTError = item.error  # pyright: ignore[reportAssignmentType]
+                print(error)
+            if item.error is None:  # narrows for mypy and pyright alike
+                print(item.response.result)
+            if item.ok is True:  # so does this
+                print(item.response.result)
+            if isinstance(item, mpt_async.BatchSuccess):
+                print(item.response.usage.total_tokens)
+    outcome: mpt_async.BatchResult = mpt_async.BatchFailure(0, "a", error=mpt_async.MPTError())
+    print(outcome.ok)
+
+
+async def typed_options(client: Client) -> None:
+    options: mpt_async.ChatOptions = {"temperature": 0.5, "stop": ["END"]}
+    messages: list[mpt_async.MessageDict] = [{"role": "user", "content": "Hi"}]
+    await client.chat(messages, **options)
+    await client.chat(messages, timeout=5, top_k=None)
+    conv = mpt_async.Conversation(client, max_chars=1000, **options)
+    await conv.ask("Hi", top_p=0.9)
+    print(mpt_async.TimeoutLike, mpt_async.Role)
+
+
+async def mistakes_are_caught(client: Client) -> None:
+    await client.chat([{"rol": "user", "content": "Hi"}])  # type: ignore[list-item]
+    await client.chat([{"role": "system", "content": "Hi"}])  # type: ignore[list-item]
+    Message("system", "Hi")  # type: ignore[arg-type]
+    await client.chat([Message("user", "Hi")], temprature=0.5)  # type: ignore[call-arg]
+    await client.chat([Message("user", "Hi")], top_k="3")  # type: ignore[arg-type]
