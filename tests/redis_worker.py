@@ -2,7 +2,8 @@
 
 Run as ``python -m tests.redis_worker CONFIG_JSON``. It prints ``ready`` once connected,
 waits for a line on stdin, calls for ``seconds`` with ``concurrency`` callers, and prints
-a JSON summary: calls answered, calls refused, other errors.
+a JSON summary: calls answered (and when, by the host's monotonic clock), calls refused,
+other errors.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ def _skew(seconds: float) -> None:
     time.time = lambda: real() + seconds
 
 
-async def _work(config: dict[str, Any]) -> dict[str, int]:
+async def _work(config: dict[str, Any]) -> dict[str, Any]:
     store = mpt_async.RedisStore(config["url"], prefix=config["prefix"])
     limits = mpt_async.RateLimits(qps=config["qps"], adopt_server_limits=False, shared=store)
-    counts = {"answered": 0, "refused": 0, "failed": 0}
+    counts: dict[str, Any] = {"answered": 0, "refused": 0, "failed": 0, "times": []}
     async with (
         store,
         mpt_async.Client(
@@ -51,6 +52,7 @@ async def _work(config: dict[str, Any]) -> dict[str, int]:
                     counts["failed"] += 1
                 else:
                     counts["answered"] += 1
+                    counts["times"].append(time.monotonic())
 
         with anyio.move_on_after(config["seconds"]):
             async with anyio.create_task_group() as tg:

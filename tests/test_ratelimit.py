@@ -391,18 +391,24 @@ async def test_rate_limit_refusal_holds_back_other_calls(emulator: Emulator) -> 
     emulator.inject(Fault.http(429, headers={"Retry-After": "0.3"}))
     limits = RateLimits(qps=1000, adopt_server_limits=False)
     async with limited(emulator, limits, max_retries=1) as client:
+        limiter = client._transport.limiter
+        assert limiter is not None
         waited: list[float] = []
+        remaining: list[float] = []
 
         async def other() -> None:
-            await until(lambda: len(chat_requests(emulator)) >= 1)
+            # From the moment the refusal has been read (not merely sent): event order.
+            await until(lambda: limiter._paused_until > 0)
             start = anyio.current_time()
+            remaining.append(limiter._paused_until - start)
             await client.chat(HI)
             waited.append(anyio.current_time() - start)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.chat, HI)
             tg.start_soon(other)
-    assert waited[0] >= 0.2
+    assert remaining[0] > 0  # it was held back by the 429 (by up to 0.3 s)
+    assert waited[0] >= remaining[0] - 0.01
     assert emulator.stats.error_responses == 0  # the 429 came from an injected HTTP fault
     assert len(chat_requests(emulator)) == 3
 
