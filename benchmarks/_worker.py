@@ -197,6 +197,10 @@ def run(spec: dict) -> dict:
     if spec["task"] == "many_streams":
         raise_open_files_limit()
         return _run_async(spec.get("runtime", "asyncio"), functools.partial(_many_streams, spec))
+    if spec["task"] == "telemetry":
+        from benchmarks import _telemetry
+
+        return _telemetry.worker(spec)
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 

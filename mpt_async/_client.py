@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
+from anyio.lowlevel import RunVar
 
-from mpt_async import _converter
+from mpt_async import _converter, _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
     AccessTokenAuth,
@@ -30,8 +31,8 @@ from mpt_async._options import ChatOptions, check_names
 from mpt_async._ratelimit import RateLimits
 from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._transport import CallOptions, Transport
-from mpt_async._validate import check_instance, check_int, check_str, refuse
+from mpt_async._transport import CallOptions, OpenStream, Transport
+from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -127,6 +128,43 @@ def _check_rate_limits(value: object) -> RateLimits | None:
     return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
 
 
+#: A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``).
+_RUN: RunVar[object] = RunVar("mpt_async.run")
+
+
+class _LoopGuard:
+    """Remembers the event loop a client first called in: its connections belong to it."""
+
+    def __init__(self) -> None:
+        self._run: object | None = None
+
+    def check(self) -> None:
+        """Refuse a call made in another event loop than the first call's.
+
+        Raises:
+            ConfigurationError: The client was first used in another event loop.
+        """
+        try:
+            run = _RUN.get()
+        except LookupError:
+            run = object()
+            _RUN.set(run)
+        if self._run is None:
+            self._run = run
+        elif run is not self._run:
+            msg = (
+                "this Client was first used in another event loop (each asyncio.run() or "
+                "trio.run() is one), and its connections belong to that loop: make one "
+                "Client per event loop, e.g. inside the function you run"
+            )
+            raise ConfigurationError(msg)
+
+
+def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off."""
+    return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
+
+
 @attrs.frozen
 class _Call:
     """One call, ready to go: where it goes, its body, and the request loop's options."""
@@ -159,6 +197,8 @@ class Client:
             used with :class:`AccessTokenAuth`.
         rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
             made by :meth:`with_options`); ``None`` limits nothing.
+        telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
+            (the ``otel`` extra); ``False`` turns it off (for the copies too).
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -177,6 +217,7 @@ class Client:
         max_connections: int = 100,
         token_store: TokenStore | None = None,
         rate_limits: RateLimits | None = None,
+        telemetry: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         auth = _check_auth(auth)
@@ -203,6 +244,7 @@ class Client:
                 http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
             )
         self._endpoint = endpoint
+        self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
             http=http_client,
             owns_http=owns_http,
@@ -214,6 +256,7 @@ class Client:
             else new_limiter(rate_limits, base_url, auth, endpoint),
         )
         self._is_copy = False
+        self._loop = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
@@ -307,13 +350,28 @@ class Client:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
         return _Call(self._endpoint, _converter.encode_request(request), options)
 
-    async def _send(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatResponse:
+    async def _send(
+        self,
+        request: ChatRequest,
+        timeout: TimeoutLike | None,  # noqa: ASYNC109 - the per-call bounds, not a deadline
+    ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout)
-        data, info = await self._transport.chat(call.endpoint, call.body, call.options)
-        reply = _converter.structure(data, ChatResponse, status_code=200)
+        self._loop.check()
+        observer = self._observe(call.endpoint, request)
+        try:
+            data, info = await self._transport.chat(
+                call.endpoint, call.body, call.options, observer
+            )
+            reply = _converter.structure(data, ChatResponse, status_code=200)
+        except BaseException as exc:
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        if observer is not None:
+            observer.succeeded(reply, reply.result)
         if info is not None:
             set_rate_limit(reply, info)
         return reply
@@ -321,8 +379,18 @@ class Client:
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
         """A stream for a ``stream`` request, sent when the stream is entered."""
         call = self._prepare(request, timeout)
-        transport = self._transport
-        return ChatStream(lambda: transport.open_stream(call.endpoint, call.body, call.options))
+        transport, loop = self._transport, self._loop
+
+        async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
+            loop.check()
+            return await transport.open_stream(call.endpoint, call.body, call.options, observer)
+
+        return ChatStream(opener, lambda: self._observe(call.endpoint, request))
+
+    def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
+        """Start following a call for telemetry; ``None`` when it is off or not installed."""
+        server = self._server
+        return None if server is None else _telemetry.observe(endpoint, server, request)
 
     # -- the public calls ----------------------------------------------------------------
 
@@ -330,7 +398,8 @@ class Client:
         self,
         messages: Iterable[MessageLike],
         *,
-        timeout: TimeoutLike | None = None,
+        # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
+        timeout: TimeoutLike | None = None,  # noqa: ASYNC109
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.

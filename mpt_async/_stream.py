@@ -22,6 +22,10 @@ __all__ = ["ChatStream"]
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from mpt_async._telemetry import CallObserver
+
+    Opener = Callable[[CallObserver | None], Awaitable[OpenStream]]
+
 #: How long to wait for the body's end after the last chunk before giving up on reuse.
 _DRAIN_LIMIT = 1.0
 
@@ -40,8 +44,13 @@ class ChatStream:
     Nothing is retried once a chunk has been handed over.
     """
 
-    def __init__(self, opener: Callable[[], Awaitable[OpenStream]]) -> None:
-        self._opener: Callable[[], Awaitable[OpenStream]] | None = opener
+    def __init__(
+        self, opener: Opener, observe: Callable[[], CallObserver | None] | None = None
+    ) -> None:
+        self._opener: Opener | None = opener
+        self._observe = observe
+        #: Follows the call for telemetry, from the stream's opening to its end.
+        self._observer: CallObserver | None = None
         self._response: httpx.Response | None = None
         self._reader: EventReader | None = None
         self._first: dict[str, Any] | None = None
@@ -67,6 +76,8 @@ class ChatStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._observer is not None:
+            self._observer.left(exc)
         await self.aclose()
 
     def __aiter__(self) -> Self:
@@ -82,8 +93,12 @@ class ChatStream:
                 data, self._first = self._first, None
             else:
                 data = await self._next_data()
+                if self._observer is not None:
+                    self._observer.chunk()
             chunk = self._accept(data)
-        except BaseException:
+        except BaseException as exc:
+            if self._observer is not None:
+                self._observer.failed(exc)
             await self.aclose()
             raise
         if chunk.is_end:
@@ -95,6 +110,8 @@ class ChatStream:
         ticket, last = self._ticket, self._last
         if ticket is not None and last is not None:
             ticket.settle(last.usage.total_tokens, last.usage.prompt_tokens)
+        if self._observer is not None and last is not None:
+            self._observer.succeeded(last, self.text)
         reader = self._reader
         if reader is not None:
             # The body ends right after the last event; a server that keeps it open
@@ -111,6 +128,9 @@ class ChatStream:
         """Stop reading and release the connection; safe to call more than once."""
         self._done = True
         self._opener = None
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.closed_early()  # nothing if it has ended already
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
             ticket.finish()  # without is_end, the tokens used stay an estimate
@@ -181,7 +201,15 @@ class ChatStream:
             if self._reader is None:
                 raise StreamError("the stream was closed before it started")
             return
-        opened = await opener()
+        observer = self._observer = self._observe() if self._observe is not None else None
+        try:
+            opened = await opener(observer)
+        except BaseException as exc:
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        if observer is not None:
+            observer.first_chunk()
         if self._done:  # closed while opening (a cancelled task): give the connection back
             if opened.ticket is not None:
                 opened.ticket.finish()

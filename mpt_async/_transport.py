@@ -43,6 +43,7 @@ from mpt_async._timeouts import Timeouts
 from mpt_async._token import TokenCache
 
 if TYPE_CHECKING:
+    from mpt_async._telemetry import CallObserver
     from mpt_async._token_store import TokenStore
 
 __all__ = [
@@ -193,15 +194,18 @@ class Transport:
     # -- the loop ---------------------------------------------------------------------
 
     async def _run(
-        self, attempt: Callable[[Ticket | None], Awaitable[T]], options: CallOptions, size: int
+        self,
+        attempt: Callable[[Ticket | None], Awaitable[T]],
+        options: CallOptions,
+        size: int,
+        observer: CallObserver | None,
     ) -> T:
         retries = 0
         refreshed = False
-        limiter = self.limiter
         while True:
             # Every attempt (a retry, a replay) waits for its place under the rate limits,
             # before it is sent: the wait is not part of the request's timeouts.
-            ticket = None if limiter is None else await limiter.acquire(size)
+            ticket = await self._place(size, observer)
             try:
                 return await self._attempt(attempt, ticket)
             except _Failed as failure:
@@ -211,14 +215,18 @@ class Transport:
                     refreshed = True
                     if failure.token is not None:
                         self.tokens.invalidate(failure.token)
+                    if observer is not None:
+                        observer.token_refused(error)
                     logger.debug("access token refused (%s); refreshing, replaying once", error)
                     continue
                 if action is Action.RETRY and retries < options.max_retries:
                     delay = options.backoff.delay(retries, failure.retry_after)
                     retries += 1
-                    if limiter is not None and isinstance(error, RateLimitError):
+                    if self.limiter is not None and isinstance(error, RateLimitError):
                         # Over the service's quota: every call of this client holds back.
-                        limiter.pause(delay)
+                        self.limiter.pause(delay)
+                    if observer is not None:
+                        observer.retry(retries, delay, error)
                     logger.debug(
                         "retry %d of %d in %.2fs after: %s",
                         retries,
@@ -229,6 +237,15 @@ class Transport:
                     await anyio.sleep(delay)
                     continue
                 raise error from failure.__cause__
+
+    async def _place(self, size: int, observer: CallObserver | None) -> Ticket | None:
+        """Wait for the attempt's place under the rate limits, if there are any."""
+        limiter = self.limiter
+        if limiter is None:
+            return None
+        if observer is None:
+            return await limiter.acquire(size)
+        return await observer.rate_limit_wait(limiter.acquire(size))
 
     @staticmethod
     async def _attempt(
@@ -263,12 +280,16 @@ class Transport:
         return info
 
     async def chat(
-        self, endpoint: str, body: bytes, options: CallOptions
+        self,
+        endpoint: str,
+        body: bytes,
+        options: CallOptions,
+        observer: CallObserver | None = None,
     ) -> tuple[Any, RateLimitInfo | None]:
         """Send a non-stream call; return the parsed success body and the quota announced."""
 
         async def attempt(ticket: Ticket | None) -> tuple[Any, RateLimitInfo | None]:
-            request, token = await self._request(endpoint, body, options, stream=False)
+            request, token = await self._request(endpoint, body, options, observer, stream=False)
             try:
                 response = await self.http.send(request)
             except httpx.TransportError as exc:
@@ -279,13 +300,19 @@ class Transport:
                 ticket.settle(*counts)
             return data, info
 
-        return await self._run(attempt, options, len(body))
+        return await self._run(attempt, options, len(body), observer)
 
-    async def open_stream(self, endpoint: str, body: bytes, options: CallOptions) -> OpenStream:
+    async def open_stream(
+        self,
+        endpoint: str,
+        body: bytes,
+        options: CallOptions,
+        observer: CallObserver | None = None,
+    ) -> OpenStream:
         """Send a stream call; return it once its first chunk has arrived."""
 
         async def attempt(ticket: Ticket | None) -> OpenStream:
-            request, token = await self._request(endpoint, body, options, stream=True)
+            request, token = await self._request(endpoint, body, options, observer, stream=True)
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -302,7 +329,7 @@ class Transport:
                 if not handed_over:
                     await aclose_response(response)
 
-        return await self._run(attempt, options, len(body))
+        return await self._run(attempt, options, len(body), observer)
 
     async def _first_chunk(self, response: httpx.Response, token: str | None) -> OpenStream:
         try:
@@ -388,7 +415,13 @@ class Transport:
     # -- authentication -----------------------------------------------------------------
 
     async def _request(
-        self, endpoint: str, body: bytes, options: CallOptions, *, stream: bool
+        self,
+        endpoint: str,
+        body: bytes,
+        options: CallOptions,
+        observer: CallObserver | None,
+        *,
+        stream: bool,
     ) -> tuple[httpx.Request, str | None]:
         """Build one attempt's request, authenticated afresh."""
         auth = self.auth
@@ -397,7 +430,12 @@ class Transport:
         if isinstance(auth, FixedTokenAuth):
             token = auth.access_token
         elif self.tokens is not None:
-            token = await self.tokens.get(lambda: self._fetch_token(options))
+            if observer is None:
+                token = await self.tokens.get(lambda: self._fetch_token(options))
+            else:
+                token = await self.tokens.get(
+                    lambda: observer.token_fetch(self._fetch_token(options))
+                )
         if token is not None:
             params = {"access_token": token}
         request = self.http.build_request(

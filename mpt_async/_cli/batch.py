@@ -37,6 +37,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
+import anyio
 import attrs
 
 from mpt_async._batch import BatchInput
@@ -50,11 +51,10 @@ from mpt_async._cli.service import (
     add_service_options,
     client_options,
     run_service_command,
-    sampling_params,
 )
 from mpt_async._client import Client
 from mpt_async._codes import Failure, failure_of, record_code
-from mpt_async._models import ChatRequest, Message
+from mpt_async._options import ChatOptions, options_from
 
 __all__ = ["add_batch_parser", "run_batch_command"]
 
@@ -117,17 +117,18 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 @attrs.frozen
 class _Plan:
-    """The checked files, and what an earlier run already did."""
+    """The checked files and options, and what an earlier run already did."""
 
     input: str
     output: str
     resume: Resume
+    options: ChatOptions
+    concurrency: int
 
 
 def _prepare(args: argparse.Namespace) -> _Plan:
     """Check the options and files, and repair the output, before any network I/O."""
-    # Check the command line's sampling options against the API's rules now.
-    ChatRequest(messages=[Message("user", "?")], **sampling_params(args))
+    options = options_from(args)  # checked against the API's rules now
     try:
         with open(args.input, "rb"):
             pass
@@ -149,18 +150,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         again = f", {resume.retried} to try again after a transient error" if resume.retried else ""
         done = resume.records - resume.retried
         note(f"resuming {args.output}: {done} lines done by an earlier run{again}")
-    return _Plan(args.input, args.output, resume)
-
-
-def _with_defaults(value: object, defaults: dict[str, Any]) -> Any:
-    """A line's request, with the command line's options where the line sets none."""
-    if isinstance(value, str):
-        return {"messages": [{"role": "user", "content": value}], **defaults}
-    if isinstance(value, list):
-        return {"messages": value, **defaults}
-    if isinstance(value, dict):
-        return {**defaults, **value}
-    return value  # the batch reports its wrong shape
+    return _Plan(args.input, args.output, resume, options, args.concurrency)
 
 
 def _count_to_do(path: str, resume: Resume) -> int:
@@ -200,10 +190,11 @@ class _Inputs:
         self._state.counts.failed += 1
         self._state.progress.update(self._state.counts)
 
-    def requests(self, defaults: dict[str, Any]) -> Iterator[BatchInput]:
+    def requests(self) -> Iterator[BatchInput]:
         indexes = itertools.count()
         for number, raw in read_lines(self._source):
             if raw is not None and not raw.strip():
+                self._state.counts.blank += 1
                 continue
             status = self._resume.get(number)
             if status != TODO:
@@ -216,7 +207,7 @@ class _Inputs:
                 self._fail(number, bad.code, bad.message)
                 continue
             self.lines[next(indexes)] = number
-            yield _with_defaults(value, defaults)
+            yield value  # type: ignore[misc] # the batch reports a wrong shape
 
 
 def _decode(raw: bytes | None) -> object:
@@ -226,10 +217,10 @@ def _decode(raw: bytes | None) -> object:
     return decode(raw)
 
 
-async def _send(client: Client, inputs: _Inputs, args: argparse.Namespace, state: _Run) -> None:
+async def _send(client: Client, inputs: _Inputs, plan: _Plan, state: _Run) -> None:
     """Send every line and write each answer or error as it completes."""
-    requests = inputs.requests(sampling_params(args))
-    async with client.batch(requests, concurrency=args.concurrency) as results:
+    batch = client.batch(inputs.requests(), concurrency=plan.concurrency, **plan.options)
+    async with batch as results:
         async for item in results:
             number = inputs.lines.pop(item.index)
             if item.response is not None:
@@ -247,8 +238,8 @@ async def _run(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]
     counts = Counts()
     total = _count_to_do(plan.input, plan.resume) if _show_progress(args) else None
     progress = Progress(sys.stderr, total)
-    options = client_options(args, connection)
-    options["max_connections"] = max(100, args.concurrency)
+    settings = client_options(args, connection)
+    settings["max_connections"] = max(100, plan.concurrency)
     # Local files, used synchronously on purpose: each record is written whole, before the
     # next, so a run killed at any moment keeps every answer it has printed.
     with (
@@ -257,11 +248,11 @@ async def _run(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]
     ):
         state = _Run(Writer(out), counts, progress)
         inputs = _Inputs(source, plan.resume, state)
-        async with Client(**options) as client:
+        async with Client(**settings) as client:
             stopped = True
             try:
                 progress.update(counts, force=True)
-                await _send(client, inputs, args, state)
+                await _send(client, inputs, plan, state)
                 stopped = False
             finally:
                 progress.close(counts)
@@ -279,4 +270,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         The exit status: 0 when every line has an answer, 1 if any failed (or the service
         or the network stopped the run), 2 for bad options or files, 130 after Ctrl-C.
     """
-    return run_service_command(args, _prepare, _run)
+    return run_service_command(args, _prepare, _run_to_the_end)
+
+
+def _run_to_the_end(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]) -> int:
+    return anyio.run(_run, args, plan, connection)

@@ -1,7 +1,9 @@
 """The ``chat`` command: ``python -m mpt_async chat "Please introduce The Great Wall"``.
 
 It streams the answer to standard output as it arrives. Without a prompt it holds a
-multi-round conversation over standard input; with ``-`` it reads one prompt from there.
+multi-round conversation over standard input (:mod:`.terminal` reads the lines, with line
+editing and history on a terminal); Ctrl-C during an answer stops that answer only, and the
+conversation goes on without that round. With ``-`` it reads one prompt from there.
 With no credentials in the environment (or with ``--emulator``) it starts the embedded
 emulator from :mod:`mpt_async.testing` and talks to that.
 
@@ -12,13 +14,14 @@ configuration or validation error, 130 after Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import sys
 import threading
 from typing import Any, TextIO
 
 import anyio
-from anyio.from_thread import BlockingPortal
+import attrs
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from mpt_async._cli.common import EXIT_OK, UsageError, error_line, exit_code, note
 from mpt_async._cli.service import (
@@ -26,16 +29,18 @@ from mpt_async._cli.service import (
     add_service_options,
     client_options,
     run_service_command,
-    sampling_params,
 )
+from mpt_async._cli.terminal import LineReader
 from mpt_async._client import Client
 from mpt_async._conversation import Conversation
 from mpt_async._exceptions import AuthenticationError, ConfigurationError, MPTError
 from mpt_async._models import ChatRequest, Message, Usage
+from mpt_async._options import ChatOptions, options_from
 
 __all__ = ["add_chat_parser", "run_chat"]
 
-_EXIT_WORDS = frozenset({"/exit", "/quit"})
+#: How long a stopped answer may take to close its stream (a second Ctrl-C cuts it short).
+_STOP_WAIT = 10.0
 
 
 def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -53,7 +58,9 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Ask MPT-30B-instruct a question and print the answer as it arrives. Without "
             "PROMPT, chat over standard input, one question per line, keeping the history, "
-            "until end of input, an empty line or /exit. Credentials come from "
+            "until end of input (Ctrl-D), an empty line or /exit; on a terminal, lines can "
+            "be edited, the up arrow recalls earlier questions, and Ctrl-C stops the answer "
+            "in progress. Credentials come from "
             "QIANFAN_AK/QIANFAN_SK, QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY or "
             "QIANFAN_ACCESS_TOKEN (and QIANFAN_BASE_URL); with none set, the embedded "
             "emulator answers instead."
@@ -163,68 +170,81 @@ def _report(answer: _Answer, args: argparse.Namespace) -> None:
         _print_usage(answer.usage)
 
 
-async def _read_line(portal: BlockingPortal) -> str:
-    """Read one line of standard input without blocking the event loop.
+def _round(
+    portal: BlockingPortal,
+    conv: Conversation,
+    question: str,
+    args: argparse.Namespace,
+    out: _Output,
+) -> int:
+    """Ask one question in the event loop's thread; Ctrl-C here stops this answer only."""
+    finished = threading.Event()
 
-    The read runs in a daemon thread, so Ctrl-C (which cancels the main task) never
-    waits for the user to press Enter, and exiting never waits for that thread.
-    """
-    done = anyio.Event()
-    box: list[str] = []
-
-    def deliver(line: str) -> None:
-        box.append(line)
-        done.set()
-
-    def read() -> None:
+    async def ask() -> _Answer:
         try:
-            line = sys.stdin.readline()
-        except (OSError, ValueError, UnicodeDecodeError):
-            line = ""
-        with contextlib.suppress(Exception):
-            portal.call(deliver, line)
+            return await _ask(conv, question, args, out)
+        finally:
+            finished.set()
 
-    threading.Thread(target=read, name="mpt_async stdin", daemon=True).start()
-    await done.wait()
-    return box[0]
+    future = portal.start_task_soon(ask)
+    try:
+        answer = future.result()
+    except KeyboardInterrupt:
+        future.cancel()  # the conversation keeps nothing of a cancelled round
+        finished.wait(_STOP_WAIT)  # a second Ctrl-C ends the session
+        out.end_line()
+        note("answer stopped; ask again, or end with an empty line or Ctrl-D")
+        return EXIT_OK
+    except (AuthenticationError, ConfigurationError):
+        raise
+    except MPTError as exc:
+        out.end_line()
+        print(error_line(exc), file=sys.stderr, flush=True)
+        return exit_code(exc)
+    _report(answer, args)
+    if answer.flagged:
+        note("note: the service flagged the conversation; its history is cleared")
+    return EXIT_OK
 
 
-async def _converse(client: Client, args: argparse.Namespace, out: _Output) -> int:
-    """Chat round after round over standard input; the worst exit status of the rounds."""
-    tty = sys.stdin.isatty()
-    if tty:
-        note("chatting; an empty line, /exit or end of input (Ctrl-D) ends it")
-    # The conversation drops the oldest rounds past 4,800 characters; a flagged answer ends
-    # the session's history altogether, as the service advises.
-    conv = Conversation(client, clear_on_flag=True, **sampling_params(args))
+def _converse(args: argparse.Namespace, options: ChatOptions, connection: dict[str, Any]) -> int:
+    """Chat round after round over standard input; the worst exit status of the rounds.
+
+    Questions are read in this (the main) thread, where Ctrl-C lands; the calls run in an
+    event loop in another thread, so Ctrl-C during an answer can stop just that answer.
+    """
+    reader = LineReader(sys.stdin, sys.stdout, sys.stderr)
+    if reader.interactive:
+        note("chatting; Ctrl-C stops an answer; an empty line, /exit or Ctrl-D ends the chat")
+    out = _Output(sys.stdout)
     status = EXIT_OK
-    async with BlockingPortal() as portal:
-        while True:
-            if tty:
-                print("> ", end="", file=sys.stderr, flush=True)
-            line = await _read_line(portal)
-            question = line.strip()
-            if not question or question in _EXIT_WORDS:
-                if tty and not line:
-                    print(file=sys.stderr)
-                break
-            try:
-                answer = await _ask(conv, question, args, out)
-            except (AuthenticationError, ConfigurationError):
-                raise
-            except MPTError as exc:
-                out.end_line()
-                print(error_line(exc), file=sys.stderr, flush=True)
-                status = max(status, exit_code(exc))
-                continue
-            _report(answer, args)
-            if answer.flagged:
-                note("note: the service flagged the conversation; its history is cleared")
+    try:
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(Client(**client_options(args, connection))) as client,
+        ):
+            # The conversation drops the oldest rounds past 4,800 characters; a flagged
+            # answer ends the session's history altogether, as the service advises.
+            conv = portal.call(
+                functools.partial(Conversation, client, clear_on_flag=True, **options)
+            )
+            while (question := reader.question()) is not None:
+                status = max(status, _round(portal, conv, question, args, out))
+    finally:
+        out.end_line()
     return status
 
 
-def _read_prompt(args: argparse.Namespace) -> str | None:
-    """The one-shot question (``None`` for interactive mode), checked before any I/O."""
+@attrs.frozen
+class _Plan:
+    """The one-shot question (``None`` for a conversation) and the checked options."""
+
+    prompt: str | None
+    options: ChatOptions
+
+
+def _prepare(args: argparse.Namespace) -> _Plan:
+    """Read and check the question and the options, before any I/O."""
     prompt: str | None = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read().strip()
@@ -234,18 +254,25 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     elif prompt is not None and not prompt.strip():
         msg = "the prompt is empty"
         raise UsageError(msg)
-    # Check every option against the API's rules now, before starting anything.
-    ChatRequest(messages=[Message("user", prompt or "?")], **sampling_params(args))
-    return prompt
+    options = options_from(args)
+    if prompt is not None:
+        ChatRequest(messages=[Message("user", prompt)], **options)
+    return _Plan(prompt, options)
 
 
-async def _chat(args: argparse.Namespace, prompt: str | None, connection: dict[str, Any]) -> int:
+def _chat(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]) -> int:
+    if plan.prompt is None:
+        return _converse(args, plan.options, connection)
+    return anyio.run(_answer_once, args, plan.prompt, plan.options, connection)
+
+
+async def _answer_once(
+    args: argparse.Namespace, prompt: str, options: ChatOptions, connection: dict[str, Any]
+) -> int:
     out = _Output(sys.stdout)
     try:
         async with Client(**client_options(args, connection)) as client:
-            if prompt is None:
-                return await _converse(client, args, out)
-            answer = await _ask(Conversation(client, **sampling_params(args)), prompt, args, out)
+            answer = await _ask(Conversation(client, **options), prompt, args, out)
             _report(answer, args)
             if answer.flagged:
                 note("note: the service flagged this input (need_clear_history)")
@@ -263,4 +290,4 @@ def run_chat(args: argparse.Namespace) -> int:
     Returns:
         The exit status: 0, 1 (service or network), 2 (usage or validation), 130 (Ctrl-C).
     """
-    return run_service_command(args, _read_prompt, _chat)
+    return run_service_command(args, _prepare, _chat)

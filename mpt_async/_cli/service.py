@@ -12,10 +12,8 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-
-import anyio
 
 from mpt_async._auth import AccessTokenAuth, base_url_from_env
 from mpt_async._cli.argtypes import int_at_least, positive_number
@@ -36,7 +34,6 @@ __all__ = [
     "add_token_cache_options",
     "client_options",
     "run_service_command",
-    "sampling_params",
     "token_store_from_args",
 ]
 
@@ -45,7 +42,9 @@ _T = TypeVar("_T")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """Add the ``sampling`` options, ``--temperature`` to ``--user-id`` (:func:`sampling_params`).
+    """Add the ``sampling`` options, ``--temperature`` to ``--user-id``.
+
+    They are read (and checked) by :func:`mpt_async._options.options_from`.
 
     Args:
         parser: The sub-command's parser.
@@ -153,16 +152,6 @@ def token_store_from_args(
         return None  # no home directory: run without the cache
 
 
-def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling options given on the command line, as ``Client.chat`` keywords.
-
-    Args:
-        args: Parsed by a parser given :func:`add_sampling_options`.
-    """
-    names = ("temperature", "top_k", "top_p", "penalty_score", "stop", "user_id")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
 def _use_emulator(args: argparse.Namespace) -> bool:
     return bool(args.emulator) or not any(os.environ.get(name) for name in CREDENTIAL_VARS)
 
@@ -217,15 +206,16 @@ def client_options(args: argparse.Namespace, connection: dict[str, Any]) -> dict
 def run_service_command(
     args: argparse.Namespace,
     prepare: Callable[[argparse.Namespace], _T],
-    command: Callable[[argparse.Namespace, _T, dict[str, Any]], Awaitable[int]],
+    command: Callable[[argparse.Namespace, _T, dict[str, Any]], int],
 ) -> int:
     """Run a command that talks to the service, with ``chat``'s credentials and errors.
 
     ``prepare(args)`` checks the command's input first, before any network I/O. Then the
     service is chosen as for ``chat`` (the embedded emulator without credentials or with
     ``--emulator``; else the environment's credentials, ``--base-url`` and the token
-    cache), and ``command(args, prepared, connection)`` runs under anyio; it makes its
-    client with ``Client(**client_options(args, connection))``.
+    cache), and ``command(args, prepared, connection)`` runs (its calls under anyio, with
+    ``anyio.run`` or a blocking portal); it makes its client with
+    ``Client(**client_options(args, connection))``.
 
     Args:
         args: Parsed by a parser given :func:`add_service_options`.
@@ -250,7 +240,7 @@ def run_service_command(
                 # Not for the embedded emulator: its tokens end with it.
                 if (store := token_store_from_args(args, args.base_url)) is not None:
                     connection["token_store"] = store
-            return anyio.run(command, args, prepared, connection)
+            return command(args, prepared, connection)
     except KeyboardInterrupt:
         if sys.stderr.isatty():
             print(file=sys.stderr)  # leave the shell's prompt on a line of its own
