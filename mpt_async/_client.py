@@ -26,7 +26,7 @@ from mpt_async._auth import (
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._limiter import new_limiter
-from mpt_async._models import ChatRequest, ChatResponse, MessageLike, set_rate_limit
+from mpt_async._models import ChatRequest, ChatResponse, MessageLike
 from mpt_async._options import ChatOptions, check_names
 from mpt_async._ratelimit import RateLimits
 from mpt_async._stream import ChatStream
@@ -362,18 +362,13 @@ class Client:
         self._loop.check()
         observer = self._observe(call.endpoint, request)
         try:
-            data, info = await self._transport.chat(
-                call.endpoint, call.body, call.options, observer
-            )
-            reply = _converter.structure(data, ChatResponse, status_code=200)
+            reply = await self._transport.chat(call.endpoint, call.body, call.options, observer)
         except BaseException as exc:
             if observer is not None:
                 observer.failed(exc)
             raise
         if observer is not None:
             observer.succeeded(reply, reply.result)
-        if info is not None:
-            set_rate_limit(reply, info)
         return reply
 
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from mpt_async import _models
 from mpt_async._exceptions import MalformedResponseError
@@ -25,6 +25,7 @@ from mpt_async._models import ChatChunk, ChatRequest, Usage
 
 __all__ = [
     "CONVERTER",
+    "chunk_structurer",
     "decode_json",
     "dumps",
     "encode_request",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+#: Integers in replies are 64-bit: a larger one is not a count the service could mean.
+_INT_LIMIT = 2**63
 
 
 def _exact(kind: type[Any]) -> Any:
@@ -46,6 +51,14 @@ def _exact(kind: type[Any]) -> Any:
         raise TypeError(f"expected {name}, got {type(value).__name__}")
 
     return structure_exact
+
+
+def _structure_int(value: object, _: object) -> int:
+    if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    if type(value) is int:
+        raise TypeError("expected a 64-bit int, got a larger one")
+    raise TypeError(f"expected int, got {type(value).__name__}")
 
 
 def _structure_float(value: object, _: object) -> float:
@@ -71,8 +84,9 @@ def make_converter(*, strict: bool = False, detailed: bool = False) -> cattrs.Co
         # Every optional request field defaults to None (stream to False): omitted unless set.
         omit_if_default=True,
     )
-    for kind in (int, str, bool):
+    for kind in (str, bool):
         converter.register_structure_hook(kind, _exact(kind))
+    converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook_factory(attrs.has, _structure_factory)
     converter.register_unstructure_hook_factory(attrs.has, _unstructure_factory)
@@ -89,7 +103,9 @@ def _resolve(cls: type[Any]) -> None:
 
 def _structure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
     _resolve(cls)
-    return make_dict_structure_fn(cls, converter)
+    # Fields marked ``local`` (a response's rate_limit) come from the headers, never a body.
+    local = {f.name: override(omit=True) for f in attrs.fields(cls) if f.metadata.get("local")}
+    return make_dict_structure_fn(cls, converter, **local)  # type: ignore[arg-type]
 
 
 def _unstructure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
@@ -104,11 +120,10 @@ _USAGE_KEYS = frozenset(field.name for field in attrs.fields(Usage))
 
 
 def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
-    """A hand-written structuring of stream chunks, the one type structured per sentence.
+    """A hand-written structuring of stream chunks (the one type structured per sentence).
 
-    It checks exactly what cattrs' generated hook checks (every type, exactly), in one
-    function instead of a call per field. On any failure ``structure`` asks the detailed
-    converter where the problem is, so error messages are the same as everywhere else.
+    It checks what cattrs' generated hook checks, in one function instead of a call per
+    field; on failure, ``structure`` asks the detailed converter where the problem is.
     """
 
     def structure_chunk(data: Any, _: Any) -> ChatChunk:
@@ -116,11 +131,8 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
         if strict and not (data.keys() <= _CHUNK_KEYS and usage.keys() <= _USAGE_KEYS):
             extra = (data.keys() - _CHUNK_KEYS) | (usage.keys() - _USAGE_KEYS)
             raise cattrs.ForbiddenExtraKeysError("", ChatChunk, set(extra))
-        prompt, completion, total = (
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
-            usage["total_tokens"],
-        )
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        total = usage["total_tokens"]
         id_, object_, result = data["id"], data["object"], data["result"]
         created, sentence_id, is_end = data["created"], data["sentence_id"], data["is_end"]
         truncated = data.get("is_truncated", False)
@@ -130,6 +142,8 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
             type(prompt) is int
             and type(completion) is int
             and type(total) is int
+            and -_INT_LIMIT < total < _INT_LIMIT
+            and -_INT_LIMIT < prompt < _INT_LIMIT
             and type(id_) is str
             and type(object_) is str
             and type(result) is str
@@ -200,15 +214,21 @@ def encode_request(request: ChatRequest, converter: cattrs.Converter | None = No
     return dumps(data)
 
 
+def chunk_structurer() -> Callable[[Any, Any], ChatChunk]:
+    """The current converter's structuring hook for stream chunks (called once per sentence)."""
+    hook: Callable[[Any, Any], ChatChunk] = CONVERTER.get_structure_hook(ChatChunk)
+    return hook
+
+
 def decode_json(content: bytes | str, *, status_code: int | None = None) -> Any:
     """Parse a reply body.
 
     Raises:
-        MalformedResponseError: If the body is not JSON.
+        MalformedResponseError: If the body is not JSON, or nested too deeply to parse.
     """
     try:
         return loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         snippet = (
             content[:80] if isinstance(content, str) else content[:80].decode(errors="replace")
         )
@@ -238,7 +258,15 @@ def structure(
         return (converter or CONVERTER).structure(data, cls)
     except cattrs.ForbiddenExtraKeysError as exc:
         problem = f"unknown fields {sorted(exc.extra_fields)}"
-    except (KeyError, TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+        cattrs.BaseValidationError,
+    ):
         # e.g. a nested object that is null or a list: find and name the place.
         problem = _explain(data, cls)
     request_id = data.get("id")
@@ -258,6 +286,6 @@ def _explain(data: dict[str, Any], cls: type[Any]) -> str:
         _explainer.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         return "; ".join(cattrs.transform_error(exc))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pragma: no cover
-        return repr(exc)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError):
+        return "invalid value"  # pragma: no cover
     return "invalid value"  # pragma: no cover - the fast path and the explainer disagree

@@ -39,7 +39,6 @@ __all__ = [
     "Role",
     "TokenGrant",
     "Usage",
-    "set_rate_limit",
     "to_messages",
 ]
 
@@ -215,13 +214,8 @@ class ChatResponse:
     need_clear_history: bool = False
     ban_round: int | None = None
     usage: Usage
-    # Not an __init__ argument, so the converter never reads it from a body.
-    rate_limit: RateLimitInfo | None = attrs.field(default=None, init=False, eq=False)
-
-
-def set_rate_limit(response: ChatResponse, info: RateLimitInfo) -> None:
-    """Attach a reply's quota to a response that was just built (and not yet handed out)."""
-    object.__setattr__(response, "rate_limit", info)
+    # "local": the converter never reads it from a body.
+    rate_limit: RateLimitInfo | None = attrs.field(default=None, eq=False, metadata={"local": True})
 
 
 @attrs.frozen(kw_only=True)

@@ -1,7 +1,9 @@
 """Splitting a ``text/event-stream`` body into its ``data:`` payloads, without decoding text.
 
 Payloads stay bytes: ``json.loads`` takes bytes, and skipping the str round trip is what
-keeps per-chunk cost close to a bare line loop.
+keeps per-chunk cost close to a bare line loop. A line is held until its end arrives, in
+pieces joined once (a long line costs linear time); once more than :data:`MAX_LINE_BYTES` of
+one line are held, the stream is refused.
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator
 
-__all__ = ["BadLine", "EventReader"]
+__all__ = ["MAX_LINE_BYTES", "BadLine", "EventReader"]
+
+#: The longest line a stream may send (a chunk's JSON is a few hundred bytes).
+MAX_LINE_BYTES = 1024 * 1024
 
 _IGNORED_FIELDS = (b":", b"event:", b"id:", b"retry:")
 
 
 class BadLine(ValueError):
-    """A line that is neither a ``data:`` line, an SSE field, nor blank."""
+    """A line that is neither a ``data:`` line, an SSE field, nor blank, or one too long."""
 
 
 class EventReader:
@@ -25,12 +30,15 @@ class EventReader:
         chunks: The response body as it arrives.
     """
 
-    __slots__ = ("_buffer", "_chunks", "_eof", "_ready")
+    __slots__ = ("_chunks", "_eof", "_held", "_pieces", "ready")
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self._chunks = chunks
-        self._buffer = b""
-        self._ready: deque[bytes] = deque()
+        #: The start of a line whose end has not arrived yet, in pieces.
+        self._pieces: list[bytes] = []
+        self._held = 0
+        #: Payloads received and not yet taken.
+        self.ready: deque[bytes] = deque()
         self._eof = False
 
     async def next_payload(self) -> bytes | None:
@@ -39,28 +47,54 @@ class EventReader:
         Raises:
             BadLine: For a line that is not part of an event stream.
         """
-        ready = self._ready
+        ready = self.ready
         while not ready:
-            if self._eof:
+            if not await self.fill():
                 return None
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                self._eof = True
-                tail, self._buffer = self._buffer, b""
-                self._take(tail)
-                continue
-            lines = (self._buffer + chunk).split(b"\n") if self._buffer else chunk.split(b"\n")
-            self._buffer = lines.pop()
-            for line in lines:
-                if line[:5] == b"data:":  # the common case, inline: it runs per sentence
-                    ready.append(line[5:].strip())
-                elif line:
-                    self._take(line)
         return ready.popleft()
 
+    async def fill(self) -> bool:
+        """Read what the body has next into :attr:`ready`; ``False`` once it has ended.
+
+        Raises:
+            BadLine: For a line that is not part of an event stream, or too long.
+        """
+        if self._eof:
+            return bool(self.ready)
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._eof = True
+            tail, self._pieces, self._held = b"".join(self._pieces), [], 0
+            self._take(tail)
+            return bool(self.ready)
+        if b"\n" not in chunk:
+            self._hold(chunk)
+            return True
+        if self._pieces:
+            chunk = b"".join(self._pieces) + chunk
+            self._pieces, self._held = [], 0
+        lines = chunk.split(b"\n")
+        self._hold(lines.pop())
+        ready = self.ready
+        for line in lines:
+            if line[:5] == b"data:":  # the common case, inline: it runs per sentence
+                ready.append(line[5:].strip())
+            elif line:
+                self._take(line)
+        return True
+
+    def _hold(self, piece: bytes) -> None:
+        if piece:
+            self._held += len(piece)
+            if self._held > MAX_LINE_BYTES:
+                raise BadLine(f"a line longer than {MAX_LINE_BYTES} bytes")
+            self._pieces.append(piece)
+
     def _take(self, line: bytes) -> None:
+        if len(line) > MAX_LINE_BYTES:
+            raise BadLine(f"a line longer than {MAX_LINE_BYTES} bytes")
         if line.startswith(b"data:"):
-            self._ready.append(line[5:].strip())
+            self.ready.append(line[5:].strip())
         elif line.strip() and not line.startswith(_IGNORED_FIELDS):
             raise BadLine(line[:80].decode(errors="replace"))

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
-from mpt_async import _converter
-from mpt_async._exceptions import MalformedResponseError, StreamError
+from mpt_async._exceptions import MPTError, StreamError
 from mpt_async._limiter import Ticket
-from mpt_async._models import ChatChunk, ChatResponse, Usage, set_rate_limit
+from mpt_async._models import ChatChunk, ChatResponse, Usage
 from mpt_async._ratelimit import RateLimitInfo
-from mpt_async._sse import BadLine, EventReader
-from mpt_async._transport import OpenStream, aclose_response, envelope_error, transport_error
+from mpt_async._reply import ChunkDecoder, scrub, whole_stream
 
 __all__ = ["ChatStream"]
 
@@ -23,6 +20,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from mpt_async._telemetry import CallObserver
+    from mpt_async._transport import OpenStream
 
     Opener = Callable[[CallObserver | None], Awaitable[OpenStream]]
 
@@ -51,8 +49,7 @@ class ChatStream:
         self._observe = observe
         #: Follows the call for telemetry, from the stream's opening to its end.
         self._observer: CallObserver | None = None
-        self._response: httpx.Response | None = None
-        self._reader: EventReader | None = None
+        self._decoder: ChunkDecoder | None = None
         self._first: dict[str, Any] | None = None
         self._parts: list[str] = []
         self._last: ChatChunk | None = None
@@ -60,10 +57,10 @@ class ChatStream:
         self._done = False
         self._ticket: Ticket | None = None
         self._rate_limit: RateLimitInfo | None = None
-        self._structure = _converter.CONVERTER.get_structure_hook(ChatChunk)
+        self._secrets: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        state = "finished" if self._done else "open" if self._response else "not started"
+        state = "finished" if self._done else "open" if self._decoder else "not started"
         return f"<ChatStream {state}, {len(self._parts)} chunks>"
 
     async def __aenter__(self) -> Self:
@@ -87,20 +84,25 @@ class ChatStream:
         if self._done:
             raise StopAsyncIteration
         try:
-            if self._reader is None:
-                await self._open()
+            decoder = self._decoder or await self._opened()
             if self._first is not None:
                 data, self._first = self._first, None
             else:
-                data = await self._next_data()
+                data = await decoder.next_data()
                 if self._observer is not None:
                     self._observer.chunk()
-            chunk = self._accept(data)
+            chunk = decoder.chunk(data)
         except BaseException as exc:
+            if isinstance(exc, MPTError):
+                scrub(exc, self._secrets)  # cuts the chain too
             if self._observer is not None:
                 self._observer.failed(exc)
             await self.aclose()
             raise
+        self._parts.append(chunk.result)
+        self._last = chunk
+        if chunk.need_clear_history and self._flagged is None:
+            self._flagged = chunk
         if chunk.is_end:
             await self._finish()
         return chunk
@@ -112,16 +114,12 @@ class ChatStream:
             ticket.settle(last.usage.total_tokens, last.usage.prompt_tokens)
         if self._observer is not None and last is not None:
             self._observer.succeeded(last, self.text)
-        reader = self._reader
-        if reader is not None:
+        decoder = self._decoder
+        if decoder is not None:
             # The body ends right after the last event; a server that keeps it open
             # only costs its connection, never the caller's time.
             with anyio.move_on_after(_DRAIN_LIMIT):
-                try:
-                    while await reader.next_payload() is not None:
-                        pass  # anything after is_end is not part of the answer
-                except (httpx.TransportError, BadLine):
-                    pass
+                await decoder.drain()
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -134,9 +132,9 @@ class ChatStream:
         ticket, self._ticket = self._ticket, None
         if ticket is not None:
             ticket.finish()  # without is_end, the tokens used stay an estimate
-        response, self._response = self._response, None
-        if response is not None:
-            await aclose_response(response)
+        decoder = self._decoder
+        if decoder is not None:
+            await decoder.body.aclose()
 
     # -- what callers commonly want ---------------------------------------------------
 
@@ -178,27 +176,20 @@ class ChatStream:
             raise StreamError(
                 "the stream was closed before its last chunk", received=len(self._parts)
             )
-        flagged = self._flagged
-        response = ChatResponse(
-            id=last.id,
-            object=last.object,
-            created=last.created,
-            result=self.text,
-            is_truncated=last.is_truncated,
-            need_clear_history=flagged is not None,
-            ban_round=flagged.ban_round if flagged is not None else None,
-            usage=last.usage,
-        )
-        if self._rate_limit is not None:
-            set_rate_limit(response, self._rate_limit)
-        return response
+        return whole_stream(last, self.text, self._flagged, self._rate_limit)
 
     # -- reading ----------------------------------------------------------------------
+
+    async def _opened(self) -> ChunkDecoder:
+        await self._open()
+        if self._decoder is None:  # closed while opening
+            raise StopAsyncIteration
+        return self._decoder
 
     async def _open(self) -> None:
         opener, self._opener = self._opener, None
         if opener is None:
-            if self._reader is None:
+            if self._decoder is None:
                 raise StreamError("the stream was closed before it started")
             return
         observer = self._observer = self._observe() if self._observe is not None else None
@@ -213,67 +204,7 @@ class ChatStream:
         if self._done:  # closed while opening (a cancelled task): give the connection back
             if opened.ticket is not None:
                 opened.ticket.finish()
-            await aclose_response(opened.response)
+            await opened.decoder.body.aclose()
             return
-        self._response, self._reader, self._first = opened.response, opened.reader, opened.first
+        self._decoder, self._first, self._secrets = opened.decoder, opened.first, opened.secrets
         self._ticket, self._rate_limit = opened.ticket, opened.rate_limit
-
-    def _reject(self, data: Any, received: int) -> NoReturn:
-        """Raise the error a non-chunk deserves: the API's error, or a StreamError."""
-        if isinstance(data, dict) and "error_code" in data:
-            response = self._response
-            _, error = envelope_error(
-                data,
-                status_code=response.status_code if response is not None else None,
-                request_id=None,
-            )
-            raise error
-        try:
-            _converter.structure(data, ChatChunk)
-        except MalformedResponseError as exc:
-            raise StreamError(
-                f"chunk {received} is malformed: {exc.error_msg}", received=received
-            ) from None
-        raise StreamError(f"chunk {received} is malformed", received=received)  # pragma: no cover
-
-    async def _next_data(self) -> Any:
-        reader = self._reader
-        assert reader is not None
-        received = len(self._parts)
-        try:
-            payload = await reader.next_payload()
-        except httpx.TransportError as exc:
-            raise transport_error(exc, f"after {received} chunks") from exc
-        except BadLine as exc:
-            raise StreamError(
-                f"malformed line after {received} chunks: {exc}", received=received
-            ) from None
-        if payload is None:
-            raise StreamError(
-                f"the stream ended after {received} chunks without is_end", received=received
-            )
-        try:
-            return _converter.loads(payload)
-        except ValueError:
-            raise StreamError(
-                f"chunk {received} is not JSON: {payload[:80]!r}", received=received
-            ) from None
-
-    def _accept(self, data: Any) -> ChatChunk:
-        received = len(self._parts)
-        try:
-            # The hot path: one call per sentence, straight to the converter's hook.
-            chunk: ChatChunk = self._structure(data, ChatChunk)
-        except Exception:  # noqa: BLE001 - anything but a chunk: find out what it is
-            self._reject(data, received)
-        if chunk.sentence_id != received:
-            what = "repeats" if chunk.sentence_id < received else "skips to"
-            raise StreamError(
-                f"sentence_id {what} {chunk.sentence_id} where {received} was due",
-                received=received,
-            )
-        self._parts.append(chunk.result)
-        self._last = chunk
-        if chunk.need_clear_history and self._flagged is None:
-            self._flagged = chunk
-        return chunk

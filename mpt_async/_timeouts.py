@@ -1,20 +1,31 @@
 """How long to wait, for a model that may think for minutes.
 
-A ``read`` timeout bounds an idle gap (no bytes arriving), not the whole call.
+What counts is answers and chunks, not bytes: a server that trickles bytes (blank lines,
+SSE comments, one byte at a time) is cut off by the same bounds as one that stays silent.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 import httpx
 
 from mpt_async._validate import check_number, is_number, refuse
 
-__all__ = ["DEFAULT_TIMEOUTS", "TimeoutLike", "Timeouts", "as_timeouts"]
+__all__ = ["DEFAULT_TIMEOUTS", "DEFAULT_TOTAL", "TimeoutLike", "Timeouts", "as_timeouts"]
+
+#: A call's default total deadline: 10 minutes, retries included.
+DEFAULT_TOTAL = 600.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     check_number(value, f"Timeouts.{attribute.name}", low=0, low_open=True, unit=" of seconds")
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_number(value, f"Timeouts.{attribute.name}", low=0, low_open=True, unit=" of seconds")
 
 
 @attrs.frozen
@@ -25,8 +36,13 @@ class Timeouts:
         connect: Opening a connection.
         write: Sending the request.
         pool: Waiting for a free connection from the pool.
-        read: A non-stream call's wait for its whole answer (a 30B model may take minutes).
-        stream_read: A stream's longest silence: before the first chunk and between chunks.
+        read: A non-stream call's wait for its whole answer, once the request is sent
+            (a 30B model may take minutes).
+        stream_read: A stream's longest wait for a chunk: for the first one once the request
+            is sent, and between chunks.
+        total: The longest a whole call may take, retries, backoff and token fetches
+            included (the wait for the client's own rate limits excluded); for a stream,
+            until its last chunk. ``None`` for no such bound.
     """
 
     connect: float = attrs.field(default=10.0, validator=_positive)
@@ -34,6 +50,7 @@ class Timeouts:
     pool: float = attrs.field(default=60.0, validator=_positive)
     read: float = attrs.field(default=300.0, validator=_positive)
     stream_read: float = attrs.field(default=60.0, validator=_positive)
+    total: float | None = attrs.field(default=DEFAULT_TOTAL, validator=_positive_or_none)
 
     def for_httpx(self, *, stream: bool) -> httpx.Timeout:
         """The httpx timeout for one request."""
@@ -47,12 +64,15 @@ class Timeouts:
 
 DEFAULT_TIMEOUTS = Timeouts()
 
-#: A :class:`Timeouts`, or one number of seconds for every bound.
+#: A :class:`Timeouts`, or one number of seconds for every bound but ``total``.
 TimeoutLike = Timeouts | float
 
 
 def as_timeouts(value: TimeoutLike) -> Timeouts:
-    """Accept a :class:`Timeouts` or a single number applied to every bound.
+    """Accept a :class:`Timeouts`, or a single number applied to every bound but ``total``.
+
+    ``total`` keeps its default (or becomes the number, if larger): a number bounds each
+    wait of one attempt, and the retries still have room.
 
     Raises:
         ConfigurationError: If the value is neither.
@@ -62,4 +82,4 @@ def as_timeouts(value: TimeoutLike) -> Timeouts:
     if not is_number(value):
         refuse("timeout", f"must be a number of seconds or a Timeouts, not {type(value).__name__}")
     seconds = check_number(value, "timeout", low=0, low_open=True, unit=" of seconds")
-    return Timeouts(seconds, seconds, seconds, seconds, seconds)
+    return Timeouts(seconds, seconds, seconds, seconds, seconds, max(seconds, DEFAULT_TOTAL))

@@ -1,4 +1,6 @@
-"""The access-token cache: one fetch at a time, refreshed before it runs out.
+"""Access tokens: fetching one from the token endpoint, and the cache that shares it.
+
+:func:`fetch_token` asks the OAuth endpoint for a grant and reads its refusals.
 
 A :class:`TokenCache` belongs to one client and every copy made by ``with_options``. Given
 a :class:`~mpt_async._token_store.TokenStore`, it also shares its token beyond them: it
@@ -14,14 +16,88 @@ from typing import TYPE_CHECKING
 
 import anyio
 import attrs
+import httpx
 
+from mpt_async import _converter
+from mpt_async._body import ACCEPT_ENCODING, plain_content
+from mpt_async._codes import Action
+from mpt_async._exceptions import APITimeoutError, AuthenticationError, MalformedResponseError
 from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
+from mpt_async._reply import Failure, connection_error, read_reply
 
 if TYPE_CHECKING:
+    from mpt_async._auth import AccessTokenAuth
+    from mpt_async._timeouts import Timeouts
     from mpt_async._token_store import StoredToken, TokenStore
 
-__all__ = ["CachedToken", "TokenCache", "refresh_margin"]
+__all__ = ["TOKEN_PATH", "CachedToken", "TokenCache", "fetch_token", "refresh_margin"]
+
+TOKEN_PATH = "/oauth/2.0/token"
+#: A token fetch is quick; do not let it wait as long as a model's answer.
+TOKEN_READ_TIMEOUT = 30.0
+_FETCHING = "fetching a token"
+
+
+async def fetch_token(
+    http: httpx.AsyncClient, base_url: str, auth: AccessTokenAuth, timeouts: Timeouts
+) -> TokenGrant:
+    """Ask the token endpoint for a grant (``client_credentials``).
+
+    Its whole reply must come within ``min(timeouts.read, 30 s)``.
+
+    Raises:
+        Failure: Saying what went wrong and whether the request loop may retry.
+    """
+    logger.debug("fetching an access token")
+    read = min(timeouts.read, TOKEN_READ_TIMEOUT)
+    request = plain_content(
+        http.build_request(
+            "POST",
+            base_url + TOKEN_PATH,
+            params={
+                "grant_type": "client_credentials",
+                "client_id": auth.api_key,
+                "client_secret": auth.secret_key,
+            },
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+            timeout=httpx.Timeout(
+                connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
+            ),
+        )
+    )
+    failure: Failure | None = None
+    data = None
+    with anyio.move_on_after(read + timeouts.connect + timeouts.pool) as scope:
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            failure = Failure(connection_error(exc, _FETCHING), Action.RETRY)
+        else:
+            data = await read_reply(response, _FETCHING, _oauth_refusal)
+    if scope.cancelled_caught:
+        failure = Failure(APITimeoutError(f"timed out {_FETCHING}"), Action.RETRY)
+    if failure is not None:
+        raise failure
+    try:
+        grant = _converter.structure(data, TokenGrant, status_code=200)
+    except MalformedResponseError as exc:
+        raise Failure(exc, Action.RAISE) from None
+    logger.debug("fetched an access token valid for %ds", grant.expires_in)
+    return grant
+
+
+def _oauth_refusal(data: object, response: httpx.Response) -> Failure | None:
+    """The token endpoint's own refusal: ``{"error", "error_description"}``."""
+    if not (isinstance(data, dict) and "error" in data):
+        return None
+    reason = data.get("error_description") or data["error"]
+    error = AuthenticationError(
+        f"token endpoint refused the credentials: {str(reason)[:300]}",
+        status_code=response.status_code,
+    )
+    error.error = str(data["error"])[:100]
+    return Failure(error, Action.RAISE)
 
 
 def refresh_margin(expires_in: float) -> float:

@@ -5,8 +5,10 @@ block of the package's docstrings (the API reference shows them), is an example,
 example runs (``tests/test_docs_examples.py``) and is type-checked by mypy --strict and
 pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
 
-- a **program**: a complete script (no ``await`` outside a function), run as it is, in its
-  own namespace, in a worker thread (it starts its own event loop with ``anyio.run``);
+- a **program**: a complete script (no ``await`` outside a function), run as it is, in a
+  process of its own (``python example.py``, its lines numbered as on the page); a
+  program that defines ``test_`` functions is a test file, run by pytest with the
+  package's plugin (``mpt_emulator``, ``mpt_client``) and anyio's, and must pass;
 - a **fragment**: code with top-level ``await`` / ``async with`` / ``async for``. The
   fragments of one page run in order in one namespace, like a session, on the test's event
   loop. They may use the names of :data:`PREAMBLE` and :data:`FIXTURES` without defining
@@ -80,6 +82,18 @@ class Example:
         except SyntaxError:
             return True
         return False
+
+    @property
+    def is_pytest(self) -> bool:
+        """Whether the block is a test file: a program that defines ``test_`` functions."""
+        if self.is_fragment:
+            return False
+        tree = ast.parse(self.source)
+        return any(
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name.startswith("test_")
+            for node in tree.body
+        )
 
     def code(self) -> object:
         """The compiled block, with line numbers that point into the page."""

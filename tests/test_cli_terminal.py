@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +14,9 @@ import pytest
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import scrubbed_env
+
+fcntl = pytest.importorskip("fcntl", reason="pseudo-terminals need a POSIX system")
+termios = pytest.importorskip("termios", reason="pseudo-terminals need a POSIX system")
 
 #: Generous: the suite must pass with both cores busy.
 WAIT = 60.0

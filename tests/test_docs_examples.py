@@ -60,28 +60,83 @@ async def namespace(emulator: Emulator, scratch: Path) -> AsyncIterator[dict[str
         yield ns
 
 
-async def run_page(path: Path, ns: dict[str, Any]) -> int:
-    """Run a page's examples in order; return how many ran."""
+async def run_page(path: Path, ns: dict[str, Any], backend: str) -> int:
+    """Run a page's examples in order; return how many ran.
+
+    Fragments run on the test's backend. Programs and test files choose their own event
+    loop: they run on the asyncio parameters only (programs once per transport, test files
+    once).
+    """
     count = 0
     for example in docs_examples.examples(path):
-        code = example.code()
         if example.is_fragment:
-            result = eval(code, ns)
+            result = eval(example.code(), ns)
             if inspect.iscoroutine(result):
                 with anyio.fail_after(60):
                     await result
-        else:  # a whole program, with its own event loop: in a thread of its own
-            await anyio.to_thread.run_sync(exec, code, {"__name__": "__main__"})
+        elif not _runs_on(example, backend):
+            continue
+        elif example.is_pytest:  # a user's test file: pytest must pass it
+            await anyio.to_thread.run_sync(run_test_file, example, Path.cwd())
+        else:  # a whole program: in a process of its own, as a user runs it
+            await anyio.to_thread.run_sync(run_program, example, Path.cwd())
         count += 1
     return count
 
 
+def _runs_on(example: docs_examples.Example, backend: str) -> bool:
+    """Whether the example runs under this parameter of ``anyio_backend``."""
+    if example.is_fragment:
+        return True
+    if example.is_pytest:
+        return backend == "asyncio"
+    return backend in ("asyncio", "asyncio+httpx")
+
+
+def run_program(example: docs_examples.Example, where: Path) -> None:
+    """Run a program example as ``python example.py`` (its lines numbered as on the page)."""
+    script = where / f"example_{example.line}.py"
+    script.write_text("\n" * (example.line - 1) + example.source, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, script.name],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(docs_examples.ROOT)},
+        cwd=where,
+        check=False,
+    )
+    assert result.returncode == 0, f"{example.where}:\n{result.stdout}{result.stderr}"
+
+
+def run_test_file(example: docs_examples.Example, where: Path) -> None:
+    """Run a test-file example with pytest, as a user would (no conftest, the plugin on)."""
+    test_file = where / f"test_example_{example.line}.py"
+    test_file.write_text(example.source, encoding="utf-8")
+    plugins = ["-p", "anyio", "-p", "mpt_async.testing.pytest_plugin", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *plugins, "--rootdir", str(where), test_file.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(docs_examples.ROOT)},
+        cwd=where,
+        check=False,
+    )
+    assert result.returncode == 0, f"{example.where}:\n{result.stdout}{result.stderr}"
+    assert " passed" in result.stdout
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(docs_examples.ROOT)))
-async def test_page_examples_run(path: Path, namespace: dict[str, Any]) -> None:
+async def test_page_examples_run(
+    path: Path, namespace: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
     """Each of the page's Python examples runs to its end against the emulator."""
-    ran = await run_page(path, namespace)
-    assert ran == len(docs_examples.examples(path)) > 0
+    backend = request.node.callspec.params["anyio_backend"]
+    ran = await run_page(path, namespace, backend)
+    assert ran == len([e for e in docs_examples.examples(path) if _runs_on(e, backend)])
 
 
 def test_examples_are_found() -> None:

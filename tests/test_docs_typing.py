@@ -36,6 +36,13 @@ def _tool(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+#: Said with every failure: how to find the example behind a checker's message.
+HINT = (
+    "\n(docs_howto_x_fragments.py:N is line N of docs/howto/x.md; README_0.py:N is line N of"
+    " README.md; fragments are checked as the body of one async def per page)"
+)
+
+
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MYPYPATH": str(ROOT), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -53,7 +60,7 @@ def test_examples_pass_mypy_strict(examples_dir: Path) -> None:
     cache = ROOT / ".mypy_cache" / "doc_examples"
     cmd = [*_tool("mypy"), "--strict", "--cache-dir", str(cache), "--no-error-summary", "."]
     result = _run(cmd, examples_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr + HINT
 
 
 def test_examples_pass_pyright(examples_dir: Path) -> None:
@@ -61,4 +68,4 @@ def test_examples_pass_pyright(examples_dir: Path) -> None:
     config = {"extraPaths": [str(ROOT)], "pythonVersion": "3.10", "typeCheckingMode": "standard"}
     (examples_dir / "pyrightconfig.json").write_text(json.dumps(config), encoding="utf-8")
     result = _run([*_tool("pyright"), "--pythonpath", sys.executable], examples_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr + HINT

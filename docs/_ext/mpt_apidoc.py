@@ -1,4 +1,6 @@
-"""``.. mpt-api:: module``: reference entries driven by the module's ``__all__``.
+"""Pages generated from the code: the API reference, the error codes, the commands' help.
+
+``.. mpt-api:: module``: reference entries driven by the module's ``__all__``.
 
 A page lists names by topic (``:names: Client Timeouts``); a last directive with ``:rest:``
 documents every name of ``__all__`` that no earlier directive of the page named (under its
@@ -11,6 +13,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -115,8 +121,33 @@ class CodeTable(SphinxDirective):
         return container.children
 
 
+class CommandHelp(SphinxDirective):
+    """The ``--help`` text of ``python -m mpt_async [COMMAND]``, as the command prints it."""
+
+    optional_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        """A literal block of the help text."""
+        root = Path(self.env.srcdir).parent
+        env = {**os.environ, "COLUMNS": "90", "NO_COLOR": "1", "PYTHONPATH": str(root)}
+        result = subprocess.run(  # noqa: S603  (the arguments are the page's own)
+            [sys.executable, "-m", "mpt_async", *self.arguments, "--help"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise self.error(f"mpt_async {' '.join(self.arguments)} --help: {result.stderr}")
+        block = nodes.literal_block(result.stdout, result.stdout)
+        block["language"] = "text"
+        return [block]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives."""
     app.add_directive("mpt-api", PublicNames)
     app.add_directive("mpt-codes", CodeTable)
+    app.add_directive("mpt-help", CommandHelp)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -33,6 +33,13 @@ def _plain(error: ConfigurationError) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(str(error).removeprefix(f"{_NAME} "))
 
 
+def _number_from_zero(text: str, *, zero: bool) -> float:
+    try:
+        return check_number(_convert(text, float, "a number"), _NAME, low=0, low_open=not zero)
+    except ConfigurationError as exc:
+        raise _plain(exc) from None
+
+
 def positive_number(text: str) -> float:
     """A finite number above zero (``--timeout``, ``--qps``).
 
@@ -42,10 +49,7 @@ def positive_number(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: It is not such a number.
     """
-    try:
-        return check_number(_convert(text, float, "a number"), _NAME, low=0, low_open=True)
-    except ConfigurationError as exc:
-        raise _plain(exc) from None
+    return _number_from_zero(text, zero=False)
 
 
 def non_negative_number(text: str) -> float:
@@ -57,10 +61,7 @@ def non_negative_number(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: It is not such a number.
     """
-    try:
-        return check_number(_convert(text, float, "a number"), _NAME, low=0)
-    except ConfigurationError as exc:
-        raise _plain(exc) from None
+    return _number_from_zero(text, zero=True)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
