@@ -43,7 +43,7 @@ def typing(session: nox.Session) -> None:
     session.run("pyright", "--verifytypes", "mpt_async", "--ignoreexternal")
 
 
-@nox.session
+@nox.session(reuse_venv=True)  # a re-run skips the slow part: installing the toolchain
 def docs(session: nox.Session) -> None:
     """Build the site (warnings are errors), then run and type-check every example in it.
 

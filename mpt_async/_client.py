@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy as _copy
 import os
 import re
+import sys
+import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
-from anyio.lowlevel import RunVar
 
 from mpt_async import _converter, _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
@@ -128,15 +130,25 @@ def _check_rate_limits(value: object) -> RateLimits | None:
     return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
 
 
-#: A marker object per event loop (per ``asyncio.run()`` or ``trio.run()``).
-_RUN: RunVar[object] = RunVar("mpt_async.run")
+def _running_loop() -> object | None:
+    """The event loop this code runs in: asyncio's loop, or trio's run (its token)."""
+    loop = asyncio._get_running_loop()  # cheap, and None outside asyncio
+    if loop is not None:
+        return loop
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_trio_token()  # type: ignore[no-any-return]
+    except RuntimeError:
+        return None
 
 
 class _LoopGuard:
     """Remembers the event loop a client first called in: its connections belong to it."""
 
     def __init__(self) -> None:
-        self._run: object | None = None
+        self._loop: weakref.ref[object] | None = None
 
     def check(self) -> None:
         """Refuse a call made in another event loop than the first call's.
@@ -144,14 +156,12 @@ class _LoopGuard:
         Raises:
             ConfigurationError: The client was first used in another event loop.
         """
-        try:
-            run = _RUN.get()
-        except LookupError:
-            run = object()
-            _RUN.set(run)
-        if self._run is None:
-            self._run = run
-        elif run is not self._run:
+        loop = _running_loop()
+        if loop is None:
+            return
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
             msg = (
                 "this Client was first used in another event loop (each asyncio.run() or "
                 "trio.run() is one), and its connections belong to that loop: make one "
@@ -353,7 +363,7 @@ class Client:
     async def _send(
         self,
         request: ChatRequest,
-        timeout: TimeoutLike | None,  # noqa: ASYNC109 - the per-call bounds, not a deadline
+        timeout: TimeoutLike | None,
     ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
@@ -394,7 +404,7 @@ class Client:
         messages: Iterable[MessageLike],
         *,
         # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
-        timeout: TimeoutLike | None = None,  # noqa: ASYNC109
+        timeout: TimeoutLike | None = None,
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.

@@ -151,3 +151,21 @@ def test_ctrl_c_at_the_prompt_ends_the_chat_with_130(
     terminal.type(CTRL_C)
     assert process.wait(timeout=WAIT) == 130, terminal.text
     assert "Traceback" not in terminal.text
+
+
+def test_readline_is_loaded_only_for_a_person_at_a_terminal() -> None:
+    """Neither the CLI's import nor a chat over a pipe loads readline."""
+    code = (
+        "import sys; from mpt_async.__main__ import main; status = main(['chat']); "
+        "print('readline' in sys.modules, status)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(),
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "False 0", done.stderr

@@ -193,3 +193,23 @@ def test_settings_refuse_nan_infinity_and_bools(make: Callable[[], object], word
     with pytest.raises(ConfigurationError) as info:
         make()
     assert words in str(info.value)
+
+
+def test_the_loop_guard_tells_runs_apart() -> None:
+    """The guard passes calls within one trio.run() or asyncio.run(), and refuses the next run."""
+    import asyncio
+
+    import trio
+
+    from mpt_async._client import _LoopGuard
+
+    async def twice(guard: _LoopGuard) -> None:
+        guard.check()
+        guard.check()
+
+    for run in (trio.run, lambda f, g: asyncio.run(f(g))):
+        guard = _LoopGuard()
+        guard.check()  # outside any event loop: nothing to compare yet
+        run(twice, guard)
+        with pytest.raises(ConfigurationError, match="another event loop"):
+            run(twice, guard)
