@@ -251,6 +251,16 @@ def _error_type(error: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _describe(error: BaseException, kind: str) -> str:
+    """The span status's description: an mpt_async error's words, else only its kind.
+
+    mpt_async's errors never hold a secret; another exception's text could hold anything.
+    """
+    from mpt_async._exceptions import MPTError
+
+    return str(error) if isinstance(error, MPTError) else kind
+
+
 def _input_messages(messages: Iterable[Any]) -> str:
     return json.dumps(
         [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages],
@@ -441,7 +451,7 @@ class CallObserver:
             span.set_attribute("error.type", kind)
             if self._chunks:
                 span.set_attribute("mpt_async.stream.chunks", self._chunks)
-            span.set_status(StatusCode.ERROR, kind if kind == "cancelled" else str(error))
+            span.set_status(StatusCode.ERROR, _describe(error, kind))
         span.end()
 
     def closed_early(self) -> None:

@@ -231,6 +231,7 @@ async def test_refused_call_records_the_error(emulator: Emulator, otel: Recorded
     span = otel.call_span()
     assert attributes(span)["error.type"] == "InvalidRequestError"
     assert span.status.status_code is StatusCode.ERROR
+    assert "bad params" in (span.status.description or "")
     ((duration, _),) = otel.points("gen_ai.client.operation.duration")
     assert dict(duration.attributes)["error.type"] == "InvalidRequestError"
     assert otel.points("gen_ai.client.token.usage") == []
