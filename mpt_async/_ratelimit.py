@@ -27,7 +27,6 @@ __all__ = [
     "RateLimitInfo",
     "RateLimits",
     "read_rate_limit",
-    "usage_counts",
 ]
 
 #: The reply headers in which Qianfan announces a key's per-minute quotas.
@@ -152,14 +151,3 @@ def read_rate_limit(headers: httpx.Headers) -> RateLimitInfo | None:
                 found = {}
             found[field] = _count(value)
     return None if found is None else RateLimitInfo(**found)
-
-
-def usage_counts(data: Any) -> tuple[int, int] | None:
-    """``(total_tokens, prompt_tokens)`` from a reply body's ``usage``, if it has them."""
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    total, prompt = usage.get("total_tokens"), usage.get("prompt_tokens")
-    if type(total) is not int or type(prompt) is not int:
-        return None
-    return total, prompt

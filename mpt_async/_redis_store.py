@@ -33,6 +33,7 @@ import anyio
 from mpt_async._exceptions import ConfigurationError, SharedStoreError
 from mpt_async._logging import logger
 from mpt_async._token_store import StoredToken
+from mpt_async._validate import check_number
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -65,18 +66,6 @@ def _check_prefix(prefix: object) -> str:
         msg = f"RedisStore prefix must be a non-empty word without braces, not {prefix!r}"
         raise ConfigurationError(msg)
     return prefix
-
-
-def _check_timeout(timeout: object) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        msg = f"RedisStore timeout must be a positive number of seconds, not {timeout!r}"
-        raise ConfigurationError(msg)
-    return float(timeout)
 
 
 def _location(url: str) -> str:
@@ -236,7 +225,9 @@ class RedisStore:
             msg = f"RedisStore on_error must be 'open' or 'raise', not {on_error!r}"
             raise ConfigurationError(msg)
         self._fail_open = on_error == "open"
-        self._timeout = _check_timeout(timeout)
+        self._timeout = check_number(
+            timeout, "RedisStore timeout", low=0, low_open=True, unit=" of seconds"
+        )
         try:
             import coredis  # noqa: F401 - only to fail early when it is missing
         except ImportError:
