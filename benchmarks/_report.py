@@ -224,6 +224,42 @@ def _shares(entry: dict, limit: float = 0.02) -> str:
     return ", ".join(f"{k} {v * 100:.0f}%" for k, v in entry["libraries"].items() if v >= limit)
 
 
+def _profiled(profiles: dict, client: str, mode: str) -> dict | None:
+    cells = [c for c in profiles.get(client, {}).get("cells", []) if c["mode"] == mode]
+    return max(cells, key=lambda c: c["conc"]) if cells else None
+
+
+def _share(c: dict, *libraries: str) -> float:
+    return sum(c["libraries"].get(name, 0.0) for name in libraries)
+
+
+def _floor_notes(profiles: dict) -> list[str]:
+    """Where the floors are, read off the profiles of the raw loops (highest concurrency)."""
+    notes = []
+    for mode in MODES:
+        floor = _profiled(profiles, "httpx+aiohttp", mode)
+        if floor is not None:
+            notes.append(
+                f"- {mode}, raw httpx over aiohttp (c={floor['conc']}): httpx's model takes "
+                f"{_share(floor, 'httpx model') * 100:.0f}% of the own time and its client "
+                f"{_share(floor, 'httpx client') * 100:.0f}%: work the raw aiohttp loop does "
+                "not do, and that any client built on `httpx.AsyncClient` does."
+            )
+        trio = _profiled(profiles, "httpx+pool/trio", mode)
+        if trio is not None:
+            notes.append(
+                f"- {mode}, raw httpx on trio over the pool (c={trio['conc']}): trio "
+                f"{_share(trio, 'trio', 'outcome') * 100:.0f}%, h11 "
+                f"{_share(trio, 'h11') * 100:.0f}%, httpcore "
+                f"{_share(trio, 'httpcore') * 100:.0f}%, httpx "
+                f"{_share(trio, 'httpx model', 'httpx client') * 100:.0f}%: parsing in "
+                "Python (h11) and trio's checkpoints, where asyncio's row parses in C (aiohttp)."
+            )
+    if not notes:
+        return []
+    return ["", "Where the floors are (share of own time, from the profiles below):", "", *notes]
+
+
 def profile_markdown(profiles: dict) -> list[str]:
     """The profile section: per cell, own time by library and the top functions."""
     out = [
@@ -236,6 +272,7 @@ def profile_markdown(profiles: dict) -> list[str]:
         "`_content`, `_utils`: requests, responses, URLs, headers) and its client. "
         "Per request: calls, own µs and cumulative µs.",
     ]
+    out += _floor_notes(profiles)
     for client, entry in profiles.items():
         if "cells" not in entry:
             out += ["", f"- `{client}`: {entry.get('error')}"]

@@ -26,19 +26,8 @@ from mpt_async._exceptions import (
     SharedStoreError,
     StreamError,
 )
-from mpt_async._models import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    Message,
-    MessageDict,
-    MessageLike,
-    Role,
-    Usage,
-)
 from mpt_async._options import ChatOptions
-from mpt_async._ratelimit import RateLimitInfo, RateLimits
-from mpt_async._stream import ChatStream
+from mpt_async._public import claim as _claim
 from mpt_async._timeouts import TimeoutLike, Timeouts
 
 if TYPE_CHECKING:
@@ -52,13 +41,37 @@ if TYPE_CHECKING:
         run_batch,
     )
     from mpt_async._conversation import Conversation, ConversationFlag, ConversationStream
+    from mpt_async._models import (
+        ChatChunk,
+        ChatRequest,
+        ChatResponse,
+        Message,
+        MessageDict,
+        MessageLike,
+        Role,
+        Usage,
+    )
+    from mpt_async._ratelimit import RateLimitInfo, RateLimits
     from mpt_async._redis_store import RedisStore
+    from mpt_async._stream import ChatStream
     from mpt_async._token_file import FileTokenStore
     from mpt_async._token_store import MemoryTokenStore, StoredToken, TokenStore
 
-#: Features loaded on first use, so that ``import mpt_async`` costs little more than its
-#: dependencies (the batch runner alone would pull in half of anyio).
+#: Loaded on first use, so that ``import mpt_async`` costs little more than its
+#: dependencies: the models (attrs classes), the stream and the request loop behind it, the
+#: rate limiter, and features (the batch runner alone would pull in half of anyio).
 _LAZY = {
+    "ChatChunk": "mpt_async._models",
+    "ChatRequest": "mpt_async._models",
+    "ChatResponse": "mpt_async._models",
+    "Message": "mpt_async._models",
+    "MessageDict": "mpt_async._models",
+    "MessageLike": "mpt_async._models",
+    "Role": "mpt_async._models",
+    "Usage": "mpt_async._models",
+    "RateLimitInfo": "mpt_async._ratelimit",
+    "RateLimits": "mpt_async._ratelimit",
+    "ChatStream": "mpt_async._stream",
     "Batch": "mpt_async._batch",
     "BatchInput": "mpt_async._batch",
     "BatchResult": "mpt_async._batch",
@@ -133,12 +146,6 @@ __all__ = [
 ]
 
 
-def _claim(obj: object) -> None:
-    """Show a public class as ``mpt_async.X`` in reprs, tracebacks and docs."""
-    if isinstance(obj, type) and obj.__module__.startswith("mpt_async."):
-        obj.__module__ = "mpt_async"
-
-
 def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
@@ -146,18 +153,14 @@ def __getattr__(name: str) -> object:
         raise AttributeError(msg)
     import importlib
 
-    value = getattr(importlib.import_module(module_name), name)
-    _claim(value)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    _claim(vars(importlib.import_module(module_name)), name)  # later lookups skip this
+    return globals()[name]
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-for _name in __all__:
-    if _name not in _LAZY:
-        _claim(globals()[_name])
+_claim(globals(), *(name for name in __all__ if name not in _LAZY))
 # Keep the namespace to the public names (and private ones): tests pin it against __all__.
-del _name, TYPE_CHECKING
+del TYPE_CHECKING

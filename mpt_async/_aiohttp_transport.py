@@ -9,6 +9,7 @@ only the wire work moves. On trio (or without aiohttp) ``mpt_async._pool`` is us
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from typing import Any
@@ -49,11 +50,16 @@ def _on_asyncio() -> bool:
 
 def _timeout(request: httpx.Request) -> Any:
     bounds = request.extensions.get("timeout") or {}
+    return _client_timeout(bounds.get("pool"), bounds.get("connect"), bounds.get("read"))
+
+
+@functools.lru_cache(maxsize=32)  # a few distinct bounds per client: made once each
+def _client_timeout(pool: float | None, connect: float | None, read: float | None) -> Any:
     return aiohttp.ClientTimeout(
         total=None,
-        connect=bounds.get("pool"),  # aiohttp's "connect" includes waiting for the pool
-        sock_connect=bounds.get("connect"),
-        sock_read=bounds.get("read"),
+        connect=pool,  # aiohttp's "connect" includes waiting for the pool
+        sock_connect=connect,
+        sock_read=read,
     )
 
 

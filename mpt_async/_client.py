@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy as _copy
 import os
 import re
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 
-from mpt_async import _converter, _telemetry
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
     AccessTokenAuth,
@@ -27,20 +25,23 @@ from mpt_async._auth import (
 )
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
-from mpt_async._limiter import new_limiter
-from mpt_async._models import ChatRequest, ChatResponse, MessageLike
 from mpt_async._options import ChatOptions, check_names
-from mpt_async._ratelimit import RateLimits
-from mpt_async._stream import ChatStream
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
-from mpt_async._transport import CallOptions, OpenStream, Transport
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
+    from mpt_async import _telemetry
     from mpt_async._batch import Batch, BatchInput, ProgressHook
+    from mpt_async._limiter import Limiter
+
+    # Loaded on first use (by the first client or call), not by ``import mpt_async``.
+    from mpt_async._models import ChatRequest, ChatResponse, MessageLike
+    from mpt_async._ratelimit import RateLimits
+    from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
+    from mpt_async._transport import CallOptions, OpenStream
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -70,6 +71,19 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
         raise ConfigurationError(msg)
     return AutoTransport(limits)
+
+
+def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
+    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
+    max_connections = check_int(max_connections, "max_connections", low=1)
+    if http_client is None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
+    return check_instance(
+        http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
+    )
 
 
 def _check_endpoint(value: object) -> str:
@@ -124,15 +138,22 @@ def _check_base_url(value: object) -> str:
     return text
 
 
-def _check_rate_limits(value: object) -> RateLimits | None:
+def _limiter(value: object, base_url: str, auth: Auth, endpoint: str) -> Limiter | None:
+    """The limiter for a client's ``rate_limits`` (checked), if it has any."""
     if value is None:
         return None
-    return check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+    from mpt_async._limiter import new_limiter
+    from mpt_async._ratelimit import RateLimits
+
+    limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+    return new_limiter(limits, base_url, auth, endpoint)
 
 
 def _running_loop() -> object | None:
     """The event loop this code runs in: asyncio's loop, or trio's run (its token)."""
-    loop = asyncio._get_running_loop()  # cheap, and None outside asyncio
+    # asyncio never imported: no asyncio loop runs (and importing it here would cost).
+    asyncio = sys.modules.get("asyncio")
+    loop: object | None = None if asyncio is None else asyncio._get_running_loop()
     if loop is not None:
         return loop
     trio = sys.modules.get("trio")
@@ -172,7 +193,11 @@ class _LoopGuard:
 
 def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
     """Where the spans say calls go; ``None`` with telemetry off."""
-    return _telemetry.server_of(base_url) if check_bool(telemetry, "telemetry") else None
+    if not check_bool(telemetry, "telemetry"):
+        return None
+    from mpt_async import _telemetry  # with the first client
+
+    return _telemetry.server_of(base_url)
 
 
 @attrs.frozen
@@ -236,23 +261,16 @@ class Client:
             from mpt_async._token_store import check_token_store  # only with a store
 
             token_store = check_token_store(token_store)
-        rate_limits = _check_rate_limits(rate_limits)
+        limiter = _limiter(rate_limits, base_url, auth, endpoint)
+        from mpt_async._transport import CallOptions, Transport  # with the first client
+
         self._options = CallOptions(
             timeouts=as_timeouts(timeout),
             max_retries=_check_max_retries(max_retries),
             backoff=_check_backoff(backoff),
         )
-        max_connections = check_int(max_connections, "max_connections", low=1)
         owns_http = http_client is None
-        if http_client is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
-            http_client = httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
-        else:
-            check_instance(
-                http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
-            )
+        http_client = _http_client(http_client, max_connections)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
         self._transport = Transport(
@@ -261,9 +279,7 @@ class Client:
             base_url=base_url,
             auth=auth,
             token_store=token_store,
-            limiter=None
-            if rate_limits is None
-            else new_limiter(rate_limits, base_url, auth, endpoint),
+            limiter=limiter,
         )
         self._is_copy = False
         self._loop = _LoopGuard()  # shared with the copies, as the connections are
@@ -347,6 +363,8 @@ class Client:
         self, messages: Iterable[MessageLike], options: ChatOptions, *, stream: bool
     ) -> ChatRequest:
         """The checked request for ``messages`` and the keyword ``options`` of a call."""
+        from mpt_async._models import ChatRequest
+
         check_names(options)
         return ChatRequest(messages=messages, stream=stream, **options)
 
@@ -355,10 +373,12 @@ class Client:
         if self._transport.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
+        from mpt_async._converter import encode_request
+
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _Call(self._endpoint, _converter.encode_request(request), options)
+        return _Call(self._endpoint, encode_request(request), options)
 
     async def _send(
         self,
@@ -383,6 +403,8 @@ class Client:
 
     def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
         """A stream for a ``stream`` request, sent when the stream is entered."""
+        from mpt_async._stream import ChatStream
+
         call = self._prepare(request, timeout)
         transport, loop = self._transport, self._loop
 
@@ -395,7 +417,11 @@ class Client:
     def _observe(self, endpoint: str, request: ChatRequest) -> _telemetry.CallObserver | None:
         """Start following a call for telemetry; ``None`` when it is off or not installed."""
         server = self._server
-        return None if server is None else _telemetry.observe(endpoint, server, request)
+        if server is None:
+            return None
+        from mpt_async import _telemetry
+
+        return _telemetry.observe(endpoint, server, request)
 
     # -- the public calls ----------------------------------------------------------------
 

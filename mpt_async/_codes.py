@@ -26,6 +26,7 @@ from mpt_async._exceptions import (
     RequestValidationError,
     StreamError,
 )
+from mpt_async._validate import is_int
 
 __all__ = [
     "CODE_TABLE",
@@ -244,9 +245,7 @@ def is_transient(code: object) -> bool:
     Args:
         code: The ``code`` of a record (see :func:`record_code`).
     """
-    if isinstance(code, bool):
-        return False
-    if isinstance(code, int):
+    if is_int(code):
         action, cls = classify_code(code)
         return action is not Action.RAISE or _failure_of_class(cls, code).transient
     try:

@@ -211,7 +211,9 @@ _explainer: cattrs.Converter | None = None
 def encode_request(request: ChatRequest, converter: cattrs.Converter | None = None) -> bytes:
     """Serialise a request body: compact UTF-8 JSON with only the fields that were set."""
     data = (converter or CONVERTER).unstructure(request)
-    return dumps(data)
+    # A copy of exactly its size: orjson's result keeps its 4 KiB buffer, and a body lives
+    # as long as its call (10,000 calls in flight would hold 40 MB of slack).
+    return bytes(memoryview(dumps(data)))
 
 
 def chunk_structurer() -> Callable[[Any, Any], ChatChunk]:

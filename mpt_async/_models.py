@@ -24,6 +24,7 @@ from mpt_async._options import (
     to_top_p,
     to_user_id,
 )
+from mpt_async._public import claim
 from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._validate import check_bool, check_str, refuse
 
@@ -266,3 +267,8 @@ class TokenGrant:
     scope: str | None = None
     session_key: str | None = attrs.field(default=None, repr=False)
     session_secret: str | None = attrs.field(default=None, repr=False)
+
+
+# Public as mpt_async.X, even when loaded on first use.
+claim(globals(), "ChatChunk", "ChatRequest", "ChatResponse", "Message", "MessageDict")
+claim(globals(), "MessageLike", "Role", "Usage")

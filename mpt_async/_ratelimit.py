@@ -8,13 +8,13 @@ processes, through a :class:`~mpt_async.RedisStore`); this module imports neithe
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 
-from mpt_async._exceptions import ConfigurationError
+from mpt_async._public import claim
+from mpt_async._validate import check_bool, check_instance, check_int, check_number
 
 if TYPE_CHECKING:
     from mpt_async._redis_store import RedisStore
@@ -45,30 +45,17 @@ _PREFIX = b"x-ratelimit-"
 
 
 def _check_qps(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        msg = f"RateLimits.{attribute.name} must be a positive number, not {value!r}"
-        raise ConfigurationError(msg)
+    if value is not None:
+        check_number(value, f"RateLimits.{attribute.name}", low=0, low_open=True)
 
 
 def _check_count(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"RateLimits.{attribute.name} must be a positive integer, not {value!r}"
-        raise ConfigurationError(msg)
+    if value is not None:
+        check_int(value, f"RateLimits.{attribute.name}", low=1)
 
 
 def _check_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        msg = f"RateLimits.{attribute.name} must be True or False, not {value!r}"
-        raise ConfigurationError(msg)
+    check_bool(value, f"RateLimits.{attribute.name}")
 
 
 def _check_shared(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -76,9 +63,7 @@ def _check_shared(_: object, attribute: attrs.Attribute[Any], value: object) -> 
         return
     from mpt_async._redis_store import RedisStore  # only with a shared store
 
-    if not isinstance(value, RedisStore):
-        msg = f"RateLimits.shared must be a RedisStore or None, not {type(value).__name__}"
-        raise ConfigurationError(msg)
+    check_instance(value, f"RateLimits.{attribute.name}", RedisStore, what="a RedisStore or None")
 
 
 @attrs.frozen
@@ -151,3 +136,6 @@ def read_rate_limit(headers: httpx.Headers) -> RateLimitInfo | None:
                 found = {}
             found[field] = _count(value)
     return None if found is None else RateLimitInfo(**found)
+
+
+claim(globals(), "RateLimitInfo", "RateLimits")  # public as mpt_async.X, even loaded on first use

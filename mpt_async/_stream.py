@@ -11,6 +11,7 @@ import anyio
 from mpt_async._exceptions import MPTError, StreamError
 from mpt_async._limiter import Ticket
 from mpt_async._models import ChatChunk, ChatResponse, Usage
+from mpt_async._public import claim
 from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._reply import ChunkDecoder, scrub, whole_stream
 
@@ -208,3 +209,6 @@ class ChatStream:
             return
         self._decoder, self._first, self._secrets = opened.decoder, opened.first, opened.secrets
         self._ticket, self._rate_limit = opened.ticket, opened.rate_limit
+
+
+claim(globals(), "ChatStream")  # public as mpt_async.X, even when loaded on first use

@@ -22,6 +22,7 @@ import anyio
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._logging import logger
 from mpt_async._token_store import StoredToken
+from mpt_async._validate import check_number, is_number
 
 try:
     import fcntl
@@ -155,14 +156,9 @@ class FileTokenStore:
         else:
             msg = f"FileTokenStore path must be a file path, not {path!r}"
             raise ConfigurationError(msg)
-        if (
-            isinstance(lock_timeout, bool)
-            or not isinstance(lock_timeout, (int, float))
-            or not 0 < lock_timeout < math.inf
-        ):
-            msg = f"lock_timeout must be a positive number of seconds, not {lock_timeout!r}"
-            raise ConfigurationError(msg)
-        self._lock_timeout = float(lock_timeout)
+        self._lock_timeout = check_number(
+            lock_timeout, "lock_timeout", low=0, low_open=True, unit=" of seconds"
+        )
         self._lock_path = self._path.with_name(self._path.name + ".lock")
         self._warned = False
 
@@ -390,4 +386,4 @@ def _parse(data: Any) -> dict[str, StoredToken]:
 
 
 def _is_time(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)

@@ -65,6 +65,8 @@ __all__ = ["CHAT_PATH", "TOKEN_PATH", "CallOptions", "OpenStream", "Transport"]
 
 CHAT_PATH = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/"
 _HEADERS = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+#: Chat URLs kept parsed per transport (endpoint x token).
+_URL_CACHE = 8
 
 T = TypeVar("T")
 
@@ -165,6 +167,7 @@ class Transport:
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
+        self._urls: dict[tuple[str, str | None], httpx.URL] = {}
         #: The client's rate limits, if any; shared by its copies.
         self.limiter = limiter
         #: The credentials' secrets, masked in every error.
@@ -402,20 +405,16 @@ class Transport:
         """Build one attempt's request, authenticated afresh; also return its access token."""
         auth = self.auth
         token: str | None = None
-        params: dict[str, str] | None = None
         if isinstance(auth, FixedTokenAuth):
             token = auth.access_token
         elif self.tokens is not None:
             assert isinstance(auth, AccessTokenAuth)  # the token flow
             token = await self.tokens.get(self._fetcher(auth, call))
-        if token is not None:
-            params = {"access_token": token}
         request = plain_content(
             self.http.build_request(
                 "POST",
-                self.base_url + CHAT_PATH + call.endpoint,
+                self._chat_url(call.endpoint, token),
                 content=call.body,
-                params=params,
                 headers=_HEADERS,
                 timeout=call.options.timeouts.for_httpx(stream=call.stream),
             )
@@ -430,6 +429,17 @@ class Transport:
             )
         logger.debug("POST %s%s (stream=%s)", CHAT_PATH, call.endpoint, call.stream)
         return request, token
+
+    def _chat_url(self, endpoint: str, token: str | None) -> httpx.URL:
+        """The chat URL (the token in its query), parsed once: httpx's parsing is costly."""
+        key = (endpoint, token)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()  # tokens get replaced: keep only recent ones
+            params = None if token is None else {"access_token": token}
+            url = self._urls[key] = httpx.URL(self.base_url + CHAT_PATH + endpoint, params=params)
+        return url
 
 
 def _sending(timeouts: Timeouts) -> float:

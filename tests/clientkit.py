@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -55,6 +56,14 @@ def clear_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def chat_requests(emu: Emulator) -> list[Any]:
     """The chat requests the emulator has recorded, oldest first."""
     return [r for r in emu.requests if r.kind == "chat"]
+
+
+async def cancel_when(scope: anyio.CancelScope, ready: Callable[[], bool]) -> None:
+    """Cancel ``scope`` once ``ready()`` holds: event ordering, not a guess at timing."""
+    with anyio.fail_after(30):
+        while not ready():  # noqa: ASYNC110 (the emulator runs in another thread)
+            await anyio.sleep(0.01)
+    scope.cancel()
 
 
 async def wait_no_connections(emu: Emulator, limit: float = 3.0) -> int:

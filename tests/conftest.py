@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+import mpt_async
 from mpt_async import _converter
 from mpt_async.testing import Emulator
 
@@ -45,6 +46,29 @@ def http(emulator: Emulator) -> Iterator[httpx.Client]:
     """A plain (sync) httpx client aimed at the emulator, for talking to it by hand."""
     with httpx.Client(base_url=emulator.base_url, timeout=5) as client:
         yield client
+
+
+@pytest.fixture
+def sent() -> list[httpx.Request]:
+    """The requests that reached ``offline_http``'s mock network."""
+    return []
+
+
+@pytest.fixture
+def offline_http(sent: list[httpx.Request]) -> httpx.AsyncClient:
+    """An httpx client whose mock network records every request in ``sent`` and answers 500."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+@pytest.fixture
+def offline_client(offline_http: httpx.AsyncClient) -> mpt_async.Client:
+    """A client over ``offline_http``, for checks that must refuse a call before any I/O."""
+    return mpt_async.Client(auth="token", base_url="http://test", http_client=offline_http)
 
 
 @pytest.fixture

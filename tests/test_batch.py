@@ -209,16 +209,16 @@ async def test_early_break_cancels_in_flight_calls(emulator: Emulator) -> None:
     """Breaking out returns at once, cancels the stalled calls, and leaks no task or socket."""
     async with token_client(emulator) as client:
         await client.chat([{"role": "user", "content": "warm up"}])
-        emulator.inject(Fault.stall(5), times=3)
+        emulator.inject(Fault.stall(60), times=3)
         tasks_before = _task_count()
-        with anyio.fail_after(2):
+        with anyio.fail_after(20):
             async with client.batch([f"q{i}" for i in range(4)], concurrency=4) as results:
                 async for item in results:
                     assert item.ok  # the one call that was not stalled
                     break
         assert _task_count() == tasks_before
         # The three cancelled calls closed their sockets; at most the idle one remains.
-        for _ in range(100):
+        for _ in range(500):
             if emulator.stats.open_connections <= 1:
                 break
             await anyio.sleep(0.02)
@@ -229,16 +229,16 @@ async def test_early_break_cancels_in_flight_calls(emulator: Emulator) -> None:
 
 async def test_outer_cancellation_stops_the_batch(emulator: Emulator) -> None:
     """A cancel scope around the batch cancels its stalled calls promptly and cleanly."""
-    emulator.inject(Fault.stall(5), times=4)
+    emulator.inject(Fault.stall(60), times=4)
     async with token_client(emulator) as client:
         tasks_before = _task_count()
-        started = time.monotonic()
+        cancelled_at = time.monotonic() + 0.3
         with anyio.move_on_after(0.3) as scope:
             async with client.batch(["a", "b", "c", "d"], concurrency=4) as results:
                 async for _ in results:
                     pytest.fail("no call should have finished")
         assert scope.cancelled_caught
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - cancelled_at < 10  # far below the stalls' 60 s
         assert _task_count() == tasks_before
     assert await wait_no_connections(emulator) == 0
 

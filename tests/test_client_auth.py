@@ -232,7 +232,7 @@ async def test_secrets_stay_out_of_repr_errors_and_logs(
 
 async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> None:
     """If the task fetching the token is cancelled, a waiting call fetches and succeeds."""
-    emulator.inject(Fault.stall(0.5, target="token"))
+    emulator.inject(Fault.stall(5, target="token"))
     results: list[str] = []
 
     async def waiter(client: mpt_async.Client) -> None:

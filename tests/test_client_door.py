@@ -20,20 +20,9 @@ from .clientkit import HI, scrubbed_env
 
 
 @pytest.fixture
-def sent() -> list[httpx.Request]:
-    """Requests that reached the (mock) network."""
-    return []
-
-
-@pytest.fixture
-def http(sent: list[httpx.Request]) -> httpx.AsyncClient:
-    """An httpx client whose network records every request (and answers 500)."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(500)
-
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def http(offline_http: httpx.AsyncClient) -> httpx.AsyncClient:
+    """An httpx client whose network records every request in ``sent`` (and answers 500)."""
+    return offline_http
 
 
 BAD_CLIENT_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [

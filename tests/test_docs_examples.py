@@ -93,12 +93,10 @@ def _runs_on(example: docs_examples.Example, backend: str) -> bool:
     return backend in ("asyncio", "asyncio+httpx")
 
 
-def run_program(example: docs_examples.Example, where: Path) -> None:
-    """Run a program example as ``python example.py`` (its lines numbered as on the page)."""
-    script = where / f"example_{example.line}.py"
-    script.write_text("\n" * (example.line - 1) + example.source, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, script.name],
+def _run(args: list[str], where: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` in ``where``, no input, the package importable, as a user's shell would."""
+    return subprocess.run(
+        args,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -107,6 +105,13 @@ def run_program(example: docs_examples.Example, where: Path) -> None:
         cwd=where,
         check=False,
     )
+
+
+def run_program(example: docs_examples.Example, where: Path) -> None:
+    """Run a program example as ``python example.py`` (its lines numbered as on the page)."""
+    script = where / f"example_{example.line}.py"
+    script.write_text("\n" * (example.line - 1) + example.source, encoding="utf-8")
+    result = _run([sys.executable, script.name], where)
     assert result.returncode == 0, f"{example.where}:\n{result.stdout}{result.stderr}"
 
 
@@ -115,14 +120,9 @@ def run_test_file(example: docs_examples.Example, where: Path) -> None:
     test_file = where / f"test_example_{example.line}.py"
     test_file.write_text(example.source, encoding="utf-8")
     plugins = ["-p", "anyio", "-p", "mpt_async.testing.pytest_plugin", "-p", "no:cacheprovider"]
-    result = subprocess.run(
+    result = _run(
         [sys.executable, "-m", "pytest", "-q", *plugins, "--rootdir", str(where), test_file.name],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(docs_examples.ROOT)},
-        cwd=where,
-        check=False,
+        where,
     )
     assert result.returncode == 0, f"{example.where}:\n{result.stdout}{result.stderr}"
     assert " passed" in result.stdout

@@ -160,3 +160,12 @@ def test_page_renders_in_chromium(
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000  # a blank page compresses to far less
+
+
+def test_ci_runs_the_docs_session() -> None:
+    """The README's second bash block, which .ci/run runs, includes ``nox -s ... docs``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```bash\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
+    assert len(blocks) >= 2
+    nox_lines = [line.split() for line in blocks[1].splitlines() if line.startswith("nox ")]
+    assert any("docs" in words for words in nox_lines)

@@ -48,21 +48,9 @@ def test_options_from_reads_a_namespace() -> None:
 
 
 @pytest.fixture
-def sent() -> list[httpx.Request]:
-    """Requests that reached the (mock) network."""
-    return []
-
-
-@pytest.fixture
-def client(sent: list[httpx.Request]) -> mpt_async.Client:
-    """A client whose network records every request and answers 500."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(500)
-
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return mpt_async.Client(auth="token", base_url="http://test", http_client=http)
+def client(offline_client: mpt_async.Client) -> mpt_async.Client:
+    """A client whose network records every request in ``sent`` and answers 500."""
+    return offline_client
 
 
 @pytest.mark.anyio

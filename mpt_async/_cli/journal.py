@@ -19,6 +19,7 @@ import attrs
 from mpt_async._cli.common import UsageError
 from mpt_async._codes import is_transient
 from mpt_async._models import ChatResponse
+from mpt_async._validate import is_int
 
 __all__ = ["ANSWERED", "FAILED", "TODO", "Resume", "Writer", "read_output", "repair_output"]
 
@@ -35,7 +36,7 @@ def _record_status(raw: bytes) -> tuple[int, int] | None:
     if not isinstance(record, dict):
         return None
     line = record.get("line")
-    if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+    if not is_int(line) or line < 1:
         return None
     if isinstance(record.get("result"), str):
         return line, ANSWERED

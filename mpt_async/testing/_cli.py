@@ -67,6 +67,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="serve only this endpoint name (repeatable; default: any name)",
     )
+    _add_limit_arguments(parser)
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--qps", type=positive_number, help="chat calls per second, else error 18 (default: none)"
     )

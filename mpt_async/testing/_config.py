@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from mpt_async._validate import is_int, is_number
+
 __all__ = [
     "MAX_CHUNK_DELAY",
     "MAX_STREAM_CHUNKS",
@@ -52,11 +54,7 @@ def check_number(name: str, value: object, low: float, high: float) -> float:
     Raises:
         ValueError: It is not a number (``bool`` included), or out of range.
     """
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not (math.isfinite(value) and low <= value <= high)
-    ):
+    if not is_number(value) or not (math.isfinite(value) and low <= value <= high):
         msg = f"{name} must be a number in [{low:g}, {high:g}], not {value!r:.40}"
         raise ValueError(msg)
     return float(value)
@@ -77,7 +75,7 @@ def check_int(name: str, value: object, low: int, high: int) -> int:
     Raises:
         ValueError: It is not an int, or out of range.
     """
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+    if not is_int(value) or not low <= value <= high:
         shown = f"{value!r:.40}" if not isinstance(value, int) else "out of range"
         msg = f"{name} must be an int in [{low}, {high}], not {shown}"
         raise ValueError(msg)

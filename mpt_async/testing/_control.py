@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from mpt_async._validate import is_number
 from mpt_async.testing._asgi import Request, Send, dumps, loads, respond
 from mpt_async.testing._config import RATE_KEYS
 from mpt_async.testing._faults import Fault
@@ -111,7 +112,7 @@ def _clear_replies(state: EmulatorState, _: Any) -> Any:
 
 def _issue_token(state: EmulatorState, data: Any) -> Any:
     ttl = data.get("ttl") if isinstance(data, dict) else None
-    if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)):
+    if ttl is not None and not is_number(ttl):
         msg = "ttl must be a number of seconds"
         raise TypeError(msg)
     token = state.issue_token(ttl)

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from mpt_async._validate import is_int
 from mpt_async.testing._config import MAX_STREAM_CHUNKS, check_int, check_number
 
 __all__ = ["MAX_STALL", "Fault", "FaultKind", "Phase", "Target"]
@@ -188,7 +189,7 @@ class Fault:
         Raises:
             TypeError: ``code`` is not an int.
         """
-        if not isinstance(code, int) or isinstance(code, bool):
+        if not is_int(code):
             msg_ = "code must be an int"
             raise TypeError(msg_)
         check_int("code", code, -_INT32, _INT32)
@@ -218,7 +219,7 @@ class Fault:
             ValueError: ``status`` is out of range, a header that cannot go on the wire
                 (not latin-1, or with CR or LF), or an oversized body.
         """
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        if not is_int(status) or not 100 <= status <= 599:
             msg = "status must be an int in 100..599"
             raise ValueError(msg)
         _text("body", body)
@@ -323,7 +324,7 @@ class Fault:
         Raises:
             TypeError: ``ban_round`` is not an int.
         """
-        if not isinstance(ban_round, int) or isinstance(ban_round, bool):
+        if not is_int(ban_round):
             msg = "ban_round must be an int"
             raise TypeError(msg)
         check_int("ban_round", ban_round, -1, _INT32)

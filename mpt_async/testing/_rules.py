@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from mpt_async._validate import is_int, is_number
 from mpt_async.testing import _errors
 
 __all__ = ["ALLOWED_FIELDS", "MAX_INPUT_CHARS", "RULES", "Rule", "Violation", "validate"]
@@ -44,14 +45,6 @@ class Violation:
 
     code: int
     message: str
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _alternates(messages: list[dict[str, str]]) -> bool:
@@ -103,13 +96,13 @@ RULES: tuple[Rule, ...] = (
         _errors.INPUT_TOO_LONG,
     ),
     Rule("stream", lambda v: isinstance(v, bool), "stream must be a boolean"),
-    Rule("temperature", _is_number, "temperature must be a number"),
+    Rule("temperature", is_number, "temperature must be a number"),
     Rule("temperature", lambda v: 0 < v <= 1, "temperature must be in (0, 1.0]"),
-    Rule("top_k", _is_int, "top_k must be an integer"),
+    Rule("top_k", is_int, "top_k must be an integer"),
     Rule("top_k", lambda v: v > 0, "top_k must be a positive integer"),
-    Rule("top_p", _is_number, "top_p must be a number"),
+    Rule("top_p", is_number, "top_p must be a number"),
     Rule("top_p", lambda v: 0 <= v <= 1, "top_p must be in [0, 1.0]"),
-    Rule("penalty_score", _is_number, "penalty_score must be a number"),
+    Rule("penalty_score", is_number, "penalty_score must be a number"),
     Rule("penalty_score", lambda v: 1 <= v <= 2, "penalty_score must be in [1.0, 2.0]"),
     Rule("stop", lambda v: isinstance(v, list), "stop must be a list of strings"),
     Rule("stop", lambda v: len(v) <= 4, "stop must have at most 4 elements"),
