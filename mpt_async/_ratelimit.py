@@ -8,16 +8,14 @@ processes, through a :class:`~mpt_async.RedisStore`); this module imports neithe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import httpx
 
 from mpt_async._public import claim
+from mpt_async._redis_store import RedisStore  # light: coredis loads on first connection
 from mpt_async._validate import check_bool, check_instance, check_int, check_number
-
-if TYPE_CHECKING:
-    from mpt_async._redis_store import RedisStore
 
 __all__ = [
     "LIMIT_REQUESTS",
@@ -61,8 +59,6 @@ def _check_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> No
 def _check_shared(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
-    from mpt_async._redis_store import RedisStore  # only with a shared store
-
     check_instance(value, f"RateLimits.{attribute.name}", RedisStore, what="a RedisStore or None")
 
 

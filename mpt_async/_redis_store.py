@@ -14,11 +14,10 @@ coredis exception ever reaches the caller.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
-import secrets
+import os
 import time
 import warnings
 import weakref
@@ -86,6 +85,8 @@ async def _probe(url: str) -> None:
 
 def _event_loop() -> object:
     """The running event loop (asyncio) or run (trio), to tie a connection to it."""
+    import asyncio
+
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -96,6 +97,8 @@ def _event_loop() -> object:
 
 def _spawn(function: Callable[[], Coroutine[Any, Any, None]], keep: set[Any]) -> None:
     """Run ``function`` in the background of the current event loop, until it returns."""
+    import asyncio
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -388,7 +391,7 @@ class RedisStore:
         if local is None:
             local = self._local_locks[key] = anyio.Lock()
         async with local:  # one waiter per process polls Redis
-            name, holder = self.key(key, "token-lock"), secrets.token_hex(16)
+            name, holder = self.key(key, "token-lock"), os.urandom(16).hex()
             held = await self._take_lock(name, holder)
             try:
                 yield
