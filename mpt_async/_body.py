@@ -95,6 +95,24 @@ class _Inflated:
         raise StopAsyncIteration
 
 
+class _Once:
+    """A body that is already in memory, as an iterator of one piece."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content: bytes | None = content
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        content, self._content = self._content, None
+        if not content:
+            raise StopAsyncIteration
+        return content
+
+
 class Body:
     """A response's body: its decoded bytes as they arrive, and a deterministic close.
 
@@ -110,8 +128,14 @@ class Body:
 
     def __init__(self, response: httpx.Response, limit: int = MAX_BODY_BYTES) -> None:
         self.response = response
-        self._raw = raw = response.aiter_raw()
         coding = response.headers.get("content-encoding", "").strip().lower()
+        raw: AsyncIterator[bytes]
+        if response.is_stream_consumed:
+            # Built with its content (a mock transport, say): httpx has decoded it already.
+            raw, coding = _Once(response.content), ""
+        else:
+            raw = response.aiter_raw()
+        self._raw = raw
         #: The decoded bytes (an identity body passes through untouched).
         self.chunks: AsyncIterator[bytes] = raw
         if coding not in ("", "identity"):

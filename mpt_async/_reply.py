@@ -282,8 +282,13 @@ def _reason(exc: BaseException) -> str:
 # -- streams ----------------------------------------------------------------------------------
 
 
+_monotonic = time.monotonic
+
+
 def _where(received: int) -> str:
-    return f"after {received} chunks" if received else "before any chunk"
+    if not received:
+        return "before any chunk"
+    return f"after {received} chunk" if received == 1 else f"after {received} chunks"
 
 
 class ChunkDecoder:
@@ -340,11 +345,10 @@ class ChunkDecoder:
             APIConnectionError: The connection broke, or no chunk came in time.
             StreamError: A bad line, the body's end, or text that is not JSON.
         """
-        reader = self._reader
-        if reader.ready:
-            payload: bytes | None = reader.ready.popleft()
-        else:
-            payload = await self._wait()
+        ready = self._reader.ready
+        if not ready:
+            await self._wait()
+        payload = ready.popleft() if ready else None
         if payload is None:
             raise StreamError(
                 f"the stream ended {_where(self.received)}, without is_end", received=self.received
@@ -357,38 +361,36 @@ class ChunkDecoder:
             f"chunk {self.received} is not JSON: {payload[:80]!r}", received=self.received
         )
 
-    async def _wait(self) -> bytes | None:
-        """Read until a payload is ready, within the chunk's bounds."""
+    async def _wait(self) -> None:
+        """Read until a payload is ready or the body ends, within the chunk's bounds."""
+        reader = self._reader
         error: MPTError | None = None
         try:
-            started = time.monotonic()
-            left = self._deadline - started
-            if left > self._idle:
-                # The common case: one read brings the chunk; the byte timer bounds it.
-                if not await self._reader.fill() or self._reader.ready:
-                    return self._take()
-                left = self._idle - (time.monotonic() - started)
-            else:
-                left = min(left, self._idle)
-            with anyio.move_on_after(left):
-                while await self._reader.fill() and not self._reader.ready:
-                    pass
-                return self._take()
-            error = APITimeoutError(self._silence(started))
+            started = _monotonic()
+            # The common case: one read brings the chunk, and the byte timer (``idle``)
+            # bounds it; a timer of our own starts only if the wait goes on.
+            if self._deadline - started <= self._idle or (await reader.fill() and not reader.ready):
+                await self._wait_more(started)
         except httpx.TransportError as exc:
             error = connection_error(exc, _where(self.received))
         except (BadLine, BodyTooLarge, UnsupportedEncoding) as exc:
             error = StreamError(
                 f"malformed stream {_where(self.received)}: {exc}", received=self.received
             )
-        raise error
+        if error is not None:
+            raise error
 
-    def _take(self) -> bytes | None:
-        ready = self._reader.ready
-        return ready.popleft() if ready else None
+    async def _wait_more(self, started: float) -> None:
+        reader = self._reader
+        left = min(self._deadline, started + self._idle) - _monotonic()
+        with anyio.move_on_after(left):
+            while await reader.fill() and not reader.ready:
+                pass
+            return
+        raise APITimeoutError(self._silence(started))
 
     def _silence(self, started: float) -> str:
-        if time.monotonic() >= self._deadline:
+        if _monotonic() >= self._deadline:
             return f"the call's total deadline passed {_where(self.received)}"
         return f"no chunk for {self._idle:g} s {_where(self.received)} (stream_read)"
 

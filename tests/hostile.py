@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
+    "ANSWER",
     "SECRET_KEY",
     "TOKEN",
     "HostileServer",
@@ -33,6 +34,14 @@ __all__ = [
 #: The credentials the tests' clients use; none of them may ever show in an error.
 TOKEN = "tok-SECRET-0123456789abcdef"
 SECRET_KEY = "sk-SECRET-fedcba9876543210"
+#: A well-formed whole answer.
+ANSWER: dict[str, Any] = {
+    "id": "as-1",
+    "object": "chat.completion",
+    "created": 1,
+    "result": "x",
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
 
 
 class Wire:
