@@ -36,6 +36,8 @@ DECODE_CHUNKS = 500
 #: Concurrent streams through one client, on each runtime.
 MANY_STREAMS = 10_000
 RUNTIMES = ("asyncio", "trio")
+#: 10,000 streams take about a minute on a quiet machine; much longer on a busy one.
+MANY_STREAMS_TIMEOUT = 900
 IMPORT_RUNS = 7
 PACKAGES = (
     "mpt-async",
@@ -284,7 +286,7 @@ def measure_many_streams(ctx: Context) -> dict[str, Any]:
                 "chunks": STREAM_CHUNKS,
                 "pool": ctx.args.streams,
             }
-            result = ctx.worker(spec)
+            result = ctx.worker(spec, timeout=MANY_STREAMS_TIMEOUT)
             stats = ctx.emu.stats()
             result["token_requests"] = stats.get("token_requests")
             result["stream_requests"] = stats.get("stream_requests")

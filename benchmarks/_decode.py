@@ -48,7 +48,8 @@ class ReplayTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == TOKEN_PATH:
-            return httpx.Response(200, content=self._token, headers=JSON_HEADERS)
+            # Streamed, as a real transport's body is (not read before it is handed over).
+            return httpx.Response(200, headers=JSON_HEADERS, stream=_Pieces([self._token]))
         return httpx.Response(
             200, headers={"Content-Type": "text/event-stream"}, stream=_Pieces(self._pieces)
         )

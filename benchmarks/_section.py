@@ -52,7 +52,9 @@ def child_env(scratch: Path) -> dict[str, str]:
     return env
 
 
-def run_worker(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+def run_worker(
+    spec: dict[str, Any], scratch: Path, timeout: float = WORKER_TIMEOUT
+) -> dict[str, Any]:
     """Run one fresh ``benchmarks._worker`` process and return what it measured."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks._worker", json.dumps(spec)],
@@ -60,7 +62,7 @@ def run_worker(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
         text=True,
         env=child_env(scratch),
         cwd=scratch,
-        timeout=WORKER_TIMEOUT,
+        timeout=timeout,
         check=False,
         preexec_fn=lambda: _child_setup(None),  # dies with the parent
     )
@@ -81,10 +83,10 @@ class Context:
     results: dict[str, Any]
     log: Callable[[str], None]
 
-    def worker(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def worker(self, spec: dict[str, Any], timeout: float = WORKER_TIMEOUT) -> dict[str, Any]:
         """Run a fresh worker process on ``spec`` (``base_url`` and ``server_pid`` added)."""
         full = {"base_url": self.emu.base_url, "server_pid": self.emu.pid, **spec}
-        return run_worker(full, self.scratch)
+        return run_worker(full, self.scratch, timeout)
 
 
 def _none(result: Any) -> list[Any]:

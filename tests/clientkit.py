@@ -66,7 +66,7 @@ async def cancel_when(scope: anyio.CancelScope, ready: Callable[[], bool]) -> No
     scope.cancel()
 
 
-async def wait_no_connections(emu: Emulator, limit: float = 3.0) -> int:
+async def wait_no_connections(emu: Emulator, limit: float = 10.0) -> int:
     """Poll until the emulator holds no open connection; return the last count seen."""
     deadline = time.monotonic() + limit
     while True:

@@ -77,7 +77,7 @@ def custom() -> Iterator[Emulator]:
     with Emulator(
         api_key="custom-ak",
         secret_key="custom-sk",
-        token_ttl=0.5,
+        token_ttl=1.5,  # long enough to use a token on a busy machine, short to see it end
         endpoints={"mpt-30b-instruct", "my-mpt"},
     ) as emu:
         yield emu
@@ -364,9 +364,9 @@ def test_issued_tokens_expire_after_the_token_ttl(custom: Emulator) -> None:
         body = get_token(
             http, grant_type="client_credentials", client_id="custom-ak", client_secret="custom-sk"
         ).json()
-        assert body["expires_in"] == 1  # the TTL is 0.5 s, rounded up to an int
+        assert body["expires_in"] == 2  # the TTL is 1.5 s, rounded up to an int
         assert "result" in chat(http, body["access_token"], ask()).json()
-        time.sleep(0.6)
+        time.sleep(1.6)
         assert chat(http, body["access_token"], ask()).json()["error_code"] == 111
 
 
@@ -507,7 +507,7 @@ def test_non_post_chat_is_error_336101(http: httpx.Client, token: str) -> None:
 def test_endpoint_names_can_be_restricted(custom: Emulator) -> None:
     """With endpoints given, those names work and any other gets 336005."""
     custom.reset()
-    token = custom.issue_token()
+    token = custom.issue_token(ttl=3600)  # the fixture's short TTL is for another test
     with httpx.Client(base_url=custom.base_url) as http:
         assert (
             "result" in chat(http, token, ask(), CHAT.replace("mpt-30b-instruct", "my-mpt")).json()

@@ -173,27 +173,34 @@ def test_stall_triggers_a_client_timeout(emulator: Emulator, token: str) -> None
 def test_an_abandoned_stall_ends_with_its_client() -> None:
     """A stall whose client hung up ends at once, so stop() does not wait for it."""
     with Emulator() as emu:
-        token = emu.issue_token()
         emu.inject(Fault.stall(30))
         with httpx.Client(base_url=emu.base_url, timeout=0.2) as http:
             with pytest.raises(httpx.ReadTimeout):
-                chat(http, token)
-        started = time.monotonic()
-    assert time.monotonic() - started < 0.9
+                chat(http, "no-such-token")
+        # Once the stall ends, the request goes on and is refused (error 110): long
+        # before the 30 s stall would have run out.
+        deadline = time.monotonic() + 10
+        while emu.stats.error_responses == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert emu.stats.error_responses == 1
 
 
 def test_stall_after_pauses_a_stream(http: httpx.Client, token: str, emulator: Emulator) -> None:
-    """Fault.stall(0.3, after=1): the first chunk comes at once, the second 0.3 s later."""
-    emulator.inject(Fault.stall(0.3, after=1))
+    """Fault.stall(1, after=1): the first chunk comes at once, the second 1 s after it."""
+    emulator.inject(Fault.stall(1.0, after=1))
     arrivals = []
     with http.stream("POST", CHAT, params={"access_token": token}, json=ask(True)) as r:
-        started = time.monotonic()
+        opened = time.monotonic()
         for line in r.iter_lines():
             if line:
-                arrivals.append(time.monotonic() - started)
+                arrivals.append(time.monotonic() - opened)
     assert len(arrivals) == 3
-    assert arrivals[0] < 0.2
-    assert arrivals[1] >= 0.3
+    # Timed from the first chunk, not from the stream's opening; a generous lower bound
+    # (the client may read the first chunk late on a busy machine).
+    gap = arrivals[1] - arrivals[0]
+    assert gap >= 0.5
+    # Event order instead of an upper bound: the first chunk did not wait for the stall.
+    assert arrivals[0] < gap
 
 
 def test_malformed_sends_a_line_that_is_not_json(

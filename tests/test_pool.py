@@ -20,7 +20,7 @@ from mpt_async import _client
 from mpt_async._pool import PoolTransport, proxy_in_env
 from mpt_async.testing import Emulator
 
-from .clientkit import HI, token_client, wait_no_connections
+from .clientkit import HI, cancel_when, token_client, wait_no_connections
 
 pytestmark = pytest.mark.anyio
 
@@ -222,8 +222,10 @@ async def test_a_request_cancelled_mid_way_is_discarded_and_frees_its_slot() -> 
     async with serving(late) as server:
         pool, http = pooled(max_connections=1)
         async with http:
-            with anyio.move_on_after(0.1) as scope:
-                await http.get(server.url)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(cancel_when, scope, lambda: server.requests == 1)
+                    await http.get(server.url)  # cancelled once the server has it
             assert scope.cancelled_caught
             assert pool.connections == 0
             await server.wait_open()

@@ -6,12 +6,11 @@ so no setting can take the emulator beyond what one process on a laptop can serv
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import attrs
 
-from mpt_async._validate import is_int, is_number
+from mpt_async import _validate
 
 __all__ = [
     "MAX_CHUNK_DELAY",
@@ -40,46 +39,28 @@ _RATE_MAX = {"qps": 1e6, "rpm": 10**9, "tpm": 10**12, "rate_window": 86400.0}
 
 
 def check_number(name: str, value: object, low: float, high: float) -> float:
-    """Refuse anything but a finite int or float in ``[low, high]``.
-
-    Args:
-        name: The setting, for the message.
-        value: The proposed value.
-        low: The smallest value allowed.
-        high: The largest value allowed.
+    """Refuse anything but a finite int or float in ``[low, high]`` (the package's own check).
 
     Returns:
         The value as a float.
 
     Raises:
-        ValueError: It is not a number (``bool`` included), or out of range.
+        ValueError: It is not a number (``bool`` included), or out of range
+            (a :class:`~mpt_async.ConfigurationError`).
     """
-    if not is_number(value) or not (math.isfinite(value) and low <= value <= high):
-        msg = f"{name} must be a number in [{low:g}, {high:g}], not {value!r:.40}"
-        raise ValueError(msg)
-    return float(value)
+    return _validate.check_number(value, name, low=low, high=high)
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:
-    """Refuse anything but an int (not a ``bool``) in ``[low, high]``.
-
-    Args:
-        name: The setting, for the message.
-        value: The proposed value.
-        low: The smallest value allowed.
-        high: The largest value allowed.
+    """Refuse anything but an int (not a ``bool``) in ``[low, high]`` (the package's own check).
 
     Returns:
         The value.
 
     Raises:
-        ValueError: It is not an int, or out of range.
+        ValueError: It is not an int, or out of range (a :class:`~mpt_async.ConfigurationError`).
     """
-    if not is_int(value) or not low <= value <= high:
-        shown = f"{value!r:.40}" if not isinstance(value, int) else "out of range"
-        msg = f"{name} must be an int in [{low}, {high}], not {shown}"
-        raise ValueError(msg)
-    return value
+    return _validate.check_int(value, name, low=low, high=high)
 
 
 def check_rates(rates: Mapping[str, object]) -> None:
