@@ -23,6 +23,7 @@ from mpt_async._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     RequestValidationError,
+    SharedStoreError,
     StreamError,
 )
 from mpt_async._options import ChatOptions
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from mpt_async._ratelimit import RateLimitInfo, RateLimits
+    from mpt_async._redis_store import RedisStore
     from mpt_async._stream import ChatStream
     from mpt_async._token_file import FileTokenStore
     from mpt_async._token_store import MemoryTokenStore, StoredToken, TokenStore
@@ -82,6 +84,7 @@ _LAZY = {
     "ConversationStream": "mpt_async._conversation",
     "FileTokenStore": "mpt_async._token_file",
     "MemoryTokenStore": "mpt_async._token_store",
+    "RedisStore": "mpt_async._redis_store",
     "StoredToken": "mpt_async._token_store",
     "TokenStore": "mpt_async._token_store",
 }
@@ -129,8 +132,10 @@ __all__ = [
     "RateLimitError",
     "RateLimitInfo",
     "RateLimits",
+    "RedisStore",
     "RequestValidationError",
     "Role",
+    "SharedStoreError",
     "StoredToken",
     "StreamError",
     "TimeoutLike",

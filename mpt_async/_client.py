@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 
     from mpt_async import _telemetry
     from mpt_async._batch import Batch, BatchInput, ProgressHook
+    from mpt_async._limiter import Limiter
 
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
     from mpt_async._models import ChatRequest, ChatResponse, MessageLike
-    from mpt_async._ratelimit import Limiter, RateLimits
+    from mpt_async._ratelimit import RateLimits
     from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
     from mpt_async._transport import CallOptions, OpenStream
@@ -137,14 +138,15 @@ def _check_base_url(value: object) -> str:
     return text
 
 
-def _limiter(value: object) -> Limiter | None:
+def _limiter(value: object, base_url: str, auth: Auth, endpoint: str) -> Limiter | None:
     """The limiter for a client's ``rate_limits`` (checked), if it has any."""
     if value is None:
         return None
-    from mpt_async._ratelimit import Limiter, RateLimits
+    from mpt_async._limiter import new_limiter
+    from mpt_async._ratelimit import RateLimits
 
     limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
-    return Limiter(limits)
+    return new_limiter(limits, base_url, auth, endpoint)
 
 
 def _running_loop() -> object | None:
@@ -259,7 +261,7 @@ class Client:
             from mpt_async._token_store import check_token_store  # only with a store
 
             token_store = check_token_store(token_store)
-        limiter = _limiter(rate_limits)
+        limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._transport import CallOptions, Transport  # with the first client
 
         self._options = CallOptions(

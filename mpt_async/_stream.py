@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mpt_async._exceptions import MPTError, StreamError
+from mpt_async._limiter import Ticket
 from mpt_async._models import ChatChunk, ChatResponse, Usage
 from mpt_async._public import claim
-from mpt_async._ratelimit import RateLimitInfo, Ticket
+from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._reply import ChunkDecoder, scrub, whole_stream
 
 __all__ = ["ChatStream"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,45 @@ __all__ = ["FileTokenStore", "default_token_path"]
 _FORMAT_VERSION = 1
 #: Polling for a lock held elsewhere starts fast and settles at this interval.
 _MAX_POLL = 0.05
+#: The largest token file read; a bigger one is ignored (and replaced by the next save).
+MAX_FILE_SIZE = 1 << 20
+#: Open without following a symbolic link, and without waiting on a FIFO.
+_SAFE_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
+
+
+def _shared_directory(directory: Path) -> bool:
+    """Whether other users can write ``directory`` and it is not the user's own."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # pragma: no cover - Windows has no such modes
+        return False
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False  # missing: this store will create it, private
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return bool(writable) and info.st_uid != getuid()
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most :data:`MAX_FILE_SIZE`.
+
+    ``None`` when it is missing. A symbolic link, a FIFO or device, or a file too big
+    raises ``OSError``, without following, blocking or reading it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _SAFE_OPEN)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file (mode {stat.filemode(info.st_mode)})")
+        if info.st_size > MAX_FILE_SIZE:
+            raise OSError(f"{info.st_size} bytes, over the {MAX_FILE_SIZE} allowed")
+        data = file.read(MAX_FILE_SIZE + 1)
+    if len(data) > MAX_FILE_SIZE:
+        raise OSError(f"over the {MAX_FILE_SIZE} bytes allowed")
+    return data
 
 
 def default_token_path() -> Path:
@@ -86,7 +126,11 @@ class FileTokenStore:
 
     The file and its directory (when this store creates it) are readable by their owner
     only, and the file is always replaced whole, so a reader never sees half of it. A file
-    that cannot be read or parsed counts as empty and is overwritten by the next save.
+    that cannot be read or parsed counts as empty and is overwritten by the next save; so
+    does anything that is not a regular file of at most 1 MiB (a symbolic link, a FIFO),
+    which is never followed, waited on or read whole. In a directory that other users can
+    write and that belongs to someone else (``/tmp``, say), the store is not used at all:
+    it warns once, and clients fetch their own tokens.
     Fetching is coordinated with ``flock`` on ``<path>.lock`` (where there is no ``flock``,
     by creating that file exclusively), so processes starting at once fetch one token.
     File access runs in worker threads, and waiting for the lock never blocks the event
@@ -116,6 +160,7 @@ class FileTokenStore:
             lock_timeout, "lock_timeout", low=0, low_open=True, unit=" of seconds"
         )
         self._lock_path = self._path.with_name(self._path.name + ".lock")
+        self._warned = False
 
     def __repr__(self) -> str:
         return f"FileTokenStore(path={str(self._path)!r})"
@@ -126,6 +171,18 @@ class FileTokenStore:
         return self._path
 
     # -- reading and writing ------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        """``False`` (with one warning) when the directory is open to other users."""
+        if not _shared_directory(self._path.parent):
+            return True
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "not using the token store %s: other users can write its directory",
+                self._path,
+            )
+        return False
 
     async def load(self, key: str) -> StoredToken | None:
         """The token saved under ``key``, or ``None`` (also when the file is unreadable)."""
@@ -144,21 +201,25 @@ class FileTokenStore:
         await _in_thread(self._write, key, token)
 
     def _read(self) -> dict[str, StoredToken]:
-        try:
-            raw = self._path.read_bytes()
-        except FileNotFoundError:
+        if not self._usable():
             return {}
+        try:
+            raw = _read_regular(self._path)
         except OSError as exc:
             logger.warning("cannot read the token store %s (%s); ignoring it", self._path, exc)
             return {}
+        if raw is None:
+            return {}
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             logger.debug("the token store %s is not valid JSON; treating it as empty", self._path)
             return {}
         return _parse(data)
 
     def _write(self, key: str, token: StoredToken) -> None:
+        if not self._usable():
+            return
         self._ensure_dir()
         now = time.time()
         tokens = {k: t for k, t in self._read().items() if t.expires_at > now}
@@ -211,7 +272,9 @@ class FileTokenStore:
         """
         held = _Held()
         try:
-            if _HAVE_FLOCK:
+            if not await _in_thread(self._usable):
+                pass  # no shared file, so nothing to coordinate
+            elif _HAVE_FLOCK:
                 await self._acquire_flock(held)
             else:
                 await self._acquire_lock_file(held)
@@ -246,7 +309,12 @@ class FileTokenStore:
 
     def _open_lock_file(self, held: _Held) -> None:
         self._ensure_dir()
-        held.fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Never through a symbolic link (a dangling one would create its target).
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _SAFE_OPEN, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError("not a regular file")
+        held.fd = fd
 
     async def _acquire_lock_file(self, held: _Held) -> None:
         async def attempt() -> bool:

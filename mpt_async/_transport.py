@@ -40,9 +40,10 @@ from mpt_async._exceptions import (
     MPTError,
     RateLimitError,
 )
+from mpt_async._limiter import Limiter, Ticket
 from mpt_async._logging import install_redaction, logger
 from mpt_async._models import ChatResponse, TokenGrant
-from mpt_async._ratelimit import Limiter, RateLimitInfo, Ticket, read_rate_limit
+from mpt_async._ratelimit import RateLimitInfo, read_rate_limit
 from mpt_async._reply import (
     ChunkDecoder,
     Failure,

@@ -11,7 +11,8 @@ import pytest
 
 import mpt_async
 from mpt_async import ConfigurationError, RateLimitInfo, RateLimits
-from mpt_async._ratelimit import Limiter, read_rate_limit
+from mpt_async._limiter import Limiter
+from mpt_async._ratelimit import read_rate_limit
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import HI, chat_requests, token_client
@@ -139,7 +140,7 @@ async def test_qps_spacing_never_exceeds_the_limit() -> None:
     # So no window of one second could ever hold more than 100 of them.
     for k in range(1, 40):
         assert min(b - a for a, b in zip(times, times[k:], strict=False)) >= k / 100 - 1e-3
-    assert times[-1] - times[0] < 0.39 + 0.3  # spaced, not stalled
+    assert times[-1] - times[0] < 5  # spaced, not stalled (a generous bound for busy cores)
 
 
 @pytest.mark.anyio
@@ -163,7 +164,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 @pytest.mark.anyio
 @BACKENDS
 async def test_tokens_are_estimated_then_corrected() -> None:
-    """TPM: the first call holds the budget until its usage is known; then estimates pack."""
+    """TPM: a first call costs its prompt and a guessed answer; then estimates follow usage."""
     limiter = Limiter(RateLimits(tpm=100, adopt_server_limits=False))
     first = await limiter.acquire(10)
     admitted: list[int] = []
@@ -177,10 +178,12 @@ async def test_tokens_are_estimated_then_corrected() -> None:
         tg.start_soon(one, 2)
         tg.start_soon(one, 3)
         await anyio.wait_all_tasks_blocked()
-        assert admitted == []  # the whole budget is reserved for the unknown first call
+        # Unknown answers are guessed at a quarter of the budget: 10 + 25 each, so the
+        # first two fit in 100 and the third waits (never the whole budget for one).
+        assert len(admitted) == 1
         first.settle(30, prompt_tokens=10)  # 10 prompt + 20 answer tokens
         await anyio.wait_all_tasks_blocked()
-        assert len(admitted) == 2  # 30 + 30 + 30 <= 100; a fourth would not fit
+        assert len(admitted) == 2  # 30 + 35 + 30 <= 100; a fourth would not fit
         tg.cancel_scope.cancel()
 
 
@@ -196,7 +199,7 @@ async def test_window_frees_calls_after_their_reply() -> None:
     start = anyio.current_time()
     ticket.finish()
     await limiter.acquire(10)
-    assert 0.15 <= anyio.current_time() - start < 1.0
+    assert 0.15 <= anyio.current_time() - start < 5  # not stalled
 
 
 # -- against the emulator --------------------------------------------------------------
@@ -216,8 +219,12 @@ async def test_burst_under_the_client_limit_sees_no_refusal(emulator: Emulator) 
 
 @pytest.mark.anyio
 async def test_burst_without_the_client_limit_is_refused(emulator: Emulator) -> None:
-    """The same burst without a client limit hits error 18 (so the test above means something)."""
-    emulator.set_rate_limits(qps=100)
+    """A burst without a client limit hits error 18 (so the test above means something).
+
+    The server allows 10 a second, so the 200 calls are refused however slowly a busy
+    machine sends them (they would need 19 s to pass).
+    """
+    emulator.set_rate_limits(qps=10)
     async with limited(emulator, None) as client:
         outcomes = await burst(client, 200)
     refused = [e for e in outcomes if e is not None]
@@ -325,8 +332,8 @@ async def test_copies_share_the_limiter(emulator: Emulator) -> None:
 
 @pytest.mark.anyio
 async def test_cancelled_waiter_gives_back_its_place(emulator: Emulator) -> None:
-    """At qps=3, cancelling the second call lets the third go in the second's slot."""
-    async with limited(emulator, RateLimits(qps=3, adopt_server_limits=False)) as client:
+    """At qps=1, cancelling the second call lets the third go in the second's slot."""
+    async with limited(emulator, RateLimits(qps=1, adopt_server_limits=False)) as client:
         await client.chat(HI)  # takes the first slot
         start = anyio.current_time()
         finished: dict[str, float] = {}
@@ -349,7 +356,8 @@ async def test_cancelled_waiter_gives_back_its_place(emulator: Emulator) -> None
             await anyio.sleep(0.05)
             second.cancel()
     assert "second" not in finished
-    assert finished["third"] < 0.55  # its own slot was at 0.67 s; the second's at 0.33 s
+    # The second's slot was at 1 s, the third's own at 2 s: 0.9 s to spare on busy cores.
+    assert finished["third"] < 1.9
     assert len(chat_requests(emulator)) == 2
 
 
@@ -383,18 +391,24 @@ async def test_rate_limit_refusal_holds_back_other_calls(emulator: Emulator) -> 
     emulator.inject(Fault.http(429, headers={"Retry-After": "0.3"}))
     limits = RateLimits(qps=1000, adopt_server_limits=False)
     async with limited(emulator, limits, max_retries=1) as client:
+        limiter = client._transport.limiter
+        assert limiter is not None
         waited: list[float] = []
+        remaining: list[float] = []
 
         async def other() -> None:
-            await until(lambda: len(chat_requests(emulator)) >= 1)
+            # From the moment the refusal has been read (not merely sent): event order.
+            await until(lambda: limiter._paused_until > 0)
             start = anyio.current_time()
+            remaining.append(limiter._paused_until - start)
             await client.chat(HI)
             waited.append(anyio.current_time() - start)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.chat, HI)
             tg.start_soon(other)
-    assert waited[0] >= 0.2
+    assert remaining[0] > 0  # it was held back by the 429 (by up to 0.3 s)
+    assert waited[0] >= remaining[0] - 0.01
     assert emulator.stats.error_responses == 0  # the 429 came from an injected HTTP fault
     assert len(chat_requests(emulator)) == 3
 
@@ -408,3 +422,31 @@ async def test_stream_charges_its_real_usage(emulator: Emulator) -> None:
         limiter = client._transport.limiter
         assert limiter is not None
         assert limiter._recent_tokens == final.usage.total_tokens
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_in_flight_gives_back_its_tokens(emulator: Emulator) -> None:
+    """TPM: a first call cancelled before its reply does not make the next wait a minute."""
+    emulator.inject(Fault.stall(30))
+    async with limited(emulator, RateLimits(tpm=2_000, adopt_server_limits=False)) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.chat, HI)
+            await until(lambda: len(chat_requests(emulator)) == 1)
+            tg.cancel_scope.cancel()
+        limiter = client._transport.limiter
+        assert limiter is not None
+        assert 0 < limiter._recent_tokens < 2_000 // 4  # its prompt's estimate, no more
+        with anyio.fail_after(20):  # it waited about 60 s before
+            await client.chat(HI)
+
+
+@pytest.mark.anyio
+async def test_a_dropped_call_gives_back_its_tokens(emulator: Emulator) -> None:
+    """TPM: a first call whose connection drops does not make the next wait a minute."""
+    emulator.inject(Fault.drop())
+    async with limited(emulator, RateLimits(tpm=2_000, adopt_server_limits=False)) as client:
+        with pytest.raises(mpt_async.APIConnectionError):
+            await client.chat(HI)
+        with anyio.fail_after(20):
+            await client.chat(HI)
+    assert len(chat_requests(emulator)) == 2

@@ -391,3 +391,104 @@ def test_cli_default_cache_is_for_https_only(
     assert cli_service.token_store_from_args(off, "https://aip.baidubce.com") is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--no-token-cache", "--token-cache", "x"])
+
+
+# -- hostile files ---------------------------------------------------------------------
+
+_TOKEN = mpt_async.StoredToken("tok", time.time() + 3600, time.time())
+
+
+@anyio_only
+async def test_symlink_to_dev_zero_is_not_followed(tmp_path: Path) -> None:
+    """A symbolic link at the path (to /dev/zero) is not read; a save replaces the link."""
+    path = tmp_path / "tokens.json"
+    path.symlink_to("/dev/zero")
+    store = mpt_async.FileTokenStore(path)
+    with anyio.fail_after(10):
+        assert await store.load("k") is None
+        await store.save("k", _TOKEN)
+    assert not path.is_symlink()
+    assert await store.load("k") == _TOKEN
+
+
+@anyio_only
+async def test_fifo_does_not_block(tmp_path: Path) -> None:
+    """A FIFO at the path is not waited on (no writer ever comes); a save replaces it."""
+    path = tmp_path / "tokens.json"
+    os.mkfifo(path)
+    store = mpt_async.FileTokenStore(path)
+    with anyio.fail_after(10):
+        assert await store.load("k") is None
+        await store.save("k", _TOKEN)
+    assert stat.S_ISREG(path.stat().st_mode)
+    assert await store.load("k") == _TOKEN
+
+
+@anyio_only
+async def test_huge_file_is_not_read_whole(tmp_path: Path) -> None:
+    """A 400 MB file is ignored without being read (the cap is 1 MiB), then replaced."""
+    import tracemalloc
+
+    path = tmp_path / "tokens.json"
+    with path.open("wb") as file:
+        file.truncate(400 * 2**20)  # sparse: no disk used
+    store = mpt_async.FileTokenStore(path)
+    tracemalloc.start()
+    try:
+        assert await store.load("k") is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    await store.save("k", _TOKEN)
+    assert path.stat().st_size < 4096
+
+
+@anyio_only
+async def test_too_deep_file_is_rewritten(tmp_path: Path) -> None:
+    """A token file nested 100,000 deep reads as empty, and the next save rewrites it."""
+    path = tmp_path / "tokens.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    store = mpt_async.FileTokenStore(path)
+    assert await store.load("k") is None
+    await store.save("k", _TOKEN)
+    assert await store.load("k") == _TOKEN
+
+
+@anyio_only
+async def test_dangling_symlink_at_the_lock_is_not_created(tmp_path: Path) -> None:
+    """A dangling symbolic link at the lock path does not make the lock create its target."""
+    path = tmp_path / "tokens.json"
+    target = tmp_path / "elsewhere" / "victim"
+    target.parent.mkdir()
+    (tmp_path / "tokens.json.lock").symlink_to(target)
+    store = mpt_async.FileTokenStore(path)
+    with anyio.fail_after(10):
+        async with store.lock("k"):
+            await store.save("k", _TOKEN)
+    assert not target.exists()
+    assert await store.load("k") == _TOKEN
+
+
+@anyio_only
+async def test_directory_others_can_write_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a world-writable directory owned by someone else, the store warns once and stays out."""
+    if os.getuid() == 0:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        os.chown(shared, 65534, 65534)
+        shared.chmod(0o777)
+    else:
+        shared = Path("/tmp")  # root's, and writable by all
+    path = shared / f"mpt-test-{os.getpid()}-tokens.json"
+    store = mpt_async.FileTokenStore(path)
+    caplog.set_level(logging.WARNING, "mpt_async")
+    await store.save("k", _TOKEN)
+    assert await store.load("k") is None
+    async with store.lock("k"):
+        pass
+    assert not path.exists()
+    assert not path.with_name(path.name + ".lock").exists()
+    assert sum("other users can write" in r.getMessage() for r in caplog.records) == 1

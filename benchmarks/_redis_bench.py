@@ -1,0 +1,163 @@
+"""The ``redis`` section: N processes on one shared budget, and what Redis adds to a call.
+
+Starts its own ``redis-server`` on a free loopback port (skipped when it is not installed),
+sets the emulator to enforce ``QPS`` calls a second, and runs ``PROCESSES`` worker
+processes (asyncio and trio alternately) that call as fast as the shared
+``RateLimits(qps=QPS, shared=RedisStore(...))`` lets them. Then one worker times
+sequential calls with no limiter, the in-process limiter and the shared one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from benchmarks._section import Context, Row, child_env, verdict
+from benchmarks._worker import RESULT_PREFIX
+
+PROCESSES = 4
+QPS = 50
+SECONDS = 10.0
+CONCURRENCY = 8
+CALLS = 500
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_redis(binary: str, port: int, directory: str) -> subprocess.Popen[bytes]:
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:  # noqa: PERF203 - polling until it listens
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _spawn(spec: dict[str, Any], ctx: Context) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._redis_worker", json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(ctx.scratch),
+        cwd=ctx.scratch,
+    )
+
+
+def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout)
+    for line in reversed(out.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return dict(json.loads(line[len(RESULT_PREFIX) :]))
+    raise RuntimeError(f"redis worker failed (exit {proc.returncode})")
+
+
+def _budget(ctx: Context, base: dict[str, Any]) -> dict[str, Any]:
+    ctx.emu.control("POST", "config", {"qps": QPS})
+    backends = ["asyncio", "trio"] * (PROCESSES // 2)
+    spec = {**base, "mode": "budget", "qps": QPS, "seconds": SECONDS, "concurrency": CONCURRENCY}
+    procs = [_spawn({**spec, "backend": b}, ctx) for b in backends]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a redis worker did not get ready")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [_result(proc, SECONDS + 60) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        ctx.emu.control("POST", "config", {"qps": None})
+    times = sorted(t for r in results for t in r["answered"])
+    # The steady rate: the first and last second (start-up, the token fetch) left out.
+    middle = [t for t in times if times[0] + 1 <= t <= times[-1] - 1] if times else []
+    span = times[-1] - times[0] - 2 if times else 0.0
+    rate = len(middle) / span if span > 0 else 0.0
+    shares = [len(r["answered"]) / max(1, len(times)) for r in results]
+    return {
+        "processes": PROCESSES,
+        "qps": QPS,
+        "seconds": SECONDS,
+        "calls": len(times),
+        "rate": rate,
+        "use": rate / QPS,
+        "refused": sum(r["refused"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+        "min_share": min(shares),
+    }
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Measure the shared budget and the per-call overhead (``skipped`` without Redis)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return {"skipped": "redis-server is not installed (Debian package redis-server)"}
+    with tempfile.TemporaryDirectory(prefix="mpt-bench-redis-") as directory:
+        port = _free_port()
+        server = _start_redis(binary, port, directory)
+        try:
+            base = {"url": f"redis://127.0.0.1:{port}", "prefix": "bench"}
+            base |= {"base_url": ctx.emu.base_url}
+            base |= {"api_key": "emulator-api-key", "secret_key": "emulator-secret-key"}
+            budget = _budget(ctx, base)
+            ctx.log(f"redis: {PROCESSES} processes on one budget: done")
+            overhead = _result(_spawn({**base, "mode": "overhead", "calls": CALLS}, ctx), 120)
+            ctx.log("redis: overhead: done")
+        finally:
+            server.kill()
+            server.wait()
+    return {"budget": budget, "overhead": overhead}
+
+
+def targets(result: dict[str, Any]) -> list[Row]:
+    """Shared budget used >= 0.9, with 0 refusals."""
+    if "budget" not in result:
+        return []
+    b = result["budget"]
+    return [
+        [f"redis: {b['processes']} processes, qps={b['qps']}: rate / limit", f"{b['use']:.2f}",
+         ">= 0.9", verdict(b["use"] >= 0.9)],
+        ["redis: refusals under the shared budget", str(b["refused"]), "0",
+         verdict(b["refused"] == 0)],
+    ]  # fmt: skip
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """One line on the budget, one per limiter on the overhead."""
+    if "skipped" in result:
+        return [f"redis: {result['skipped']}"]
+    b, o = result["budget"], result["overhead"]
+    out = [
+        f"redis: {b['processes']} processes (asyncio, trio) on qps={b['qps']} for "
+        f"{b['seconds']:.0f} s: {b['calls']} calls, {b['rate']:.1f}/s ({b['use']:.0%} of the "
+        f"limit), {b['refused']} refused, smallest share {b['min_share']:.0%}"
+    ]
+    base = o["none"]
+    for name in ("in-process", "redis"):
+        m = o[name]
+        out.append(
+            f"redis: {name} limiter adds {m['cpu_us'] - base['cpu_us']:+.0f} µs client CPU per "
+            f"call, {m['p50_ms'] - base['p50_ms']:+.2f} ms p50, "
+            f"{m['p99_ms'] - base['p99_ms']:+.2f} ms p99 latency (no limiter: "
+            f"{base['cpu_us']:.0f} µs, {base['p50_ms']:.2f} / {base['p99_ms']:.2f} ms)"
+        )
+    return out

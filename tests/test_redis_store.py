@@ -1,0 +1,436 @@
+"""RedisStore against a real redis-server: a shared token, shared limits, failing open."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import mpt_async
+from mpt_async import ConfigurationError, RateLimits, RedisStore, SharedStoreError
+from mpt_async._shared_limiter import SharedLimiter
+from mpt_async.testing import Emulator
+
+from .clientkit import HI, chat_requests, token_client
+from .redisrun import RedisServer, redis_cluster, redis_server
+
+BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+
+# When a server dies, coredis (6.9) may try one new connection, and leaves the anyio memory
+# streams of that failed connection unclosed: a ResourceWarning when they are collected.
+# It is coredis's, not a leak of ours; the fixture below collects it within these tests.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _collect_coredis_leftovers() -> Iterator[None]:
+    """Collect what coredis left behind before the test ends (see ``pytestmark``)."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """One redis-server for this module's tests (each test uses its own key prefix)."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own, so tests never share a budget."""
+    return "t" + str(abs(hash(request.node.nodeid)))
+
+
+def shared_client(emu: Emulator, store: RedisStore, **limits: Any) -> mpt_async.Client:
+    """A token client sharing its token and its limits through ``store``."""
+    limits.setdefault("adopt_server_limits", False)
+    return token_client(
+        emu,
+        token_store=store,
+        rate_limits=RateLimits(**limits, shared=store),
+        max_retries=0,
+    )
+
+
+def limiter(store: RedisStore, emu: Emulator, **kwargs: Any) -> SharedLimiter:
+    """A shared limiter on its own, as a client with the emulator's credentials has."""
+    window = kwargs.pop("window", 60.0)
+    kwargs.setdefault("adopt_server_limits", False)
+    return SharedLimiter(
+        RateLimits(**kwargs, shared=store),
+        store,
+        base_url=emu.base_url,
+        auth=mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key),
+        endpoint="mpt-30b-instruct",
+        window=window,
+    )
+
+
+async def until(predicate: Any, limit: float = 10.0) -> None:
+    """Poll until ``predicate()`` holds (failing after ``limit`` seconds)."""
+    with anyio.fail_after(limit):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.01)
+
+
+def all_of_redis(server: RedisServer) -> str:
+    """Every key and every value in the server, as text."""
+    keys = server.cli("--scan").split()
+    dumped = [server.cli("--no-raw", "dump", key) for key in keys]
+    return "\n".join(keys + dumped)
+
+
+# -- settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("http://localhost",), {}, "redis://"),
+        ((6379,), {}, "redis://"),
+        (("redis://localhost",), {"prefix": "a{b}"}, "prefix"),
+        (("redis://localhost",), {"prefix": ""}, "prefix"),
+        (("redis://localhost",), {"on_error": "ignore"}, "on_error"),
+        (("redis://localhost",), {"timeout": 0}, "timeout"),
+        (("redis://localhost",), {"timeout": True}, "timeout"),
+    ],
+)
+def test_bad_settings_are_refused(args: Any, kwargs: Any, match: str) -> None:
+    """A bad URL, prefix, on_error or timeout raises ConfigurationError before any I/O."""
+    with pytest.raises(ConfigurationError, match=match):
+        RedisStore(*args, **kwargs)
+
+
+def test_shared_must_be_a_redis_store() -> None:
+    """RateLimits(shared=...) takes a RedisStore or None."""
+    with pytest.raises(ConfigurationError, match="shared"):
+        RateLimits(qps=1, shared=mpt_async.MemoryTokenStore())  # type: ignore[arg-type]
+
+
+def test_repr_shows_no_password() -> None:
+    """The store's repr names host and port, never the URL's password."""
+    store = RedisStore("redis://:hunter2@127.0.0.1:7777/0")
+    assert "hunter2" not in repr(store)
+    assert "127.0.0.1:7777" in repr(store)
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_one_token_for_many_stores(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """Clients on separate stores (as separate processes) fetch one token between them."""
+    stores = [RedisStore(redis.url, prefix=prefix) for _ in range(3)]
+    clients = [token_client(emulator, token_store=store) for store in stores]
+
+    async def call(client: mpt_async.Client) -> None:
+        async with client:
+            await client.chat(HI)
+
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(call, client)
+    for store in stores:
+        await store.aclose()
+    assert emulator.stats.token_requests == 1
+    assert len(chat_requests(emulator)) == 3
+    assert emulator.secret_key not in all_of_redis(redis)
+    assert emulator.api_key not in all_of_redis(redis)
+
+
+# -- shared limits -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_separate_stores_share_one_qps_budget(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """Two limiters on two stores space their calls as one: any k span k/qps or more."""
+    stores = [RedisStore(redis.url, prefix=prefix) for _ in range(2)]
+    limiters = [limiter(store, emulator, qps=50) for store in stores]
+    times: list[float] = []
+
+    async def one(shared: SharedLimiter) -> None:
+        await shared.acquire(10)
+        times.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, limiters[i % 2])
+    for store in stores:
+        await store.aclose()
+    times.sort()
+    # Redis schedules the starts 20 ms apart; the sleeps only ever end late, never early.
+    assert times[-1] - times[0] >= 19 / 50 - 0.02
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_cancelled_waiter_gives_back_its_place(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """At qps=1, a cancelled waiter's slot goes to the next caller, not one after it."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        shared = limiter(store, emulator, qps=1)
+        await shared.acquire(10)  # the first slot: now
+        with anyio.move_on_after(0.1):
+            await shared.acquire(10)  # waits for the slot at 1 s, and is cancelled
+        start = anyio.current_time()
+        await shared.acquire(10)
+        waited = anyio.current_time() - start
+    # The cancelled slot (0.9 s away), not the one after it (1.9 s): 0.8 s to spare.
+    assert waited < 1.7
+
+
+@pytest.mark.anyio
+async def test_tokens_are_charged_estimate_then_real(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """TPM: a call reserves an estimate, then its real usage replaces it in Redis."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        async with shared_client(emulator, store, tpm=100_000) as client:
+            reply = await client.chat(HI)
+            await client.chat(HI)  # carries the first call's real count to Redis
+    costs_key = [
+        k for k in redis.cli("--scan").split() if k.startswith(prefix + ":") and "tpm-cost" in k
+    ]
+    assert len(costs_key) == 1
+    charged = sorted(int(v) for v in redis.cli("hvals", costs_key[0]).split())
+    assert reply.usage.total_tokens in charged
+    assert len(charged) == 2
+
+
+@pytest.mark.anyio
+async def test_server_limits_are_shared(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """An X-Ratelimit-Limit-Requests header seen by one client holds back another's calls."""
+    emulator.set_rate_limits(rpm=2)
+    async with RedisStore(redis.url, prefix=prefix) as first_store:
+        async with shared_client(emulator, first_store, adopt_server_limits=True) as client:
+            await client.chat(HI)
+        # Sent to Redis in the background, at once.
+        await until(lambda: redis.cli("--scan", "--pattern", prefix + ":*server*").split())
+    async with (
+        RedisStore(redis.url, prefix=prefix) as second_store,
+        shared_client(emulator, second_store, adopt_server_limits=True) as other,
+        anyio.create_task_group() as tg,
+    ):
+        for _ in range(3):
+            tg.start_soon(other.chat, HI)
+        await until(lambda: len(chat_requests(emulator)) == 2)
+        await anyio.sleep(0.3)  # the other two stay held back, for a minute
+        tg.cancel_scope.cancel()
+    assert len(chat_requests(emulator)) == 2
+    assert emulator.stats.error_responses == 0
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_dead_reservation_expires(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """A reservation never settled (its process died) leaves the window by itself."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        dead = limiter(store, emulator, rpm=1, window=0.3)
+        await dead.acquire(10)  # and never a word again
+    assert all(
+        int(redis.cli("pttl", key)) > 0
+        for key in redis.cli("--scan", "--pattern", prefix + ":*").split()
+    )
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        alive = limiter(store, emulator, rpm=1, window=0.3)
+        with anyio.fail_after(5):
+            await alive.acquire(10)
+
+
+# -- failing open, failing closed --------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_unreachable_redis_fails_open_and_says_so_once(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no Redis, calls go on under per-process limits and one warning is logged."""
+    caplog.set_level(logging.WARNING, "mpt_async")
+    with redis_server() as gone:
+        url = gone.url
+    async with RedisStore(url, timeout=0.5) as store:
+        async with shared_client(emulator, store, qps=20) as client:
+            with anyio.fail_after(10):
+                for _ in range(5):
+                    await client.chat(HI)
+    warnings = [r for r in caplog.records if "did not answer" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(chat_requests(emulator)) == 5
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_unreachable_redis_fails_closed_when_asked(emulator: Emulator) -> None:
+    """With on_error="raise", a call raises SharedStoreError, with no coredis error chained."""
+    with redis_server() as gone:
+        url = gone.url
+    async with RedisStore(url, on_error="raise", timeout=0.5) as store:
+        async with shared_client(emulator, store, qps=20) as client:
+            with pytest.raises(SharedStoreError) as info:
+                await client.chat(HI)
+    assert isinstance(info.value, mpt_async.APIConnectionError)
+    error: BaseException | None = info.value
+    while error is not None:
+        assert not type(error).__module__.startswith("coredis")
+        error = error.__cause__ or error.__context__
+    assert chat_requests(emulator) == []
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_redis_killed_paused_and_restarted(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture, prefix: str
+) -> None:
+    """Redis dying or freezing mid-run never stops the calls; sharing resumes after."""
+    caplog.set_level(logging.WARNING, "mpt_async")
+    with redis_server() as server:
+        async with RedisStore(server.url, prefix=prefix, timeout=0.3) as store:
+            async with shared_client(emulator, store, qps=50) as client:
+                await client.chat(HI)
+                server.stop()
+                with anyio.fail_after(10):
+                    await client.chat(HI)
+                    await client.chat(HI)
+                server.start()  # the same port, empty
+                await anyio.sleep(1.1)  # the store leaves Redis alone for a second
+                await client.chat(HI)
+                assert server.cli("--scan", "--pattern", prefix + ":*").split()  # shared again
+                server.pause()
+                try:
+                    with anyio.fail_after(10):
+                        await client.chat(HI)
+                finally:
+                    server.resume()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("did not answer" in m for m in messages) == 2
+    assert sum("answers again" in m for m in messages) == 1
+    assert len(chat_requests(emulator)) == 5
+
+
+# -- Redis Cluster -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_cluster_shares_token_and_budget(emulator: Emulator) -> None:
+    """On a 3-node Redis Cluster, separate stores share one token and one QPS budget."""
+    with redis_cluster() as nodes:
+        stores = [RedisStore(nodes[i].url, on_error="raise") for i in range(3)]
+        clients = [shared_client(emulator, store, qps=20) for store in stores]
+        start = anyio.current_time()
+
+        async def calls(client: mpt_async.Client) -> None:
+            async with client:
+                for _ in range(3):
+                    await client.chat(HI)
+
+        async with anyio.create_task_group() as tg:
+            for client in clients:
+                tg.start_soon(calls, client)
+        elapsed = anyio.current_time() - start
+        for store in stores:
+            await store.aclose()
+    assert emulator.stats.token_requests == 1
+    assert len(chat_requests(emulator)) == 9
+    assert elapsed >= 8 / 20 - 0.02  # nine calls, one budget: 50 ms apart
+
+
+# -- many processes ----------------------------------------------------------------------
+
+
+def run_workers(
+    emu: Emulator, url: str, prefix: str, backends: list[str], **config: Any
+) -> list[dict[str, Any]]:
+    """Start one worker process per backend, start them together, return their counts."""
+    base = {"url": url, "prefix": prefix, "base_url": emu.base_url}
+    base |= {"api_key": emu.api_key, "secret_key": emu.secret_key, **config}
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    workers = []
+    for i, backend in enumerate(backends):
+        options = {**base, "backend": backend, "skew": 37.0 if i == 0 else 0.0}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.redis_worker", json.dumps(options)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=root,
+                env=env,
+            )
+        )
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    return results
+
+
+def test_four_processes_share_one_budget_and_one_token(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """2 asyncio + 2 trio processes (one with a clock 37 s off) share qps=20 and one token.
+
+    Against the emulator enforcing qps=20: no refusal, the budget used to 90% or more, and
+    each process gets at least 15% of the calls.
+    """
+    emulator.set_rate_limits(qps=20)
+    results = run_workers(
+        emulator,
+        redis.url,
+        prefix,
+        ["asyncio", "trio", "asyncio", "trio"],
+        qps=20,
+        seconds=5.0,
+        # A short queue (12 places, 0.6 s), so that a process the busy machine starts late
+        # is not left behind the others' whole queue in so short a run.
+        concurrency=3,
+    )
+    # Shares once all four run (the first second starts processes and fetches the token).
+    begin = min(t for result in results for t in result["times"]) + 1.0
+    answered = [sum(t >= begin for t in result["times"]) for result in results]
+    assert sum(result["refused"] + result["failed"] for result in results) == 0
+    assert emulator.stats.error_responses == 0
+    assert emulator.stats.token_requests == 1
+    times = sorted(request.time for request in chat_requests(emulator))
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert rate >= 0.9 * 20  # (and never over it: the emulator refused nothing)
+    assert min(answered) >= 0.15 * sum(answered)
