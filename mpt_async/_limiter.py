@@ -96,8 +96,8 @@ class _Entry:
     __slots__ = ("expires", "flying", "tokens")
 
     def __init__(self, tokens: int) -> None:
-        self.tokens = tokens
-        self.flying = True
+        self.tokens: int = tokens
+        self.flying: bool = True
         self.expires: float | None = None
 
 
@@ -179,7 +179,7 @@ class Limiter:
         self._flying_tokens = 0
         self._recent: collections.deque[_Entry] = collections.deque()
         self._recent_tokens = 0
-        self.estimate = TokenEstimate()
+        self.estimate: TokenEstimate = TokenEstimate()
         self._lock: anyio.Lock | None = None
         self._wake: anyio.Event | None = None
 
