@@ -110,7 +110,8 @@ def to_stop(value: Iterable[str] | None) -> tuple[str, ...] | None:
     """Check ``stop``, as a tuple (a generator or a list changed later counts as given)."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    # A mapping is iterable too, but only its keys would be sent.
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         refuse("stop", "must be a list of strings", _BAD)
     words = tuple(value)
     if len(words) > MAX_STOP_WORDS:

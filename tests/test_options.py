@@ -123,3 +123,10 @@ def test_with_options_copies_every_attribute() -> None:
     assert (copy.max_retries, copy.endpoint, client.max_retries) == (5, "other", 2)
     with pytest.raises(mpt_async.ConfigurationError, match="backoff"):
         client.with_options(backoff=5)  # type: ignore[arg-type]
+
+
+def test_a_mapping_is_not_a_list_of_stop_words() -> None:
+    """``stop={"a": 1}`` is refused, not sent as its keys."""
+    with pytest.raises(RequestValidationError) as caught:
+        check_options({"stop": {"a": 1}})
+    assert caught.value.field == "stop"
