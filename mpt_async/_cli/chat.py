@@ -14,9 +14,11 @@ configuration or validation error, 130 after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import anyio
@@ -36,6 +38,7 @@ from mpt_async._conversation import Conversation
 from mpt_async._exceptions import AuthenticationError, ConfigurationError, MPTError
 from mpt_async._models import ChatRequest, Message, Usage
 from mpt_async._options import ChatOptions, options_from
+from mpt_async._signals import sigint_blocked
 
 __all__ = ["add_chat_parser", "run_chat"]
 
@@ -207,6 +210,19 @@ def _round(
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _event_loop_thread() -> Iterator[BlockingPortal]:
+    """An event loop in another thread that (like the threads it starts) never takes Ctrl-C.
+
+    Were the kernel to hand SIGINT to that thread, the prompt's ``input()`` in this thread
+    would not wake, and the chat would hang at the prompt instead of ending.
+    """
+    with contextlib.ExitStack() as stack:
+        with sigint_blocked():
+            portal = stack.enter_context(start_blocking_portal())
+        yield portal
+
+
 def _converse(args: argparse.Namespace, options: ChatOptions, connection: dict[str, Any]) -> int:
     """Chat round after round over standard input; the worst exit status of the rounds.
 
@@ -220,7 +236,7 @@ def _converse(args: argparse.Namespace, options: ChatOptions, connection: dict[s
     status = EXIT_OK
     try:
         with (
-            start_blocking_portal() as portal,
+            _event_loop_thread() as portal,
             portal.wrap_async_context_manager(Client(**client_options(args, connection))) as client,
         ):
             # The conversation drops the oldest rounds past 4,800 characters; a flagged

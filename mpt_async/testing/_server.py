@@ -14,6 +14,8 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from mpt_async._signals import sigint_blocked
+
 if TYPE_CHECKING:
     import uvicorn
 
@@ -188,7 +190,8 @@ class ServerThread:
         self._thread = threading.Thread(
             target=self._run, name=f"mpt-async-emulator-{self.port}", daemon=True
         )
-        self._thread.start()
+        with sigint_blocked():  # Ctrl-C is for the host program's main thread
+            self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
