@@ -9,59 +9,59 @@ in plain words, so that argparse prints ``argument --rpm: must be a positive int
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._validate import check_int, check_number
 
-__all__ = ["int_at_least", "non_negative_number", "positive_number"]
+__all__ = ["add_count_option", "int_at_least", "non_negative_number", "positive_number"]
 
 _T = TypeVar("_T")
 _NAME = "value"  # argparse names the option itself
 
 
-def _convert(text: str, convert: Callable[[str], _T], what: str) -> _T:
-    try:
-        return convert(text)
-    except ValueError:
-        msg = f"not {what}: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _plain(error: ConfigurationError) -> argparse.ArgumentTypeError:
-    return argparse.ArgumentTypeError(str(error).removeprefix(f"{_NAME} "))
-
-
-def _number_from_zero(text: str, *, zero: bool) -> float:
-    try:
-        return check_number(_convert(text, float, "a number"), _NAME, low=0, low_open=not zero)
-    except ConfigurationError as exc:
-        raise _plain(exc) from None
-
-
-def positive_number(text: str) -> float:
-    """A finite number above zero (``--timeout``, ``--qps``).
+def _argtype(
+    convert: Callable[[str], _T], what: str, check: Callable[[_T], _T], name: str
+) -> Callable[[str], _T]:
+    """An argparse ``type``: ``convert`` the text, then ``check`` the value.
 
     Args:
-        text: The option's value, as typed.
-
-    Raises:
-        argparse.ArgumentTypeError: It is not such a number.
+        convert: Makes the value from the text; raises :class:`ValueError` when it cannot.
+        what: The kind of value, for the message ``not a number: 'x'``.
+        check: One of the package's strict checks, given the value and :data:`_NAME`.
+        name: The type's ``__name__`` (argparse would show it only for an unexpected error).
     """
-    return _number_from_zero(text, zero=False)
+
+    def parse(text: str) -> _T:
+        try:
+            value = convert(text)
+        except ValueError:
+            msg = f"not {what}: {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        try:
+            return check(value)
+        except ConfigurationError as exc:
+            words = str(exc).removeprefix(f"{_NAME} ")
+            raise argparse.ArgumentTypeError(words) from None
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def non_negative_number(text: str) -> float:
-    """A finite number of zero or more (``--chunk-delay``, ``--token-ttl``).
+def _number_from_zero(*, zero: bool, name: str) -> Callable[[str], float]:
+    check = functools.partial(check_number, name=_NAME, low=0, low_open=not zero)
+    return _argtype(float, "a number", check, name)
 
-    Args:
-        text: The option's value, as typed.
 
-    Raises:
-        argparse.ArgumentTypeError: It is not such a number.
-    """
-    return _number_from_zero(text, zero=True)
+#: A finite number above zero (``--timeout``, ``--qps``); raises
+#: :class:`argparse.ArgumentTypeError` for anything else.
+positive_number = _number_from_zero(zero=False, name="positive number")
+
+#: A finite number of zero or more (``--chunk-delay``, ``--token-ttl``); raises
+#: :class:`argparse.ArgumentTypeError` for anything else.
+non_negative_number = _number_from_zero(zero=True, name="non-negative number")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -70,12 +70,33 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     Args:
         minimum: The smallest value accepted.
     """
+    check = functools.partial(check_int, name=_NAME, low=minimum)
+    return _argtype(int, "a whole number", check, f"integer of at least {minimum}")
 
-    def parse(text: str) -> int:
-        try:
-            return check_int(_convert(text, int, "a whole number"), _NAME, low=minimum)
-        except ConfigurationError as exc:
-            raise _plain(exc) from None
 
-    parse.__name__ = parse.__qualname__ = f"integer of at least {minimum}"
-    return parse
+def add_count_option(
+    parser: Any,
+    flag: str,
+    *,
+    minimum: int,
+    default: int,
+    help: str,
+    metavar: str | None = None,
+) -> None:
+    """Add ``flag``: a whole number of at least ``minimum``, whose help shows its default.
+
+    Args:
+        parser: A parser or argument group.
+        flag: The option, such as ``"--concurrency"``.
+        minimum: The smallest value accepted (see :func:`int_at_least`).
+        default: Its value when it is not given.
+        help: What it means; `` (default: N)`` is added.
+        metavar: The value's name in the help (``None``: argparse's own).
+    """
+    parser.add_argument(
+        flag,
+        type=int_at_least(minimum),
+        default=default,
+        metavar=metavar,
+        help=f"{help} (default: %(default)s)",
+    )

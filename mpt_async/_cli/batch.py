@@ -41,7 +41,7 @@ import anyio
 import attrs
 
 from mpt_async._batch import BatchInput
-from mpt_async._cli.argtypes import int_at_least
+from mpt_async._cli.argtypes import add_count_option
 from mpt_async._cli.common import EXIT_API, EXIT_OK, UsageError, note, redact
 from mpt_async._cli.inputs import MAX_LINE_BYTES, BadLine, decode, read_lines
 from mpt_async._cli.journal import FAILED, TODO, Resume, Writer, read_output, repair_output
@@ -92,12 +92,13 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="OUTPUT",
         help="the JSON Lines file of answers (appended to; an earlier run's is resumed)",
     )
-    parser.add_argument(
+    add_count_option(
+        parser,
         "--concurrency",
-        type=int_at_least(1),
+        minimum=1,
         default=_DEFAULT_CONCURRENCY,
         metavar="N",
-        help="calls in flight at once (default: %(default)s)",
+        help="calls in flight at once",
     )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument(

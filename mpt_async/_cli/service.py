@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from mpt_async._auth import AccessTokenAuth, base_url_from_env
-from mpt_async._cli.argtypes import int_at_least, positive_number
+from mpt_async._cli.argtypes import add_count_option, positive_number
 from mpt_async._cli.common import (
     CREDENTIAL_VARS,
     EXIT_INTERRUPTED,
@@ -88,12 +88,13 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="bound every wait (connect, send, idle gap while reading) to SECONDS",
     )
-    service.add_argument(
+    add_count_option(
+        service,
         "--max-retries",
-        type=int_at_least(0),
+        minimum=0,
         default=2,
         metavar="N",
-        help="retries of a failed call before giving up (default: %(default)s)",
+        help="retries of a failed call before giving up",
     )
     service.add_argument(
         "--emulator",

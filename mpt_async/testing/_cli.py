@@ -15,7 +15,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from mpt_async._cli.argtypes import int_at_least, non_negative_number, positive_number
+from mpt_async._cli.argtypes import (
+    add_count_option,
+    int_at_least,
+    non_negative_number,
+    positive_number,
+)
 
 __all__ = ["DEFAULT_PORT", "add_emulator_parser", "main", "run_emulator"]
 
@@ -36,17 +41,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on; anything but loopback (e.g. 0.0.0.0 in a container) is"
         " reachable by others and gets a warning (default: %(default)s)",
     )
-    parser.add_argument(
-        "--port",
-        type=int_at_least(0),
-        default=DEFAULT_PORT,
-        help="port; 0 picks a free one (default: %(default)s)",
+    add_count_option(
+        parser, "--port", minimum=0, default=DEFAULT_PORT, help="port; 0 picks a free one"
     )
-    parser.add_argument(
-        "--stream-chunks",
-        type=int_at_least(1),
-        default=3,
-        help="chunks per streamed answer (default: %(default)s)",
+    add_count_option(
+        parser, "--stream-chunks", minimum=1, default=3, help="chunks per streamed answer"
     )
     parser.add_argument(
         "--chunk-delay",
