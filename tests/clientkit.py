@@ -58,11 +58,20 @@ def chat_requests(emu: Emulator) -> list[Any]:
     return [r for r in emu.requests if r.kind == "chat"]
 
 
+async def until(predicate: Callable[[], object], limit: float = 30.0) -> None:
+    """Poll until ``predicate()`` holds, failing after ``limit`` seconds (generous: busy cores).
+
+    For state another thread or process changes (the emulator's, redis-server's), which no
+    event announces.
+    """
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 (the state changes in another thread)
+            await anyio.sleep(0.01)
+
+
 async def cancel_when(scope: anyio.CancelScope, ready: Callable[[], bool]) -> None:
     """Cancel ``scope`` once ``ready()`` holds: event ordering, not a guess at timing."""
-    with anyio.fail_after(30):
-        while not ready():  # noqa: ASYNC110 (the emulator runs in another thread)
-            await anyio.sleep(0.01)
+    await until(ready)
     scope.cancel()
 
 

@@ -13,7 +13,7 @@ import pytest
 import mpt_async
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import chat_requests, token_client, wait_no_connections
+from .clientkit import chat_requests, token_client, until, wait_no_connections
 
 pytestmark = pytest.mark.anyio
 
@@ -218,10 +218,7 @@ async def test_early_break_cancels_in_flight_calls(emulator: Emulator) -> None:
                     break
         assert _task_count() == tasks_before
         # The three cancelled calls closed their sockets; at most the idle one remains.
-        for _ in range(500):
-            if emulator.stats.open_connections <= 1:
-                break
-            await anyio.sleep(0.02)
+        await until(lambda: emulator.stats.open_connections <= 1)
         assert emulator.stats.open_connections <= 1
         assert (await client.chat([{"role": "user", "content": "still usable"}])).result
     assert await wait_no_connections(emulator) == 0

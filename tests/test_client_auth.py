@@ -10,7 +10,7 @@ import pytest
 import mpt_async
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, aksk_client, chat_requests, token_client
+from .clientkit import HI, aksk_client, cancel_when, chat_requests, token_client
 
 pytestmark = pytest.mark.anyio
 
@@ -238,17 +238,12 @@ async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> 
     async def waiter(client: mpt_async.Client) -> None:
         results.append((await client.chat(HI)).result)
 
-    async def cancel_once_fetching(scope: anyio.CancelScope) -> None:
-        # Measured from the right event: the fetch has reached the (stalling) service.
-        while emulator.stats.token_requests == 0:  # noqa: ASYNC110 - a counter in another thread
-            await anyio.sleep(0.01)
-        scope.cancel()
-
     async with token_client(emulator) as client:
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as scope:
                 tg.start_soon(waiter, client)
-                tg.start_soon(cancel_once_fetching, scope)
+                # Measured from the right event: the fetch has reached the (stalling) service.
+                tg.start_soon(cancel_when, scope, lambda: emulator.stats.token_requests > 0)
                 await client.chat(HI)  # takes the fetch, then is cancelled waiting for it
             assert scope.cancelled_caught
     assert len(results) == 1

@@ -15,7 +15,7 @@ from mpt_async._limiter import Limiter
 from mpt_async._ratelimit import read_rate_limit
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, chat_requests, token_client
+from .clientkit import HI, chat_requests, token_client, until
 
 
 def limited(emu: Emulator, limits: RateLimits | None, **kwargs: Any) -> mpt_async.Client:
@@ -40,15 +40,6 @@ async def burst(client: mpt_async.Client, n: int) -> list[BaseException | None]:
         for _ in range(n):
             tg.start_soon(one)
     return outcomes
-
-
-async def until(predicate: Any, limit: float = 5.0) -> None:
-    """Poll until ``predicate()`` holds (failing after ``limit`` seconds)."""
-    with anyio.fail_after(limit):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.01)
 
 
 #: For tests where the HTTP transport under asyncio makes no difference (the limiter on its

@@ -20,7 +20,7 @@ from mpt_async import ConfigurationError, RateLimits, RedisStore, SharedStoreErr
 from mpt_async._shared_limiter import SharedLimiter
 from mpt_async.testing import Emulator
 
-from .clientkit import HI, chat_requests, token_client
+from .clientkit import HI, chat_requests, token_client, until
 from .redisrun import RedisServer, redis_cluster, redis_server
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -80,15 +80,6 @@ def limiter(store: RedisStore, emu: Emulator, **kwargs: Any) -> SharedLimiter:
         endpoint="mpt-30b-instruct",
         window=window,
     )
-
-
-async def until(predicate: Any, limit: float = 10.0) -> None:
-    """Poll until ``predicate()`` holds (failing after ``limit`` seconds)."""
-    with anyio.fail_after(limit):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.01)
 
 
 def all_of_redis(server: RedisServer) -> str:
