@@ -163,8 +163,12 @@ class Body:
 
     async def aclose(self) -> None:
         """Close the response, and finish the body's iterators (safe to call again)."""
-        await aclose_response(self.response)
+        if self.response.is_closed:
+            # httpx closes a response once its raw body has been read to the end (or this
+            # ran before): nothing is left open, and no cancel scope is needed.
+            return
         with anyio.CancelScope(shield=True):
+            await _close_quietly(self.response)
             raw = self._raw
             try:
                 for _ in range(_DRIVE_LIMIT):
@@ -211,7 +215,11 @@ def plain_content(request: httpx.Request) -> httpx.Request:
 async def aclose_response(response: httpx.Response) -> None:
     """Close a response even while the caller is being cancelled, so its connection is freed."""
     with anyio.CancelScope(shield=True):
-        try:
-            await response.aclose()
-        except Exception:  # noqa: BLE001 - closing must not mask the error being handled
-            logger.debug("closing a response failed", exc_info=True)
+        await _close_quietly(response)
+
+
+async def _close_quietly(response: httpx.Response) -> None:
+    try:
+        await response.aclose()
+    except Exception:  # noqa: BLE001 - closing must not mask the error being handled
+        logger.debug("closing a response failed", exc_info=True)

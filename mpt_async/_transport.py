@@ -8,8 +8,11 @@ raise. A stream is handed over only once its first chunk has arrived, so a timeo
 dropped connection before that is retried, and nothing after it is.
 
 Every call has a total deadline (``Timeouts.total``): retries, backoff and token fetches
-count, waits for the client's own rate limits do not. The loop is the place to observe a
-call: each attempt, retry, refresh and rate-limit wait passes through :meth:`Transport._run`.
+count, waits for the client's own rate limits do not. Each attempt runs in one cancel scope
+set to that deadline, which each phase (the reply's head, a whole body) narrows to its own
+bound for as long as it lasts: one timer per attempt, however many bounds apply. The loop is
+the place to observe a call: each attempt, retry, refresh and rate-limit wait passes through
+:meth:`Transport._run`.
 """
 
 from __future__ import annotations
@@ -94,17 +97,28 @@ class OpenStream:
 
 
 class _Deadline:
-    """A call's total deadline, on both clocks, pushed back by rate-limit waits."""
+    """A call's total deadline, on both clocks, pushed back by rate-limit waits.
 
-    __slots__ = ("at", "loop_at", "total")
+    It also holds the cancel scope of the attempt in progress, and the bound of the phase in
+    progress (an attempt's phases run one after the other, and a call's attempts too).
+    """
+
+    __slots__ = ("at", "loop_at", "offset", "phase", "phase_at", "scope", "total")
 
     def __init__(self, total: float | None) -> None:
         self.total = total
         span = math.inf if total is None else total
+        now = time.monotonic()
+        #: The event loop's clock minus ``time.monotonic()``.
+        self.offset = anyio.current_time() - now
         #: On ``time.monotonic()`` (read per chunk: the cheaper clock).
-        self.at = time.monotonic() + span
+        self.at = now + span
         #: On the event loop's clock, for cancel scopes.
-        self.loop_at = anyio.current_time() + span
+        self.loop_at = now + self.offset + span
+        self.scope: anyio.CancelScope | None = None
+        #: What timed out if the phase in progress outlives its bound (``None``: no phase).
+        self.phase: str | None = None
+        self.phase_at = math.inf
 
     def extend(self, seconds: float) -> None:
         self.at += seconds
@@ -112,6 +126,32 @@ class _Deadline:
 
     def left(self) -> float:
         return self.at - time.monotonic()
+
+    def attempt(self) -> anyio.CancelScope:
+        """A new attempt's cancel scope, set to the total deadline."""
+        self.phase = None
+        self.scope = anyio.CancelScope(deadline=self.loop_at)
+        return self.scope
+
+    def bound(self, seconds: float, phase: str | None) -> None:
+        """Bound the phase that starts now to ``seconds`` (``phase`` says what timed out).
+
+        ``None`` ends the bound of the phase before: only the total deadline is left.
+        """
+        self.phase = phase
+        # On the loop's clock, read off the cheaper one: both run at the same pace.
+        self.phase_at = math.inf if phase is None else time.monotonic() + self.offset + seconds
+        if self.scope is not None:
+            self.scope.deadline = min(self.phase_at, self.loop_at)
+
+    def timed_out(self) -> Failure | None:
+        """Why the attempt's scope caught its cancel: the phase's failure (retried).
+
+        ``None`` when it is the call's total deadline that passed.
+        """
+        if self.phase is None or self.phase_at > self.loop_at:
+            return None
+        return Failure(APITimeoutError(self.phase), Action.RETRY)
 
 
 @attrs.frozen
@@ -122,9 +162,12 @@ class _Call:
     body: bytes
     options: CallOptions
     stream: bool
-    deadline: _Deadline
     #: Follows the call for telemetry, if it is on.
     observer: CallObserver | None = None
+    #: Starts when the call does.
+    deadline: _Deadline = attrs.field(
+        init=False, default=attrs.Factory(lambda self: _Deadline(self.options.timeouts.total), True)
+    )
 
 
 #: One attempt: send the request, read the reply; raises Failure.
@@ -187,42 +230,46 @@ class Transport:
         """Run attempts until one succeeds, the failure is final, or the deadline passes."""
         retries = 0
         refreshed = False
-        limiter = self.limiter
         deadline = call.deadline
         failure: Failure | None = None
         while True:
-            ticket = None
-            if limiter is not None:
-                # Each attempt waits for its place under the rate limits before it is sent;
-                # that wait is not part of the timeouts, nor of the total deadline.
-                started = time.monotonic()
-                ticket = await self._place(limiter, call)
-                deadline.extend(time.monotonic() - started)
-            with anyio.CancelScope(deadline=deadline.loop_at) as scope:
+            ticket = None if self.limiter is None else await self._place(self.limiter, call)
+            with deadline.attempt() as scope:
                 try:
                     return await self._attempt(attempt, call, ticket)
                 except Failure as caught:
                     failure = caught
-                delay = self._decide(failure, retries, refreshed, call)
-                if delay is None or delay > deadline.left():
-                    break
-                if failure.action is Action.REFRESH:
-                    refreshed = True  # a refused token is replaced once; not a retry
-                    continue
-                retries += 1
-                if limiter is not None and isinstance(failure.error, RateLimitError):
-                    limiter.pause(delay)  # over the service's quota: the client holds back
-                await anyio.sleep(delay)
             if scope.cancelled_caught:
-                break
+                timed_out = deadline.timed_out()
+                if timed_out is None:
+                    break  # the total deadline: the last failure, if any, says what went on
+                failure = timed_out
+            assert failure is not None  # caught, or the phase's
+            delay = self._decide(failure, retries, refreshed, call)
+            if delay is None or delay > deadline.left():
+                break  # the wait is within the deadline: it needs no scope of its own
+            if failure.action is Action.REFRESH:
+                refreshed = True  # a refused token is replaced once; not a retry
+                continue
+            retries += 1
+            if self.limiter is not None and isinstance(failure.error, RateLimitError):
+                self.limiter.pause(delay)  # over the service's quota: the client holds back
+            await anyio.sleep(delay)
         raise self._final(failure, call)
 
     @staticmethod
     async def _place(limiter: Limiter, call: _Call) -> Ticket:
-        """Wait for the attempt's place under the rate limits."""
+        """Wait for the attempt's place under the rate limits.
+
+        That wait is not part of the timeouts, nor of the total deadline: it pushes it back.
+        """
+        started = time.monotonic()
         if call.observer is None:
-            return await limiter.acquire(len(call.body))
-        return await call.observer.rate_limit_wait(limiter.acquire(len(call.body)))
+            ticket = await limiter.acquire(len(call.body))
+        else:
+            ticket = await call.observer.rate_limit_wait(limiter.acquire(len(call.body)))
+        call.deadline.extend(time.monotonic() - started)
+        return ticket
 
     def _decide(self, failure: Failure, retries: int, refreshed: bool, call: _Call) -> float | None:
         """How long to wait before the next attempt, or ``None`` to give up."""
@@ -309,9 +356,7 @@ class Transport:
         observer: CallObserver | None = None,
     ) -> ChatResponse:
         """Send a non-stream call; return its answer, with the quota its headers announced."""
-        deadline = _Deadline(options.timeouts.total)
-        call = _Call(endpoint, body, options, False, deadline, observer)
-        return await self._run(self._whole, call)
+        return await self._run(self._whole, _Call(endpoint, body, options, False, observer))
 
     async def _whole(
         self, call: _Call, request: httpx.Request, ticket: Ticket | None
@@ -319,12 +364,9 @@ class Transport:
         read = call.options.timeouts.read
         response = await self._send(call, request, "waiting for the answer", read)
         info = self._observe(response, ticket)
-        data: Any = None
-        with anyio.move_on_after(read) as scope:  # the whole body, however it trickles
-            data = await read_reply(response, "reading the answer")
-        if scope.cancelled_caught:
-            error = APITimeoutError(f"no whole answer within {read:g} s (read)")
-            raise Failure(error, Action.RETRY)
+        # The whole body, however it trickles.
+        call.deadline.bound(read, f"no whole answer within {read:g} s (read)")
+        data = await read_reply(response, "reading the answer")
         reply = whole_answer(data, info)
         if ticket is not None:
             ticket.settle(reply.usage.total_tokens, reply.usage.prompt_tokens)
@@ -338,14 +380,13 @@ class Transport:
         However the head trickles in, it must come within ``wait`` once the pool, the
         connection and the sending have had their own bounds.
         """
-        failure: Failure | None = None
-        with anyio.move_on_after(wait + _sending(call.options.timeouts)):
-            try:
-                return await self.http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                failure = Failure(connection_error(exc, doing), Action.RETRY)
-        if failure is None:
-            failure = Failure(APITimeoutError(f"timed out {doing} (reply head)"), Action.RETRY)
+        call.deadline.bound(
+            wait + _sending(call.options.timeouts), f"timed out {doing} (reply head)"
+        )
+        try:
+            return await self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            failure = Failure(connection_error(exc, doing), Action.RETRY)
         raise failure
 
     async def open_stream(
@@ -356,9 +397,9 @@ class Transport:
         observer: CallObserver | None = None,
     ) -> OpenStream:
         """Send a stream call; return it once its first chunk has arrived."""
-        deadline = _Deadline(options.timeouts.total)
-        call = _Call(endpoint, body, options, True, deadline, observer)
-        opened: OpenStream = await self._run(self._opening, call)
+        opened: OpenStream = await self._run(
+            self._opening, _Call(endpoint, body, options, True, observer)
+        )
         return opened
 
     async def _opening(
@@ -378,7 +419,11 @@ class Transport:
             if response.status_code != 200 or "event-stream" not in response.headers.get(
                 "content-type", ""
             ):
-                await _refuse_single_body(response, call.options.timeouts.stream_read)
+                await _refuse_single_body(
+                    response, call.options.timeouts.stream_read, call.deadline
+                )
+            # The decoder bounds the wait for each chunk itself.
+            call.deadline.bound(0, None)
             body = _stream_body(response)
             decoder = ChunkDecoder(
                 body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
@@ -447,18 +492,17 @@ def _sending(timeouts: Timeouts) -> float:
     return timeouts.pool + timeouts.connect + timeouts.write
 
 
-async def _refuse_single_body(response: httpx.Response, wait: float) -> NoReturn:
+async def _refuse_single_body(
+    response: httpx.Response, wait: float, deadline: _Deadline
+) -> NoReturn:
     """A stream call answered with one body: its error (plain JSON, even in stream mode)."""
-    with anyio.move_on_after(wait) as scope:
-        await read_reply(response, "reading the answer")
-    error: MPTError = MalformedResponseError(
+    deadline.bound(wait, f"no whole answer within {wait:g} s (stream_read)")
+    await read_reply(response, "reading the answer")
+    error = MalformedResponseError(
         "asked for a stream, got a single JSON body",
         status_code=response.status_code,
         request_id=request_id(response),
     )
-    if scope.cancelled_caught:
-        error = APITimeoutError(f"no whole answer within {wait:g} s (stream_read)")
-        raise Failure(error, Action.RETRY)
     raise Failure(error, Action.RAISE)
 
 

@@ -215,18 +215,52 @@ async def test_echoed_token_mid_stream_is_masked() -> None:
 # -- every wait has a bound ----------------------------------------------------------------
 
 
-async def test_trickled_whole_answer_is_bounded_by_read() -> None:
+def trickled_body(wire: Wire) -> None:
+    """A whole answer's head, then its body a byte at a time."""
+    wire.send(http_head(content_type="application/json", content_length=10_000))
+    wire.trickle(b" ", every=0.05)
+
+
+@pytest.mark.parametrize("total", [10.0, None], ids=["total", "no-total"])
+async def test_trickled_whole_answer_is_bounded_by_read(total: float | None) -> None:
     """A body trickled a byte at a time ends at `read`, not when the server tires."""
-
-    def trickle(wire: Wire) -> None:
-        wire.send(http_head(content_type="application/json", content_length=10_000))
-        wire.trickle(b" ", every=0.05)
-
-    with hostile(trickle) as server:
-        async with fixed(server.url, timeout=mpt_async.Timeouts(read=0.5)) as client:
+    bounds = mpt_async.Timeouts(read=0.5, total=total)
+    with hostile(trickled_body) as server:
+        async with fixed(server.url, timeout=bounds) as client:
             started = time.monotonic()
             error = await failure(lambda: client.chat(HI))
     assert isinstance(error, mpt_async.APITimeoutError)
+    assert "no whole answer within 0.5 s (read)" in str(error)
+    assert time.monotonic() - started < SLOW
+
+
+@pytest.mark.parametrize("total", [10.0, None], ids=["total", "no-total"])
+async def test_trickled_reply_head_is_bounded(total: float | None) -> None:
+    """A reply head trickled a byte at a time ends at its bound: `read` plus the sending's."""
+
+    def trickle(wire: Wire) -> None:
+        wire.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        wire.trickle(b"a", every=0.05)
+
+    with hostile(trickle) as server:
+        bounds = mpt_async.Timeouts(read=0.3, connect=0.1, write=0.1, pool=0.1, total=total)
+        async with fixed(server.url, timeout=bounds) as client:
+            started = time.monotonic()
+            error = await failure(lambda: client.chat(HI))
+    assert isinstance(error, mpt_async.APITimeoutError)
+    assert "timed out waiting for the answer (reply head)" in str(error)
+    assert time.monotonic() - started < SLOW
+
+
+async def test_total_deadline_cuts_a_phase_that_would_end_later() -> None:
+    """When `total` ends before a phase's own bound, the error names the total deadline."""
+    bounds = mpt_async.Timeouts(read=20.0, total=0.5)
+    with hostile(trickled_body) as server:
+        async with fixed(server.url, timeout=bounds) as client:
+            started = time.monotonic()
+            error = await failure(lambda: client.chat(HI))
+    assert isinstance(error, mpt_async.APITimeoutError)
+    assert "total deadline of 0.5 s" in str(error)
     assert time.monotonic() - started < SLOW
 
 
