@@ -3,9 +3,10 @@
 Why: httpcore's own pool re-examines every queued request and every connection on each
 state change, so under httpx's default transport a call costs more the more calls are in
 flight. Here idle connections wait in a stack per origin and callers wait in a FIFO queue:
-taking and giving back a connection costs the same at concurrency 1 and 10,000. The wire
-work stays httpcore's (``httpcore.AsyncHTTP11Connection`` over its network backend, h11
-parsing), so it runs on asyncio and trio alike.
+taking and giving back a connection costs the same at concurrency 1 and 10,000. The I/O is
+httpcore's network backend, so it runs on asyncio and trio alike; responses are parsed in C
+by httptools (``_wire.py``) when it is installed, else by httpcore's own HTTP/1.1
+connection (h11, pure Python).
 
 The rules: at most ``max_connections`` connections exist (connecting, busy or idle), at
 most ``max_keepalive_connections`` are kept idle, and an idle one older than
@@ -21,8 +22,8 @@ import os
 import ssl
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Literal, Protocol
 
 import anyio
 import httpcore
@@ -69,12 +70,69 @@ def _default_backend() -> httpcore.AsyncNetworkBackend:
     return httpcore.AnyIOBackend()
 
 
-class _Connection(httpcore.AsyncHTTP11Connection):
+class _Connection(Protocol):
+    """What the pool needs of a connection: httpcore's (h11) or ``_wire``'s (httptools)."""
+
+    key: _Key
+
+    async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
+        """Send ``request``; closing the response's body hands the connection to ``give_back``."""
+
+    def is_idle(self) -> bool:
+        """Whether it is reusable now (its last response was read to the end and closed)."""
+
+    def has_expired(self) -> bool:
+        """Whether an idle connection is too old or was closed by the server."""
+
+    def is_closed(self) -> bool:
+        """Whether it was closed."""
+
+    async def aclose(self) -> None:
+        """Close it."""
+
+
+_GiveBack = Callable[[_Connection], Awaitable[None]]
+_Opener = Callable[[_Key, httpcore.AsyncNetworkStream, float | None], _Connection]
+
+
+class _H11Connection(httpcore.AsyncHTTP11Connection):
     """httpcore's HTTP/1.1 connection, labelled with the pool's key for its origin."""
 
     def __init__(self, key: _Key, stream: httpcore.AsyncNetworkStream, expiry: float | None):
         super().__init__(httpcore.Origin(*key), stream, keepalive_expiry=expiry)
         self.key = key
+
+    async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
+        """Send ``request`` through httpcore; closing the body hands the connection back."""
+        scheme, host, port = self.key
+        response = await self.handle_async_request(
+            httpcore.Request(
+                method=request.method,
+                url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
+                headers=request.headers.raw,
+                content=request.stream,
+                extensions=request.extensions,
+            )
+        )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Body(give_back, self, response.stream),
+            extensions=response.extensions,
+        )
+
+
+def _opener(parser: Literal["httptools", "h11"] | None) -> _Opener:
+    """The connection class for ``parser``; with ``None``, httptools' when it is installed."""
+    if parser != "h11":
+        try:
+            from mpt_async._wire import Connection  # imports httptools
+        except ModuleNotFoundError as exc:
+            if parser is not None or exc.name != "httptools":
+                raise
+        else:
+            return Connection
+    return _H11Connection
 
 
 class _Waiter:
@@ -91,12 +149,12 @@ class _Waiter:
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body; closing it gives the connection back (or discards it)."""
+    """The body of an h11 response; closing it gives the connection back (or discards it)."""
 
-    __slots__ = ("_chunks", "_connection", "_pool", "_stream")
+    __slots__ = ("_chunks", "_connection", "_give_back", "_stream")
 
-    def __init__(self, pool: PoolTransport, connection: _Connection, stream: Any) -> None:
-        self._pool: PoolTransport | None = pool
+    def __init__(self, give_back: _GiveBack, connection: _H11Connection, stream: Any) -> None:
+        self._give_back: _GiveBack | None = give_back
         self._connection = connection
         self._stream = stream
         self._chunks: AsyncGenerator[bytes, None] | None = None
@@ -115,8 +173,8 @@ class _Body(httpx.AsyncByteStream):
         return chunk
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
+        give_back, self._give_back = self._give_back, None
+        if give_back is None:
             return
         with anyio.CancelScope(shield=True):
             try:
@@ -124,7 +182,7 @@ class _Body(httpx.AsyncByteStream):
                 if self._chunks is not None:
                     await _finish(self._chunks)
             finally:
-                await pool._give_back(self._connection)
+                await give_back(self._connection)
 
 
 async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
@@ -143,7 +201,7 @@ async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
-    """Sends httpx requests over a constant-time pool of httpcore HTTP/1.1 connections.
+    """Sends httpx requests over a constant-time pool of HTTP/1.1 connections.
 
     Works on every event loop anyio supports. Proxies and HTTP/2 are not supported (use
     httpx's own transport for them).
@@ -153,6 +211,8 @@ class PoolTransport(httpx.AsyncBaseTransport):
         ssl_context: For ``https`` origins; httpx's default context when ``None``.
         network_backend: httpcore's network backend; when ``None``, its trio backend on
             trio, its anyio one elsewhere.
+        parser: What parses the responses: ``"httptools"`` (C), ``"h11"`` (httpcore's
+            connection, pure Python); when ``None``, httptools if it is installed.
     """
 
     def __init__(
@@ -161,12 +221,15 @@ class PoolTransport(httpx.AsyncBaseTransport):
         limits: httpx.Limits = _DEFAULT_LIMITS,
         ssl_context: ssl.SSLContext | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
+        parser: Literal["httptools", "h11"] | None = None,
     ) -> None:
         self._max = limits.max_connections
         self._keep = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
         self._ssl_context = ssl_context
         self._backend = network_backend
+        self._parser = parser
+        self._open: _Opener | None = None  # chosen at the first connection (imports lazily)
         self._idle: dict[_Key, list[_Connection]] = {}
         self._idle_count = 0
         self._count = 0  # connections that exist or are being opened
@@ -199,26 +262,13 @@ class PoolTransport(httpx.AsyncBaseTransport):
         try:
             if connection is None:
                 connection = await self._connect(key, timeouts.get("connect"))
-            core_request = httpcore.Request(
-                method=request.method,
-                url=httpcore.URL(scheme=scheme, host=key[1], port=key[2], target=url.raw_path),
-                headers=request.headers.raw,
-                content=request.stream,
-                extensions=request.extensions,
-            )
-            response = await connection.handle_async_request(core_request)
+            return await connection.send(request, self._give_back)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._give_back(connection)
             if isinstance(exc, (*_HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
                 raise _mapped(exc) from exc
             raise
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_Body(self, connection, response.stream),
-            extensions=response.extensions,
-        )
 
     async def _connect(self, key: _Key, bound: float | None) -> _Connection:
         """Open a new connection to ``key`` (the caller holds a slot for it)."""
@@ -237,7 +287,9 @@ class PoolTransport(httpx.AsyncBaseTransport):
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
                 raise
-        connection = _Connection(key, stream, self._expiry)
+        if self._open is None:
+            self._open = _opener(self._parser)
+        connection = self._open(key, stream, self._expiry)
         self._connections.add(connection)
         return connection
 
