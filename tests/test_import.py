@@ -15,6 +15,8 @@ LATER = (
     "mpt_async._telemetry",
     "mpt_async._transport",
     "mpt_async._pool",
+    "mpt_async._wire",
+    "httptools",
 )
 
 

@@ -40,6 +40,8 @@ class Server:
         self.open = 0
         self.requests = 0
         self.url = ""
+        #: What the last request's first reads brought (its head, and maybe more).
+        self.received = b""
         self._changed = anyio.Event()
 
     def _count(self, delta: int) -> None:
@@ -65,6 +67,7 @@ class Server:
             data = await stream.receive()
             head += data
         self.requests += 1
+        self.received = head
         return await self.handler(stream, self.requests)
 
     async def wait_open(self, count: int = 0) -> None:
