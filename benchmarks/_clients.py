@@ -321,11 +321,11 @@ DESCRIPTIONS = {
     "mpt_async[httpx]": "mpt_async.Client on asyncio over a plain httpx.AsyncClient (info)",
     "mpt_async[aiohttp]": "mpt_async.Client over httpx + mpt_async's aiohttp transport",
     "mpt_async/trio": "mpt_async.Client on trio, default transport",
-    "mpt_async[pool]": "mpt_async.Client on asyncio over httpx + mpt_async's httpcore pool "
+    "mpt_async[pool]": "mpt_async.Client on asyncio over httpx + mpt_async's pool "
     "(what asyncio uses without aiohttp; info)",
     "httpx": "raw httpx.AsyncClient, default transport",
     "httpx+aiohttp": "raw httpx.AsyncClient over mpt_async's aiohttp transport",
-    "httpx+pool/trio": "raw httpx.AsyncClient on trio over mpt_async's httpcore pool "
+    "httpx+pool/trio": "raw httpx.AsyncClient on trio over mpt_async's pool "
     "(the httpx floor on trio)",
     "aiohttp": "raw aiohttp.ClientSession (the floor: no httpx at all)",
     "qianfan": "official qianfan SDK, ChatCompletion.ado",

@@ -27,6 +27,7 @@ _KNOWN = (
     "httpx",
     "httpcore",
     "h11",
+    "httptools",
     "anyio",
     "trio",
     "aiohttp",
@@ -40,10 +41,10 @@ _KNOWN = (
 )
 
 
-def library(filename: str) -> str:
+def library(filename: str, name: str = "") -> str:
     """The library a profiled function belongs to (``httpx`` split in model / client)."""
     if filename.startswith(("~", "<")):
-        return "builtins"
+        return "httptools" if "httptools" in name else "builtins"
     parts = filename.replace(os.sep, "/").split("/")
     if "mpt_async" in parts:
         return "mpt_async"
@@ -75,7 +76,7 @@ def summarize(profile: cProfile.Profile, calls: int, top: int = TOP) -> dict[str
     total = sum(entry[2] for entry in raw.values()) or 1e-12
     shares: dict[str, float] = {}
     for func, (_cc, _nc, tottime, _ct, _callers) in raw.items():
-        name = library(func[0])
+        name = library(func[0], func[2])
         shares[name] = shares.get(name, 0.0) + tottime
     ranked = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:top]
     return {
@@ -86,7 +87,7 @@ def summarize(profile: cProfile.Profile, calls: int, top: int = TOP) -> dict[str
         "top": [
             {
                 "function": _label(func),
-                "library": library(func[0]),
+                "library": library(func[0], func[2]),
                 "calls_per_request": nc / calls,
                 "own_us_per_request": tottime / calls * 1e6,
                 "cum_us_per_request": cumtime / calls * 1e6,

@@ -249,11 +249,14 @@ def _floor_notes(profiles: dict) -> list[str]:
         if trio is not None:
             notes.append(
                 f"- {mode}, raw httpx on trio over the pool (c={trio['conc']}): trio "
-                f"{_share(trio, 'trio', 'outcome') * 100:.0f}%, h11 "
-                f"{_share(trio, 'h11') * 100:.0f}%, httpcore "
-                f"{_share(trio, 'httpcore') * 100:.0f}%, httpx "
-                f"{_share(trio, 'httpx model', 'httpx client') * 100:.0f}%: parsing in "
-                "Python (h11) and trio's checkpoints, where asyncio's row parses in C (aiohttp)."
+                f"{_share(trio, 'trio', 'outcome') * 100:.0f}%, httpx "
+                f"{_share(trio, 'httpx model', 'httpx client') * 100:.0f}%, the pool "
+                f"{_share(trio, 'mpt_async') * 100:.0f}%, httptools "
+                f"{_share(trio, 'httptools') * 100:.0f}% (h11 "
+                f"{_share(trio, 'h11') * 100:.0f}%), httpcore "
+                f"{_share(trio, 'httpcore') * 100:.0f}%: the pool parses in C (httptools, "
+                "else h11 in Python) over httpcore's trio streams; the rest is trio's "
+                "checkpoints and httpx's model."
             )
     if not notes:
         return []
