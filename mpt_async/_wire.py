@@ -12,7 +12,8 @@ request went out whole, its HTTP/1.1 response was read to the end, and neither s
 to close (``Connection: close``, or a body ended by the close); h11 never reuses HTTP/1.0
 connections, nor does this module. Anything else leaves it to be closed: a body abandoned
 half way, a failure, a cancellation, the answer to a HEAD request (whose length is the
-server's word), a 101. Interim (1xx) answers are skipped.
+server's word). Interim (1xx) answers are skipped; a 101 is refused (no upgrade is ever
+asked), as h11 refuses it.
 
 The head, interim ones included, is refused beyond :data:`MAX_HEAD` bytes (the limit
 httpcore sets for h11, so both parsers refuse the same heads). A broken or truncated
@@ -173,7 +174,8 @@ class Connection:
 
         Raises:
             httpcore.LocalProtocolError: A request that cannot be written as HTTP/1.1.
-            httpcore.RemoteProtocolError: A broken, truncated or oversized response head.
+            httpcore.RemoteProtocolError: A broken, truncated or oversized response head, or
+                a 101.
             httpcore.TimeoutException: A write or read outlasted its timeout.
             httpcore.NetworkError: The connection failed.
         """
@@ -188,6 +190,9 @@ class Connection:
         read = timeouts.get("read")
         while not self._head_done:
             await self.receive(read)
+        if self._status == 101:
+            msg = "the server switched protocols (101) though no upgrade was asked"
+            raise httpcore.RemoteProtocolError(msg)
         version = _VERSIONS.get(self._parser.get_http_version(), b"HTTP/1.0")
         if version != b"HTTP/1.1":
             self._reusable = False  # like h11: HTTP/1.0 connections are not kept
@@ -248,7 +253,7 @@ class Connection:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reusable = False  # a 101: the answer ends with its head, the rest is not HTTP
+            self._reusable = False  # a 101, refused by send(): what follows is not HTTP
         except httptools.HttpParserError as exc:
             self._reusable = False
             if not self.complete:  # else: garbage after the answer spoils only the connection

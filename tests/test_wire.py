@@ -138,6 +138,29 @@ async def test_no_body_for_head(parser: str) -> None:
             assert response.headers["content-length"] == "5"
 
 
+@pytest.mark.parametrize("upgrade", [b"Upgrade: x\r\nConnection: upgrade\r\n", b""])
+async def test_an_unasked_101_is_refused(parser: str, upgrade: bytes) -> None:
+    """A 101 though no upgrade was asked: RemoteProtocolError, and the connection is closed."""
+    reply = b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade + b"\r\nstuff"
+    async with serving(replying(reply)) as server:
+        pool, http = pooled(parser)
+        async with http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(server.url)
+            assert pool.connections == 0
+
+
+async def test_bytes_after_the_answer_spoil_the_connection() -> None:
+    """httptools: bytes after the whole answer leave the answer whole, the connection closed."""
+    async with serving(replying(OK + b"HTTP/1.1 200 OK\r\n")) as server:
+        pool, http = pooled("httptools")
+        async with http:
+            assert (await http.get(server.url)).text == "ok"
+            assert pool.connections == 0
+            assert (await http.get(server.url)).text == "ok"
+    assert server.accepted == 2
+
+
 async def test_reason_phrase_and_version_reach_the_response(parser: str) -> None:
     """The response's reason_phrase and http_version come from the status line."""
     async with serving(replying(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n")) as s:
