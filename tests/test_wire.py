@@ -55,6 +55,14 @@ async def twice(parser: str, handler: Handler) -> tuple[list[str], int, int]:
             return texts, server.accepted, pool.idle_connections
 
 
+async def answer(parser: str, reply: bytes, method: str = "GET") -> httpx.Response:
+    """The response (read whole) to one request that the server answers with ``reply``."""
+    async with serving(replying(reply)) as server:
+        _, http = pooled(parser)
+        async with http:
+            return await http.request(method, server.url)
+
+
 async def test_chunked_body_and_the_connection_is_reused(parser: str) -> None:
     """A chunked body arrives whole, and the next request reuses the connection."""
     texts, accepted, kept = await twice(parser, replying(CHUNKED))
@@ -106,36 +114,26 @@ async def test_http_1_0_is_never_reused(parser: str) -> None:
 async def test_interim_answers_are_skipped(parser: str) -> None:
     """A ``100 Continue`` and a ``103`` before the answer: the answer is what comes back."""
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-    async with serving(replying(interim + OK)) as server:
-        _, http = pooled(parser)
-        async with http:
-            response = await http.get(server.url)
-            assert (response.status_code, response.text) == (200, "ok")
-            assert "link" not in response.headers
-            assert (await http.get(server.url)).text == "ok"
-    assert server.accepted == 1
+    response = await answer(parser, interim + OK)
+    assert (response.status_code, response.text) == (200, "ok")
+    assert "link" not in response.headers
+    texts, accepted, kept = await twice(parser, replying(interim + OK))
+    assert (texts, accepted, kept) == (["ok", "ok"], 1, 1)
 
 
 @pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
 async def test_no_body_for_204_and_304(parser: str, status: bytes) -> None:
     """204 and 304 have no body, whatever their head says; the connection is reused."""
     reply = b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n"
-    async with serving(replying(reply, OK)) as server:
-        _, http = pooled(parser)
-        async with http:
-            assert (await http.get(server.url)).content == b""
-            assert (await http.get(server.url)).text == "ok"
-    assert server.accepted == 1
+    texts, accepted, kept = await twice(parser, replying(reply, OK))
+    assert (texts, accepted, kept) == (["", "ok"], 1, 1)
 
 
 async def test_no_body_for_head(parser: str) -> None:
     """The answer to HEAD has no body, though its head gives a length."""
-    async with serving(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")) as server:
-        _, http = pooled(parser)
-        async with http:
-            response = await http.head(server.url)
-            assert (response.status_code, response.content) == (200, b"")
-            assert response.headers["content-length"] == "5"
+    response = await answer(parser, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD")
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["content-length"] == "5"
 
 
 @pytest.mark.parametrize("upgrade", [b"Upgrade: x\r\nConnection: upgrade\r\n", b""])
@@ -152,21 +150,13 @@ async def test_an_unasked_101_is_refused(parser: str, upgrade: bytes) -> None:
 
 async def test_bytes_after_the_answer_spoil_the_connection() -> None:
     """httptools: bytes after the whole answer leave the answer whole, the connection closed."""
-    async with serving(replying(OK + b"HTTP/1.1 200 OK\r\n")) as server:
-        pool, http = pooled("httptools")
-        async with http:
-            assert (await http.get(server.url)).text == "ok"
-            assert pool.connections == 0
-            assert (await http.get(server.url)).text == "ok"
-    assert server.accepted == 2
+    texts, accepted, kept = await twice("httptools", replying(OK + b"HTTP/1.1 200 OK\r\n"))
+    assert (texts, accepted, kept) == (["ok", "ok"], 2, 0)
 
 
 async def test_reason_phrase_and_version_reach_the_response(parser: str) -> None:
     """The response's reason_phrase and http_version come from the status line."""
-    async with serving(replying(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n")) as s:
-        _, http = pooled(parser)
-        async with http:
-            response = await http.get(s.url)
+    response = await answer(parser, b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n")
     assert (response.status_code, response.reason_phrase) == (418, "I'm a teapot")
     assert response.http_version == "HTTP/1.1"
 
@@ -175,10 +165,7 @@ async def test_a_large_head_within_the_limit_is_read(parser: str) -> None:
     """A 60 KiB header is within the head limit that both parsers share (100 KiB)."""
     big = b"x" * (60 * 1024)
     reply = b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\nContent-Length: 2\r\n\r\nok"
-    async with serving(replying(reply)) as server:
-        _, http = pooled(parser)
-        async with http:
-            response = await http.get(server.url)
+    response = await answer(parser, reply)
     assert (response.text, len(response.headers["x-big"])) == ("ok", len(big))
 
 
