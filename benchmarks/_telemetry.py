@@ -1,7 +1,7 @@
 """What telemetry costs: client CPU per call with it off, with only the API, and with the SDK.
 
-Two fresh worker processes, each alternating rounds between two clients on one event loop
-so that both see the same machine state:
+Two fresh worker processes, each alternating call by call between two clients on one
+event loop so that both see the same machine state:
 
 - ``api``: ``Client(telemetry=False)`` against ``Client()`` with ``opentelemetry-api``
   installed and no SDK configured (the global no-op providers): the cost of being "off";
@@ -64,24 +64,52 @@ def _sdk() -> Callable[[], None]:
     return cleanup
 
 
-async def _round(client: Any, mode: str, calls: int, conc: int) -> float:
-    """Client CPU seconds for ``calls`` calls from ``conc`` tasks (checked answers)."""
+def _caller(client: Any, mode: str) -> Callable[[], Any]:
+    """One checked call of ``mode`` through ``client``; returns its chunk count."""
 
-    async def chat() -> None:
+    async def chat() -> int:
         if not (await client.chat(MESSAGES)).result:
             raise RuntimeError("empty reply")
+        return 0
 
     async def stream() -> int:
         async with client.chat_stream(MESSAGES) as answer:
             return len([chunk async for chunk in answer])
 
+    return chat if mode == "chat" else stream
+
+
+async def _round(client: Any, mode: str, calls: int, conc: int) -> float:
+    """Client CPU seconds for ``calls`` calls from ``conc`` tasks (checked answers)."""
     gc.collect()
     cpu0 = time.process_time()
-    chunks = await _drive(_gather_asyncio, chat if mode == "chat" else stream, conc, calls)
+    chunks = await _drive(_gather_asyncio, _caller(client, mode), conc, calls)
     cpu = time.process_time() - cpu0
     if chunks != (calls * CHUNKS if mode == "stream" else 0):
         raise RuntimeError(f"{chunks} chunks arrived in {calls} calls")
     return cpu
+
+
+async def _pairs(clients: dict[str, Any], mode: str, n: int) -> list[tuple[float, float]]:
+    """CPU seconds of ``n`` pairs of calls, one through each client, in alternating order.
+
+    Pairing call by call keeps what the machine does meanwhile (a few percent of jitter on
+    a VM, drifting over seconds) out of the comparison: both calls of a pair see it.
+    """
+    call = {name: _caller(client, mode) for name, client in clients.items()}
+    expected = CHUNKS if mode == "stream" else 0
+    gc.collect()
+    pairs = []
+    for i in range(n):
+        got = {}
+        for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            cpu0 = time.process_time()
+            chunks = await call[name]()
+            got[name] = time.process_time() - cpu0
+            if chunks != expected:
+                raise RuntimeError(f"{chunks} chunks arrived, expected {expected}")
+        pairs.append((got["off"], got["on"]))
+    return pairs
 
 
 async def _compare(spec: dict) -> dict:
@@ -123,19 +151,16 @@ async def _measure(spec: dict, clients: dict[str, Any], cleanup: Callable[[], No
         for client in clients.values():  # warm-up: pools, token, caches
             await _round(client, mode, max(30, calls // 4), spec["conc"])
         pairs = []
-        for i in range(spec["rounds"]):
-            # Short rounds, alternating which goes first; each pair is compared on its own,
-            # so that what the rest of the machine does drifts out of the ratio.
-            got = {}
-            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                got[name] = await _round(clients[name], mode, calls, spec["conc"])
-                if cleanup is not None and name == "on":
-                    cleanup()
-            pairs.append((got["off"], got["on"]))
-        off = statistics.median(p[0] for p in pairs) / calls
-        on = statistics.median(p[1] for p in pairs) / calls
-        ratio = statistics.median(p[1] / p[0] for p in pairs)
-        out[mode] = {"off_us": off * 1e6, "on_us": on * 1e6, "overhead": ratio - 1}
+        for _ in range(spec["rounds"]):
+            pairs += await _pairs(clients, mode, calls)
+            if cleanup is not None:
+                cleanup()
+        off = statistics.median(p[0] for p in pairs)
+        on = statistics.median(p[1] for p in pairs)
+        # The typical difference within a pair, against the typical call: robust to the
+        # odd call that a collection or the machine slowed down, on either side.
+        extra = statistics.median(p[1] - p[0] for p in pairs)
+        out[mode] = {"off_us": off * 1e6, "on_us": on * 1e6, "overhead": extra / off}
     return out
 
 
@@ -151,8 +176,10 @@ def run(ctx: Context) -> dict:
     args = ctx.args
     spec = {
         "task": "telemetry",
-        "calls_chat": max(50, args.calls_chat // 10),
-        "calls_stream": max(10, args.calls_stream // 20),
+        # Rounds of a quarter of a second or more: shorter ones let the machine's jitter
+        # (a few percent on this VM) pass for a difference between the two clients.
+        "calls_chat": max(50, args.calls_chat // 4),
+        "calls_stream": max(10, args.calls_stream // 4),
         "rounds": max(5, 7 * args.rounds),
         # One call at a time: then each call costs the same event-loop wake-ups whatever
         # the server's pace, which keeps a busy machine's noise out of a small difference.
@@ -189,9 +216,10 @@ def lines(results: dict) -> list[str]:
     s = results["settings"]
     out = [
         f"Client CPU per call (µs), concurrency {s['conc']}, {s['calls_chat']} chats / "
-        f"{s['calls_stream']} {CHUNKS}-chunk streams per round; {s['rounds']} pairs of rounds "
-        "alternating between the two clients of one process; the medians of the rounds, and "
-        "the median of the pairs' ratios as the overhead (`benchmarks/_telemetry.py`).",
+        f"{s['calls_stream']} {CHUNKS}-chunk streams per round, {s['rounds']} rounds; each call "
+        "through one client is paired with one through the other (alternating which goes "
+        "first) in one process; the medians of the calls' CPU, and the median of the pairs' "
+        "differences over the median call as the overhead (`benchmarks/_telemetry.py`).",
         "",
         "| comparison | mode | telemetry off | telemetry on | overhead |",
         "|---|---|---|---|---|",
