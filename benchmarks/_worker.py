@@ -201,6 +201,10 @@ def run(spec: dict) -> dict:
         from benchmarks import _telemetry
 
         return _telemetry.worker(spec)
+    if spec["task"] == "paired":
+        from benchmarks import _paired
+
+        return _paired.worker(spec)
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 
