@@ -392,13 +392,15 @@ class RedisStore:
             local = self._local_locks[key] = anyio.Lock()
         async with local:  # one waiter per process polls Redis
             name, holder = self.key(key, "token-lock"), os.urandom(16).hex()
-            held = await self._take_lock(name, holder)
             try:
+                # Inside the try: cancelled while its SET was on the wire, the lock may be
+                # held all the same. Releasing one not held is harmless (UNLOCK checks the
+                # holder), and costs nothing while Redis is down.
+                await self._take_lock(name, holder)
                 yield
             finally:
-                if held:
-                    with anyio.CancelScope(shield=True):
-                        await self._release_lock(name, holder)
+                with anyio.CancelScope(shield=True):
+                    await self._release_lock(name, holder)
 
     async def _take_lock(self, name: str, holder: str) -> bool:
         """Wait for the shared lock; ``False``: Redis failed open, go on without it."""

@@ -425,3 +425,17 @@ def test_four_processes_share_one_budget_and_one_token(
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert rate >= 0.9 * 20  # (and never over it: the emulator refused nothing)
     assert min(answered) >= 0.15 * sum(answered)
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_lock_cancelled_on_the_wire_is_given_back(redis: RedisServer, prefix: str) -> None:
+    """Cancelled while its SET waits on a paused Redis, the fetch lock is still released."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        await store.load("app")  # connected
+        name = store.key("app", "token-lock")
+        redis.cli("client", "pause", "300")
+        with anyio.move_on_after(0.1):
+            async with store.lock("app"):
+                pass  # never reached: Redis holds the SET until the pause ends
+        await until(lambda: redis.cli("exists", name).strip() == "0", limit=10.0)
