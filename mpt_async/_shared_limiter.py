@@ -111,8 +111,10 @@ class SharedLimiter(Limiter):
         self._interval_us = math.ceil(_US / limits.qps) if limits.qps is not None else 0
         self._window_us = round(window * _US)
         self._owed: list[Any] = []  # (reservation id, real tokens), flattened
-        self._announced = (0, 0)  # rpm, tpm to share (0: nothing new)
+        #: The limits (rpm, tpm) the service last announced, sent with every call: Redis
+        #: may have lost them (a restart, or a day without calls).
         self._shared_limits = (0, 0)
+        self._limits_unsent = False
         self._pause = 0
         store.register(self)
 
@@ -150,7 +152,7 @@ class SharedLimiter(Limiter):
             self._window_us // 50,  # margin: the service sees a call a little after
             estimate,
             int(limits.adopt_server_limits),
-            *self._announced,
+            *self._shared_limits,
             self._pause,
             *self._owed,
         ]
@@ -158,8 +160,8 @@ class SharedLimiter(Limiter):
     async def _reserve(self, reservation: str, estimate: int) -> tuple[int, int]:
         arguments = self._arguments(reservation, estimate)
         # What this call carries to Redis is taken now (and put back if it does not go).
-        owed, announced, pause = self._owed, self._announced, self._pause
-        self._owed, self._announced, self._pause = [], (0, 0), 0
+        owed, unsent, pause = self._owed, self._limits_unsent, self._pause
+        self._owed, self._limits_unsent, self._pause = [], False, 0
         sent = False
         try:
             result = await self.store.run(
@@ -169,7 +171,7 @@ class SharedLimiter(Limiter):
         finally:
             if not sent:
                 self._owed[:0] = owed
-                self._announced = self._announced if self._announced != (0, 0) else announced
+                self._limits_unsent = self._limits_unsent or unsent
                 self._pause = max(self._pause, pause)
         return int(result[0]), int(result[1])
 
@@ -185,7 +187,7 @@ class SharedLimiter(Limiter):
 
     async def flush(self) -> None:
         """Send what is owed to Redis now (real token counts, announced limits, pauses)."""
-        if self._owed or self._announced != (0, 0) or self._pause:
+        if self._owed or self._limits_unsent or self._pause:
             try:
                 await self._reserve("", 0)
             except Exception:  # noqa: BLE001 - it is only bookkeeping; the windows expire
@@ -204,7 +206,7 @@ class SharedLimiter(Limiter):
             return
         announced = (info.limit_requests or 0, info.limit_tokens or 0)
         if announced != (0, 0) and announced != self._shared_limits:
-            self._shared_limits = self._announced = announced
+            self._shared_limits, self._limits_unsent = announced, True
             self.store.nudge()
 
     def pause(self, seconds: float) -> None:

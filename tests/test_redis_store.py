@@ -297,6 +297,24 @@ async def test_unreachable_redis_fails_closed_when_asked(emulator: Emulator) -> 
 
 
 @pytest.mark.anyio
+async def test_server_limits_are_shared_again_after_redis_lost_them(
+    emulator: Emulator, redis: RedisServer, prefix: str
+) -> None:
+    """Announced limits go with every call, so a Redis emptied meanwhile learns them again."""
+    emulator.set_rate_limits(rpm=100)
+    pattern = prefix + ":*server*"
+    async with (
+        RedisStore(redis.url, prefix=prefix) as store,
+        shared_client(emulator, store, adopt_server_limits=True) as client,
+    ):
+        await client.chat(HI)
+        await until(lambda: redis.cli("--scan", "--pattern", pattern).split())
+        redis.cli("flushall")  # a restart, or a day without calls
+        await client.chat(HI)  # the same limits announced again: nothing new to this client
+        await until(lambda: redis.cli("--scan", "--pattern", pattern).split(), limit=5.0)
+
+
+@pytest.mark.anyio
 @BACKENDS
 async def test_redis_killed_paused_and_restarted(
     emulator: Emulator, caplog: pytest.LogCaptureFixture, prefix: str
