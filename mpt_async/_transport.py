@@ -288,6 +288,8 @@ class Transport:
             return 0.0
         if action is Action.RETRY and retries < options.max_retries:
             delay = options.backoff.delay(retries, failure.retry_after)
+            if delay > call.deadline.left():
+                return None  # the deadline would pass first: no retry to announce
             if observer is not None:
                 observer.retry(retries + 1, delay, error)
             logger.debug(

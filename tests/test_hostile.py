@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import time
 import traceback
 from collections.abc import Iterator
@@ -291,6 +292,23 @@ async def test_trickled_noise_before_the_first_chunk_is_bounded() -> None:
             error = await failure(lambda: read_stream(client))
     assert isinstance(error, mpt_async.APITimeoutError)
     assert time.monotonic() - started < SLOW
+
+
+async def test_a_retry_the_deadline_forbids_is_not_announced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backoff longer than the time left ends the call at once, with no retry logged."""
+    caplog.set_level(logging.DEBUG, "mpt_async")
+    backoff = mpt_async.Backoff(initial=5.0, maximum=5.0, jitter=0.0)
+    bounds = mpt_async.Timeouts(read=0.2, total=1.0)
+    with hostile(trickled_body) as server:
+        async with fixed(server.url, timeout=bounds, max_retries=5, backoff=backoff) as client:
+            started = time.monotonic()
+            error = await failure(lambda: client.chat(HI))
+    assert isinstance(error, mpt_async.APITimeoutError)
+    assert time.monotonic() - started < 1.0 + SLOW / 3
+    assert len(server.requests) == 1
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
 
 
 async def test_total_deadline_ends_retries() -> None:
