@@ -31,7 +31,7 @@ import anyio
 
 from mpt_async._exceptions import ConfigurationError, SharedStoreError
 from mpt_async._logging import logger
-from mpt_async._token_store import StoredToken
+from mpt_async._token_store import StoredToken, stored_token
 from mpt_async._validate import check_number
 
 if TYPE_CHECKING:
@@ -437,6 +437,8 @@ def _parse_token(raw: object) -> StoredToken | None:
         return None
     try:
         data = json.loads(raw)
-        return StoredToken(data["value"], data["expires_at"], data["obtained_at"])
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(data, dict):
+        return None
+    return stored_token(data.get("value"), data.get("expires_at"), data.get("obtained_at"))

@@ -7,7 +7,6 @@ Kept apart from :mod:`mpt_async._token_store` so that clients that never use a f
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
@@ -15,14 +14,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._logging import logger
-from mpt_async._token_store import StoredToken
-from mpt_async._validate import check_number, is_number
+from mpt_async._token_store import StoredToken, stored_token
+from mpt_async._validate import check_number
 
 try:
     import fcntl
@@ -378,12 +377,9 @@ def _parse(data: Any) -> dict[str, StoredToken]:
     for key, entry in entries.items():
         if not isinstance(entry, dict):
             continue
-        value = entry.get("access_token")
-        expires_at, obtained_at = entry.get("expires_at"), entry.get("obtained_at")
-        if isinstance(value, str) and value and _is_time(expires_at) and _is_time(obtained_at):
-            tokens[key] = StoredToken(value, expires_at, obtained_at)
+        token = stored_token(
+            entry.get("access_token"), entry.get("expires_at"), entry.get("obtained_at")
+        )
+        if token is not None:
+            tokens[key] = token
     return tokens
-
-
-def _is_time(value: object) -> TypeGuard[float]:
-    return is_number(value) and math.isfinite(value)

@@ -9,20 +9,23 @@ clients (or processes) start at once, one of them fetches and the others read it
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 import anyio
 import attrs
 
 from mpt_async._exceptions import ConfigurationError
+from mpt_async._validate import is_number
 
 __all__ = [
     "MemoryTokenStore",
     "StoredToken",
     "TokenStore",
     "check_token_store",
+    "stored_token",
     "token_key",
 ]
 
@@ -48,6 +51,22 @@ class StoredToken:
         if not isinstance(value, str) or not value:
             msg = "StoredToken.value must be a non-empty string"
             raise ConfigurationError(msg)
+
+
+def stored_token(value: object, expires_at: object, obtained_at: object) -> StoredToken | None:
+    """The token a store read back, or ``None`` unless each field is what it must be.
+
+    What a store reads was written by another process, or by anyone with access to it: the
+    value must be a non-empty string, the times finite numbers (an endless ``expires_at``
+    would keep a token forever).
+    """
+    if not (isinstance(value, str) and value and _is_time(expires_at) and _is_time(obtained_at)):
+        return None
+    return StoredToken(value, expires_at, obtained_at)
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    return is_number(value) and math.isfinite(value)
 
 
 @runtime_checkable

@@ -457,3 +457,24 @@ async def test_a_lock_cancelled_on_the_wire_is_given_back(redis: RedisServer, pr
             async with store.lock("app"):
                 pass  # never reached: Redis holds the SET until the pause ends
         await until(lambda: redis.cli("exists", name).strip() == "0", limit=10.0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{"value": "t", "expires_at": 1e999, "obtained_at": 1}',
+        '{"value": "t", "expires_at": true, "obtained_at": 1}',
+        '{"value": "t", "expires_at": "9999999999", "obtained_at": 1}',
+        '{"value": "", "expires_at": 9999999999, "obtained_at": 1}',
+        '["t", 9999999999, 1]',
+    ],
+    ids=["endless", "bool", "string", "empty-value", "not-an-object"],
+)
+async def test_a_malformed_stored_token_is_ignored(
+    redis: RedisServer, prefix: str, entry: str
+) -> None:
+    """A token entry another writer left malformed reads as no token, never as a forever one."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        redis.cli("set", store.key("app", "token"), entry)
+        assert await store.load("app") is None
