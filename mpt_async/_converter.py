@@ -53,9 +53,14 @@ def _exact(kind: type[Any]) -> Any:
     return structure_exact
 
 
+def _is_int64(value: object) -> bool:
+    """An ``int`` (not a ``bool``) that fits in 64 bits, as every integer of a reply must."""
+    return type(value) is int and -_INT_LIMIT < value < _INT_LIMIT
+
+
 def _structure_int(value: object, _: object) -> int:
-    if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
-        return value
+    if _is_int64(value):
+        return value  # type: ignore[return-value]
     if type(value) is int:
         raise TypeError("expected a 64-bit int, got a larger one")
     raise TypeError(f"expected int, got {type(value).__name__}")
@@ -139,20 +144,18 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
         flagged = data.get("need_clear_history", False)
         ban_round = data.get("ban_round")
         if not (
-            type(prompt) is int
-            and type(completion) is int
-            and type(total) is int
-            and -_INT_LIMIT < total < _INT_LIMIT
-            and -_INT_LIMIT < prompt < _INT_LIMIT
+            _is_int64(prompt)
+            and _is_int64(completion)
+            and _is_int64(total)
             and type(id_) is str
             and type(object_) is str
             and type(result) is str
-            and type(created) is int
-            and type(sentence_id) is int
+            and _is_int64(created)
+            and _is_int64(sentence_id)
             and type(is_end) is bool
             and type(truncated) is bool
             and type(flagged) is bool
-            and (ban_round is None or type(ban_round) is int)
+            and (ban_round is None or _is_int64(ban_round))
         ):
             raise TypeError("a chunk field has the wrong type")
         return ChatChunk(

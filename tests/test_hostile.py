@@ -456,6 +456,23 @@ async def test_deep_or_huge_reply_is_malformed(json_parser: str, body: bytes) ->
     assert isinstance(error, mpt_async.MalformedResponseError)
 
 
+@pytest.mark.parametrize("field", ["created", "completion_tokens", "ban_round"])
+async def test_a_chunk_int_over_64_bits_is_a_stream_error(json_parser: str, field: str) -> None:
+    """Every integer of a chunk must fit in 64 bits, as in a whole answer."""
+    # The last chunk, well-formed but for one number: only that number can fail it.
+    huge = chunk_event(1, is_end=True).replace(b'"created": 1', b'"created": 1, "ban_round": 1')
+    huge = huge.replace(f'"{field}": 1'.encode(), f'"{field}": {10**30}'.encode(), 1)
+    assert str(10**30).encode() in huge
+
+    def stream(wire: Wire) -> None:
+        wire.send(http_head(**SSE) + chunk_event(0) + huge)
+
+    with hostile(stream) as server:
+        async with fixed(server.url) as client:
+            error = await failure(lambda: read_stream(client))
+    assert isinstance(error, mpt_async.StreamError)
+
+
 async def test_deep_chunk_is_a_stream_error(json_parser: str) -> None:
     """A chunk nested 100,000 deep: StreamError, never RecursionError."""
 
