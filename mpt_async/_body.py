@@ -56,13 +56,13 @@ class UnsupportedEncoding(ValueError):
 class _Inflated:
     """Decompresses a raw body a bounded piece at a time, up to a limit in all."""
 
-    __slots__ = ("_left", "_raw", "_tail", "_zlib")
+    __slots__ = ("_left", "_limit", "_raw", "_tail", "_zlib")
 
     def __init__(self, raw: AsyncIterator[bytes], wbits: int, limit: int) -> None:
         self._raw = raw
         self._zlib = zlib.decompressobj(wbits)
         self._tail = b""
-        self._left = limit
+        self._left = self._limit = limit
 
     def __aiter__(self) -> _Inflated:
         return self
@@ -87,7 +87,7 @@ class _Inflated:
     def _count(self, piece: bytes) -> bytes:
         self._left -= len(piece)
         if self._left < 0:
-            raise BodyTooLarge(MAX_BODY_BYTES)
+            raise BodyTooLarge(self._limit)
         return piece
 
     @staticmethod

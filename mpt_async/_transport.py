@@ -133,16 +133,19 @@ class _Deadline:
         self.scope = anyio.CancelScope(deadline=self.loop_at)
         return self.scope
 
-    def bound(self, seconds: float, phase: str | None) -> None:
-        """Bound the phase that starts now to ``seconds`` (``phase`` says what timed out).
-
-        ``None`` ends the bound of the phase before: only the total deadline is left.
-        """
-        self.phase = phase
+    def bound(self, seconds: float, phase: str) -> None:
+        """Bound the phase that starts now to ``seconds`` (``phase`` says what timed out)."""
         # On the loop's clock, read off the cheaper one: both run at the same pace.
-        self.phase_at = math.inf if phase is None else time.monotonic() + self.offset + seconds
+        self._narrow(phase, time.monotonic() + self.offset + seconds)
+
+    def unbound(self) -> None:
+        """End the bound of the phase before: only the total deadline is left."""
+        self._narrow(None, math.inf)
+
+    def _narrow(self, phase: str | None, phase_at: float) -> None:
+        self.phase, self.phase_at = phase, phase_at
         if self.scope is not None:
-            self.scope.deadline = min(self.phase_at, self.loop_at)
+            self.scope.deadline = min(phase_at, self.loop_at)
 
     def timed_out(self) -> Failure | None:
         """Why the attempt's scope caught its cancel: the phase's failure (retried).
@@ -425,7 +428,7 @@ class Transport:
                     response, call.options.timeouts.stream_read, call.deadline
                 )
             # The decoder bounds the wait for each chunk itself.
-            call.deadline.bound(0, None)
+            call.deadline.unbound()
             body = _stream_body(response)
             decoder = ChunkDecoder(
                 body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at

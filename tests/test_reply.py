@@ -62,7 +62,7 @@ async def test_a_gzipped_body_is_decoded_and_capped() -> None:
         assert await body.read() == b"z" * 5000
         await body.aclose()
         body = Body(await http.send(http.build_request("GET", "http://x"), stream=True), 100)
-        with pytest.raises(BodyTooLarge):
+        with pytest.raises(BodyTooLarge, match="more than 100 bytes"):
             await body.read(limit=100)
         await body.aclose()
 
