@@ -28,6 +28,7 @@ __all__ = [
     "BodyTooLarge",
     "UnsupportedEncoding",
     "aclose_response",
+    "finish_iterator",
     "plain_content",
 ]
 
@@ -169,17 +170,7 @@ class Body:
             return
         with anyio.CancelScope(shield=True):
             await _close_quietly(self.response)
-            raw = self._raw
-            try:
-                for _ in range(_DRIVE_LIMIT):
-                    # What was already received comes out of the buffers; then the closed
-                    # connection fails (or ends) at once.
-                    await raw.__anext__()
-            except Exception:  # noqa: BLE001 - an abandoned body: any end will do
-                return
-            closer = getattr(raw, "aclose", None)  # pragma: no cover - a body still flowing
-            if closer is not None:  # pragma: no cover
-                await closer()
+            await finish_iterator(self._raw)
 
 
 class RequestContent(httpx.AsyncByteStream):
@@ -210,6 +201,23 @@ def plain_content(request: httpx.Request) -> httpx.Request:
     """Give ``request`` (built with bytes content) a body stream without a generator."""
     request.stream = RequestContent(request.content)
     return request
+
+
+async def finish_iterator(chunks: AsyncIterator[bytes]) -> None:
+    """Drive an abandoned body's iterator to its end, once its connection is closed.
+
+    What was already received comes out of the buffers, then the closed connection fails
+    (or ends) at once, and every generator under this one finishes too; ``aclose()`` alone
+    would leave the inner generators for the garbage collector (trio warns about each one).
+    """
+    try:
+        for _ in range(_DRIVE_LIMIT):
+            await chunks.__anext__()
+    except Exception:  # noqa: BLE001 - an abandoned body: any end will do
+        return
+    closer = getattr(chunks, "aclose", None)  # pragma: no cover - a body still flowing
+    if closer is not None:  # pragma: no cover
+        await closer()
 
 
 async def aclose_response(response: httpx.Response) -> None:

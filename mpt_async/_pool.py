@@ -29,6 +29,8 @@ import anyio
 import httpcore
 import httpx
 
+from mpt_async._body import finish_iterator
+
 __all__ = ["PoolTransport", "proxy_in_env"]
 
 _Key = tuple[bytes, bytes, int]
@@ -180,24 +182,9 @@ class _Body(httpx.AsyncByteStream):
             try:
                 await self._stream.aclose()
                 if self._chunks is not None:
-                    await _finish(self._chunks)
+                    await finish_iterator(self._chunks)
             finally:
                 await give_back(self._connection)
-
-
-async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Drive a body's generator to its end once its connection is closed.
-
-    What was already received comes out of h11's buffer, then the closed connection fails
-    at once, and every generator under this one finishes too; ``aclose()`` alone would leave
-    httpcore's inner generators for the garbage collector (trio warns about each one).
-    """
-    try:
-        for _ in range(10_000):
-            await chunks.__anext__()
-    except Exception:  # noqa: BLE001, S110 - an abandoned body: any end will do
-        pass
-    await chunks.aclose()
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
