@@ -460,8 +460,9 @@ class Client:
         """Ask for an answer sentence by sentence.
 
         The request is checked now and sent when the stream is entered (or first iterated).
-        ``timeout``'s ``stream_read`` bounds the silence before and between chunks. The
-        arguments are those of :meth:`chat`.
+        ``timeout``'s ``stream_read`` bounds the wait for each chunk (bytes that bring no
+        chunk do not reset it), and its ``total`` the whole stream. The arguments are those
+        of :meth:`chat`.
 
         Raises:
             RequestValidationError: At once, if a rule of the API is broken.
