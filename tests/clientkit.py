@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,3 +84,16 @@ async def wait_no_connections(emu: Emulator, limit: float = 10.0) -> int:
         if count == 0 or time.monotonic() > deadline:
             return count
         await anyio.sleep(0.02)
+
+
+def blocks_sigint(pid: int | str, tid: int) -> bool:
+    """Whether thread ``tid`` of process ``pid`` (or ``"self"``) blocks SIGINT, from /proc.
+
+    The test is skipped where there is no /proc to read a thread's signal mask from.
+    """
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            line = next(line for line in status if line.startswith("SigBlk:"))
+    except OSError:
+        pytest.skip("no /proc to read a thread's signal mask from")
+    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))

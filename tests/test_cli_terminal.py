@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import pytest
 
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import scrubbed_env
+from .clientkit import blocks_sigint, scrubbed_env
 
 fcntl = pytest.importorskip("fcntl", reason="pseudo-terminals need a POSIX system")
 termios = pytest.importorskip("termios", reason="pseudo-terminals need a POSIX system")
@@ -123,14 +122,9 @@ def _helper_threads_blocking_sigint(pid: int) -> list[bool]:
     """For each thread of ``pid`` but the main one: whether it blocks SIGINT (Linux only)."""
     try:
         tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
-        masks = []
-        for tid in tids:
-            with open(f"/proc/{pid}/task/{tid}/status") as status:
-                line = next(line for line in status if line.startswith("SigBlk:"))
-            masks.append(int(line.split()[1], 16))
     except OSError:
         pytest.skip("no /proc to read the threads' signal masks from")
-    return [bool(mask & (1 << (signal.SIGINT - 1))) for mask in masks]
+    return [blocks_sigint(pid, tid) for tid in tids]
 
 
 def _asked(emulator: Emulator) -> list[list[str]]:

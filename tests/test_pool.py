@@ -224,21 +224,6 @@ async def test_a_cancelled_waiter_does_not_take_a_connection() -> None:
             assert pool.connections == 1
 
 
-async def test_a_connection_broken_mid_body_raises_an_httpx_error() -> None:
-    """A body cut short raises httpx's RemoteProtocolError and the connection is dropped."""
-
-    async def cut(stream: anyio.abc.SocketStream, n: int) -> bool:
-        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-        return False
-
-    async with serving(cut) as server:
-        pool, http = pooled(max_connections=5)
-        async with http:
-            with pytest.raises(httpx.RemoteProtocolError):
-                await http.get(server.url)
-            assert pool.connections == 0
-
-
 async def test_a_refused_connection_raises_connect_error() -> None:
     """Nobody listening: httpx's ConnectError, and the slot is given back."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
