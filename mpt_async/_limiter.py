@@ -124,11 +124,11 @@ class Ticket:
     def reply(self, info: RateLimitInfo | None) -> None:
         """A reply arrived (with this quota in its headers, if any)."""
         self._limiter.observe(info)
-        self._limiter.answered(self._entry)
+        self._answered()
 
     def answered(self) -> None:
         """The attempt is over on the wire: start the minute after which it is forgotten."""
-        self._limiter.answered(self._entry)
+        self._answered()
 
     def settle(self, total_tokens: int, prompt_tokens: int | None = None) -> None:
         """Charge the real token count (``0`` for a call the service refused).
@@ -138,16 +138,24 @@ class Ticket:
             prompt_tokens: Its ``usage.prompt_tokens``, to improve later estimates.
         """
         self._settled = True
-        self._limiter.charge(self._entry, total_tokens)
+        self._charge(total_tokens)
         if prompt_tokens is not None:
             self._limiter.learn(self._size, prompt_tokens, total_tokens - prompt_tokens)
 
     def finish(self) -> None:
         """The attempt ended; without a real count, charge what its prompt likely cost."""
-        self._limiter.answered(self._entry)
+        self._answered()
         if not self._settled:
             self._settled = True
-            self._limiter.charge(self._entry, self._fallback)
+            self._charge(self._fallback)
+
+    # What a ticket of another kind of limiter does differently:
+
+    def _answered(self) -> None:
+        self._limiter.answered(self._entry)
+
+    def _charge(self, tokens: int) -> None:
+        self._limiter.charge(self._entry, tokens)
 
 
 class Limiter:

@@ -50,7 +50,7 @@ class SharedTicket(Ticket):
     def __init__(
         self, limiter: SharedLimiter, reservation: str, size: int, estimate: int, fallback: int
     ) -> None:
-        self._shared = limiter
+        self._limiter = self._shared = limiter  # its observe() shares what a reply announced
         self._id = reservation
         self._size = size
         self._estimate = estimate
@@ -60,25 +60,12 @@ class SharedTicket(Ticket):
     def __repr__(self) -> str:
         return f"<SharedTicket {self._estimate} tokens estimated>"
 
-    def reply(self, info: RateLimitInfo | None) -> None:
-        """A reply arrived: share the quota it announced."""
-        self._shared.observe(info)
-
-    def answered(self) -> None:
+    def _answered(self) -> None:
         """Nothing to do: a reservation leaves the windows by the Redis clock."""
 
-    def settle(self, total_tokens: int, prompt_tokens: int | None = None) -> None:
-        """Charge the real token count instead of the estimate."""
-        self._settled = True
-        self._shared.owe(self._id, total_tokens)
-        if prompt_tokens is not None:
-            self._shared.learn(self._size, prompt_tokens, total_tokens - prompt_tokens)
-
-    def finish(self) -> None:
-        """The attempt ended; without a real count, charge only its prompt's estimate."""
-        if not self._settled:
-            self._settled = True
-            self._shared.owe(self._id, self._fallback)
+    def _charge(self, tokens: int) -> None:
+        """Replace the reservation's estimate with ``tokens``, in Redis."""
+        self._shared.owe(self._id, tokens)
 
 
 class SharedLimiter(Limiter):
