@@ -13,14 +13,12 @@ trio and asyncio cannot share an event loop, so the trio targets stay with the m
 from __future__ import annotations
 
 import asyncio
-import gc
 import statistics
-import time
 from typing import Any
 
 from benchmarks._clients import CLIENTS
 from benchmarks._section import Context, Row, target
-from benchmarks._worker import _drive, _gather_asyncio
+from benchmarks._worker import cpu_seconds
 
 #: The clients compared, mpt_async first.
 NAMES = ("mpt_async", "httpx+aiohttp", "aiohttp")
@@ -32,13 +30,7 @@ CHUNKS = 50
 
 async def _cpu_per_call(adapter: Any, mode: str, conc: int, calls: int) -> float:
     call = adapter.chat if mode == "chat" else adapter.stream
-    gc.collect()
-    cpu0 = time.process_time()
-    chunks = await _drive(_gather_asyncio, call, conc, calls)
-    cpu = time.process_time() - cpu0
-    if chunks != (calls * CHUNKS if mode == "stream" else 0):
-        raise RuntimeError(f"{chunks} chunks arrived in {calls} calls")
-    return cpu / calls
+    return await cpu_seconds(call, conc, calls, CHUNKS if mode == "stream" else 0) / calls
 
 
 async def _cell(adapters: dict[str, Any], mode: str, conc: int, spec: dict) -> dict:

@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks._clients import API_KEY, MESSAGES, SECRET_KEY
 from benchmarks._section import Context, Row, target
 from benchmarks._server import EmulatorProcess, cores, pin_self
-from benchmarks._worker import _drive, _gather_asyncio
+from benchmarks._worker import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 TITLE = "## Telemetry overhead"
@@ -81,13 +81,7 @@ def _caller(client: Any, mode: str) -> Callable[[], Any]:
 
 async def _round(client: Any, mode: str, calls: int, conc: int) -> float:
     """Client CPU seconds for ``calls`` calls from ``conc`` tasks (checked answers)."""
-    gc.collect()
-    cpu0 = time.process_time()
-    chunks = await _drive(_gather_asyncio, _caller(client, mode), conc, calls)
-    cpu = time.process_time() - cpu0
-    if chunks != (calls * CHUNKS if mode == "stream" else 0):
-        raise RuntimeError(f"{chunks} chunks arrived in {calls} calls")
-    return cpu
+    return await cpu_seconds(_caller(client, mode), conc, calls, CHUNKS if mode == "stream" else 0)
 
 
 async def _pairs(clients: dict[str, Any], mode: str, n: int) -> list[tuple[float, float]]:

@@ -59,6 +59,19 @@ async def _drive(
     return chunks
 
 
+async def cpu_seconds(
+    call: Callable[[], Awaitable[int | None]], conc: int, calls: int, chunks_each: int
+) -> float:
+    """Client CPU seconds of ``calls`` calls from ``conc`` asyncio tasks (chunks checked)."""
+    gc.collect()
+    cpu0 = time.process_time()
+    chunks = await _drive(_gather_asyncio, call, conc, calls)
+    cpu = time.process_time() - cpu0
+    if chunks != calls * chunks_each:
+        raise RuntimeError(f"{chunks} chunks arrived in {calls} calls")
+    return cpu
+
+
 def _delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
