@@ -21,6 +21,7 @@ import pytest
 import mpt_async
 from mpt_async import _converter
 
+from .clientkit import until
 from .hostile import (
     ANSWER,
     SECRET_KEY,
@@ -292,6 +293,38 @@ async def test_trickled_noise_before_the_first_chunk_is_bounded() -> None:
             error = await failure(lambda: read_stream(client))
     assert isinstance(error, mpt_async.APITimeoutError)
     assert time.monotonic() - started < SLOW
+
+
+async def test_a_phase_timeout_is_retried_and_the_retry_answers() -> None:
+    """A body that outlasts `read` is tried again; the next attempt's answer is the result."""
+
+    def first_trickles(wire: Wire) -> None:
+        if len(server.requests) == 1:
+            trickled_body(wire)
+        else:
+            wire.send(json_reply(ANSWER))
+
+    backoff = mpt_async.Backoff(initial=0.01, maximum=0.01)
+    with hostile(first_trickles) as server:
+        bounds = mpt_async.Timeouts(read=0.3, total=SLOW)
+        async with fixed(server.url, timeout=bounds, max_retries=1, backoff=backoff) as client:
+            reply = await client.chat(HI)
+    assert reply.result == ANSWER["result"]
+    assert len(server.requests) == 2
+
+
+async def test_a_call_cancelled_mid_body_is_not_retried() -> None:
+    """The caller's cancel, once the head has come, ends the call: no retry, no error."""
+    with hostile(trickled_body) as server:
+        async with fixed(server.url, max_retries=3) as client:
+            with anyio.move_on_after(SLOW) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.chat, HI)
+                    await until(lambda: len(server.requests) == 1)
+                    await anyio.sleep(0.2)  # the head is out, the body trickles
+                    tg.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    assert len(server.requests) == 1
 
 
 async def test_a_retry_the_deadline_forbids_is_not_announced(
