@@ -208,9 +208,10 @@ class Transport:
         if isinstance(auth, AccessTokenAuth):
             key = ""
             if token_store is not None:
-                from mpt_async._token_store import token_key  # only with a store
+                from mpt_async._token_store import SealedTokenStore, token_key, token_seal
 
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
+                token_store = SealedTokenStore(token_store, token_seal(auth.secret_key))
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
         self._urls: dict[tuple[str, str | None], httpx.URL] = {}
