@@ -35,6 +35,7 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from typing import IO, Any
 
 import anyio
@@ -46,6 +47,7 @@ from mpt_async._cli.common import EXIT_API, EXIT_OK, UsageError, note, redact
 from mpt_async._cli.inputs import MAX_LINE_BYTES, BadLine, decode, read_lines
 from mpt_async._cli.journal import FAILED, TODO, Resume, Writer, read_output, repair_output
 from mpt_async._cli.progress import Counts, Progress, summary
+from mpt_async._cli.quota import add_quota_options, quota_settings
 from mpt_async._cli.service import (
     add_sampling_options,
     add_service_options,
@@ -111,6 +113,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     add_sampling_options(parser)
+    add_quota_options(parser)
     add_service_options(parser)
     parser.set_defaults(func=run_batch_command)
     return parser
@@ -249,7 +252,11 @@ async def _run(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]
     ):
         state = _Run(Writer(out), counts, progress)
         inputs = _Inputs(source, plan.resume, state)
-        async with Client(**settings) as client:
+        async with (
+            AsyncExitStack() as stack,
+            Client(**{**settings, **await quota_settings(args, stack)}) as client,
+        ):
+            progress.learned = client.learned_limits
             stopped = True
             try:
                 progress.update(counts, force=True)
