@@ -27,6 +27,7 @@ from mpt_async._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     RequestValidationError,
+    SharedStoreError,
     StreamError,
 )
 from mpt_async._validate import is_int
@@ -204,6 +205,7 @@ _BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
     (APIError, Failure.HTTP_ERROR),
     (APITimeoutError, Failure.TIMEOUT),
     (APIConnectionError, Failure.CONNECTION),
+    (SharedStoreError, Failure.CONNECTION),  # Redis's network, not the service's
     (StreamError, Failure.STREAM),
 )
 

@@ -14,8 +14,8 @@ The tree::
     │   ├── InternalServerError                     codes 1/2/15/336000/336100, HTTP 5xx
     │   └── MalformedResponseError                  a reply that is not the protocol's shape
     ├── APIConnectionError                          the request did not get an answer
-    │   ├── APITimeoutError
-    │   └── SharedStoreError                        Redis did not answer (on_error="raise")
+    │   └── APITimeoutError
+    ├── SharedStoreError                            Redis did not answer (on_error="raise")
     └── StreamError                                 a broken stream (gap, repeat, bad line, no end)
 
 Which code maps to which class, and whether it is retried, is decided in one table:
@@ -156,8 +156,13 @@ class APITimeoutError(APIConnectionError):
     """No answer came back in time (connect, write, or the idle gap while reading)."""
 
 
-class SharedStoreError(APIConnectionError):
-    """A :class:`~mpt_async.RedisStore` set to fail closed (``on_error="raise"``) got no answer."""
+class SharedStoreError(MPTError):
+    """A :class:`~mpt_async.RedisStore` set to fail closed (``on_error="raise"``) got no answer.
+
+    Redis's outage, not the service's, so not an :class:`APIConnectionError`: it is
+    raised before the attempt that needed Redis (its rate-limit place, its token lock) is
+    sent, and it is not retried.
+    """
 
 
 class StreamError(MPTError):

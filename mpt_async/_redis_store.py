@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 import weakref
@@ -25,14 +26,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import anyio
+import attrs
 
 from mpt_async._exceptions import ConfigurationError, SharedStoreError
 from mpt_async._logging import logger
 from mpt_async._token_store import StoredToken, stored_token
 from mpt_async._validate import check_number
+
+if sys.version_info < (3, 11):  # pragma: no cover - a dependency of anyio there
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -47,17 +52,92 @@ _SCHEMES = ("redis", "rediss", "unix")
 _LOCK_TTL = 60.0
 #: How long to leave Redis alone after it failed, before trying it again.
 _RETRY_AFTER = 1.0
+#: The most read of a token entry: a token of MAX_TOKEN_LENGTH, its times and seal fit.
+_MAX_ENTRY = 8192
+#: Takes the token lock: free, or held by something that is not a lock of this library (no
+#: TTL, or a longer one than it ever sets; such a lock would never expire in time).
+#: KEYS: the lock. ARGV: the holder's id, the TTL in ms. Returns 1 when taken, else 0.
+_TAKE_LOCK = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 or ttl == -1 or ttl > tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_URL_FORM = (
+    "RedisStore needs a URL like redis://[[user]:password@]host[:port][/db], rediss://..."
+    " or unix://[[user]:password@]/path, with a port from 1 to 65535; percent-encode"
+    " / # ? @ % and spaces in a user or password (urllib.parse.quote(password, safe=''))"
+)
 
 
 class _Unavailable(Exception):
     """Redis did not answer (never escapes this module and the shared limiter)."""
 
 
-def _check_url(url: object) -> str:
-    if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
-        msg = "RedisStore needs a redis://, rediss:// or unix:// URL"
-        raise ConfigurationError(msg)
-    return url
+class _WrongReply(Exception):
+    """Redis answered with a reply no command of the store gets: it counts as failing."""
+
+    def __str__(self) -> str:
+        return "a reply of the wrong type"
+
+
+@attrs.frozen
+class _Address:
+    """Where Redis listens, read from the store's URL (which may hold a password)."""
+
+    url: str = attrs.field(repr=False)
+    parts: SplitResult = attrs.field(repr=False)
+
+    @property
+    def unix(self) -> bool:
+        """Whether it is a Unix socket."""
+        return self.parts.scheme == "unix"
+
+    @property
+    def host(self) -> str:
+        """The host name (a TCP address)."""
+        return self.parts.hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        """The port (a TCP address)."""
+        return self.parts.port or 6379
+
+    @property
+    def location(self) -> str:
+        """Where Redis is, for messages: host and port, never a password."""
+        if self.unix:
+            return self.parts.path
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def _check_url(url: object) -> _Address:
+    """Read the URL, or refuse it without repeating it (it may hold a password).
+
+    A password with ``/ # ?`` not percent-encoded ends the URL's authority early: the rest
+    would be taken for a path, a query or a fragment, and the password's start for a host
+    or a port. Such a URL is refused as a whole, as is any port out of range.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(_URL_FORM)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # its text may hold the password: not even as a chained error
+        port = -1
+    if port == -1 or port == 0 or parts.scheme not in _SCHEMES or parts.fragment:
+        raise ConfigurationError(_URL_FORM)
+    if parts.scheme == "unix":
+        well_formed = bool(parts.path) and not parts.hostname
+    else:
+        db = parts.path.strip("/")
+        well_formed = bool(parts.hostname) and (not db or (db.isascii() and db.isdigit()))
+    if not well_formed:
+        raise ConfigurationError(_URL_FORM)
+    return _Address(url, parts)
 
 
 def _check_prefix(prefix: object) -> str:
@@ -67,19 +147,12 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
-def _location(url: str) -> str:
-    """Where Redis is, for messages: host and port, never a password."""
-    parts = urlsplit(url)
-    return parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-
-
-async def _probe(url: str) -> None:
+async def _probe(address: _Address) -> None:
     """Connect to the server and hang up (raises ``OSError`` when nothing listens)."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        stream: Any = await anyio.connect_unix(parts.path)
+    if address.unix:
+        stream: Any = await anyio.connect_unix(address.parts.path)
     else:
-        stream = await anyio.connect_tcp(parts.hostname or "localhost", parts.port or 6379)
+        stream = await anyio.connect_tcp(address.host, address.port)
     await stream.aclose()
 
 
@@ -96,7 +169,11 @@ def _event_loop() -> object:
 
 
 def _spawn(function: Callable[[], Coroutine[Any, Any, None]], keep: set[Any]) -> None:
-    """Run ``function`` in the background of the current event loop, until it returns."""
+    """Run ``function`` in the background of the current event loop, until it returns.
+
+    Nothing but a cancellation escapes it: on trio it is a system task, and an exception
+    there ends the whole program with ``TrioInternalError``.
+    """
     import asyncio
 
     try:
@@ -104,18 +181,49 @@ def _spawn(function: Callable[[], Coroutine[Any, Any, None]], keep: set[Any]) ->
     except RuntimeError:
         import trio
 
-        trio.lowlevel.spawn_system_task(function)
+        trio.lowlevel.spawn_system_task(_contained, function)
         return
-    task = loop.create_task(function())
+    task = loop.create_task(_contained(function))
     keep.add(task)
     task.add_done_callback(keep.discard)
+
+
+async def _contained(function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Await ``function()``; log what it raises, and let only a cancellation through.
+
+    coredis ends its task groups with exception groups, which may hold a cancellation and
+    an error together (a timeout, say): the cancellation goes on alone.
+    """
+    try:
+        await function()
+    except BaseException as exc:
+        cancelled = _cancellation(exc)
+        if cancelled is None and not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, SystemExit
+        if cancelled is not exc:
+            logger.debug("the Redis connection's task failed: %s", type(exc).__name__)
+        if cancelled is not None:
+            raise cancelled from None
+
+
+def _cancellation(exc: BaseException) -> BaseException | None:
+    """The event loop's cancellation that ``exc`` is or holds, if any."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _cancellation(inner)) is not None:
+                return found
+    return None
 
 
 class _Connection:
     """One coredis client held open by a background task of one event loop."""
 
-    def __init__(self, url: str, timeout: float, flush: Callable[[], Awaitable[None]]) -> None:
-        self.url = url
+    def __init__(
+        self, address: _Address, timeout: float, flush: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.address = address
         self.timeout = timeout
         self.flush = flush
         self.loop = _event_loop()
@@ -133,15 +241,19 @@ class _Connection:
             # A plain socket first: coredis leaks a little for each connection it fails to
             # make, so it only gets to try once the server is known to listen.
             with anyio.fail_after(self.timeout):
-                await _probe(self.url)
+                await _probe(self.address)
             import coredis
 
-            timeout = self.timeout
-            # No retries inside coredis: the store decides what a failure means.
-            retry = coredis.retry.NoRetryPolicy()
-            plain = coredis.Redis.from_url(
-                self.url, stream_timeout=timeout, connect_timeout=timeout, retry_policy=retry
-            )
+            timeout, url = self.timeout, self.address.url
+            # No retries inside coredis: the store decides what a failure means. Its URL
+            # parsing decodes a percent-encoded user, password, host and path.
+            options: dict[str, Any] = {
+                "stream_timeout": timeout,
+                "connect_timeout": timeout,
+                "retry_policy": coredis.retry.NoRetryPolicy(),
+                "decode_components": True,
+            }
+            plain = coredis.Redis.from_url(url, **options)
             async with plain:
                 with anyio.fail_after(self.timeout):
                     info = await plain.info("cluster")
@@ -150,9 +262,7 @@ class _Connection:
                     return
             with warnings.catch_warnings():  # coredis 6.9 warns about its own from_url
                 warnings.simplefilter("ignore", DeprecationWarning)
-                cluster = coredis.RedisCluster.from_url(
-                    self.url, stream_timeout=timeout, connect_timeout=timeout, retry_policy=retry
-                )
+                cluster = coredis.RedisCluster.from_url(url, **options)
             async with cluster:
                 await self._serve(cluster)
         except Exception as exc:  # noqa: BLE001 - any failure to connect means "unavailable"
@@ -222,7 +332,7 @@ class RedisStore:
         on_error: Literal["open", "raise"] = "open",
         timeout: float = 1.0,
     ) -> None:
-        self._url = _check_url(url)
+        self._address = _check_url(url)
         self._prefix = _check_prefix(prefix)
         if on_error not in ("open", "raise"):
             msg = f"RedisStore on_error must be 'open' or 'raise', not {on_error!r}"
@@ -245,7 +355,7 @@ class RedisStore:
         self._local_locks: dict[str, anyio.Lock] = {}
 
     def __repr__(self) -> str:
-        return f"<RedisStore {_location(self._url)} prefix={self._prefix!r}>"
+        return f"<RedisStore {self._address.location} prefix={self._prefix!r}>"
 
     @property
     def fails_open(self) -> bool:
@@ -269,7 +379,7 @@ class RedisStore:
         if connection is None or connection.done.is_set() or connection.loop != _event_loop():
             if self._closed:
                 raise _Unavailable
-            connection = _Connection(self._url, self._timeout, self._flush)
+            connection = _Connection(self._address, self._timeout, self._flush)
             self._connection = connection
             _spawn(connection.run, self._tasks)
         with anyio.move_on_after(self._timeout):
@@ -286,13 +396,15 @@ class RedisStore:
             SharedStoreError: Redis did not answer and the store fails closed.
         """
         failure: str | None = None
-        if self._fail_open and anyio.current_time() < self._down_until:
+        if self._fail_open and time.monotonic() < self._down_until:
             raise _Unavailable
         try:
             with anyio.fail_after(self._timeout):
                 result = await operation(await self._connect())
         except _Unavailable:
             failure = "no connection"
+        except _WrongReply as exc:
+            failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - coredis, socket and timeout errors alike
             failure = type(exc).__name__
         if failure is None:
@@ -304,24 +416,28 @@ class RedisStore:
             self._connection = None
         if self._fail_open:
             raise _Unavailable
-        msg = f"Redis at {_location(self._url)} did not answer ({failure})"
+        msg = f"Redis at {self._address.location} did not answer ({failure})"
         raise SharedStoreError(msg)
 
     def _failed(self, why: str) -> None:
-        self._down_until = anyio.current_time() + _RETRY_AFTER
+        # Not the event loop's clock: trio starts each run's clock at a random offset, and
+        # a store may outlive a run.
+        self._down_until = time.monotonic() + _RETRY_AFTER
         if self._fail_open and not self._warned:
             self._warned = True
             logger.warning(
                 "Redis at %s did not answer (%s): tokens and rate limits are per process"
                 " until it does",
-                _location(self._url),
+                self._address.location,
                 why,
             )
 
     def _recovered(self) -> None:
         if self._warned:
             self._warned = False
-            logger.warning("Redis at %s answers again: shared limits resume", _location(self._url))
+            logger.warning(
+                "Redis at %s answers again: shared limits resume", self._address.location
+            )
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -363,9 +479,23 @@ class RedisStore:
     # -- the TokenStore protocol -----------------------------------------------------------
 
     async def load(self, key: str) -> StoredToken | None:
-        """The token shared under ``key``, or ``None`` (also when Redis fails open)."""
+        """The token shared under ``key``, or ``None`` (also when Redis fails open).
+
+        At most :data:`_MAX_ENTRY` bytes are read: a longer entry is no token of this
+        library's (the next save replaces it), nor is a key of another type.
+        """
+        from coredis.exceptions import WrongTypeError
+
+        name = self.key(key, "token")
+
+        async def read(connection: _Connection) -> object:
+            try:
+                return await connection.client.getrange(name, 0, _MAX_ENTRY - 1)
+            except WrongTypeError:
+                return None  # an answer all the same: Redis is up
+
         try:
-            raw = await self.run(lambda c: c.client.get(self.key(key, "token")))
+            raw = await self.run(read)
         except _Unavailable:
             return None
         return _parse_token(raw)
@@ -374,7 +504,12 @@ class RedisStore:
         """Share ``token`` under ``key`` until it expires (skipped when Redis fails open)."""
         ttl = max(1, math.ceil((token.expires_at - time.time()) * 1000))
         value = json.dumps(
-            {"value": token.value, "expires_at": token.expires_at, "obtained_at": token.obtained_at}
+            {
+                "value": token.value,
+                "expires_at": token.expires_at,
+                "obtained_at": token.obtained_at,
+                "seal": token.seal,
+            }
         )
         try:
             await self.run(lambda c: c.client.set(self.key(key, "token"), value, px=ttl))
@@ -403,17 +538,24 @@ class RedisStore:
                     await self._release_lock(name, holder)
 
     async def _take_lock(self, name: str, holder: str) -> bool:
-        """Wait for the shared lock; ``False``: Redis failed open, go on without it."""
-        from coredis import PureToken
+        """Wait for the shared lock; ``False``: Redis failed open, go on without it.
 
+        A lock this library did not set (one without a TTL would stall every fetch for the
+        whole wait) is taken over at once.
+        """
         ttl = int(_LOCK_TTL * 1000)
+
+        async def take(connection: _Connection) -> bool:
+            got = await connection.script(_TAKE_LOCK)(keys=[name], args=[holder, ttl])
+            if type(got) is not int or got not in (0, 1):
+                raise _WrongReply
+            return got == 1
+
         delay = 0.01
         with anyio.move_on_after(_LOCK_TTL):
             while True:
                 try:
-                    got = await self.run(
-                        lambda c: c.client.set(name, holder, condition=PureToken.NX, px=ttl)
-                    )
+                    got = await self.run(take)
                 except _Unavailable:
                     return False
                 if got:
@@ -441,4 +583,6 @@ def _parse_token(raw: object) -> StoredToken | None:
         return None
     if not isinstance(data, dict):
         return None
-    return stored_token(data.get("value"), data.get("expires_at"), data.get("obtained_at"))
+    return stored_token(
+        data.get("value"), data.get("expires_at"), data.get("obtained_at"), data.get("seal", "")
+    )

@@ -25,6 +25,7 @@ from mpt_async._exceptions import APITimeoutError, AuthenticationError, Malforme
 from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
 from mpt_async._reply import Failure, connection_error, read_reply
+from mpt_async._token_store import MAX_TOKEN_LENGTH, is_token
 
 if TYPE_CHECKING:
     from mpt_async._auth import AccessTokenAuth
@@ -83,6 +84,13 @@ async def fetch_token(
         grant = _converter.structure(data, TokenGrant, status_code=200)
     except MalformedResponseError as exc:
         raise Failure(exc, Action.RAISE) from None
+    if not is_token(grant.access_token):
+        error = MalformedResponseError(
+            f"the token endpoint sent an access token of {len(grant.access_token)} characters;"
+            f" one of 1 to {MAX_TOKEN_LENGTH} printable characters was expected",
+            status_code=200,
+        )
+        raise Failure(error, Action.RAISE)
     logger.debug("fetched an access token valid for %ds", grant.expires_in)
     return grant
 

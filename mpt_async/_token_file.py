@@ -230,6 +230,7 @@ class FileTokenStore:
                     "access_token": t.value,
                     "expires_at": t.expires_at,
                     "obtained_at": t.obtained_at,
+                    "seal": t.seal,
                 }
                 for k, t in tokens.items()
             },
@@ -378,7 +379,10 @@ def _parse(data: Any) -> dict[str, StoredToken]:
         if not isinstance(entry, dict):
             continue
         token = stored_token(
-            entry.get("access_token"), entry.get("expires_at"), entry.get("obtained_at")
+            entry.get("access_token"),
+            entry.get("expires_at"),
+            entry.get("obtained_at"),
+            entry.get("seal", ""),
         )
         if token is not None:
             tokens[key] = token

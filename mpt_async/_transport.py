@@ -208,9 +208,10 @@ class Transport:
         if isinstance(auth, AccessTokenAuth):
             key = ""
             if token_store is not None:
-                from mpt_async._token_store import token_key  # only with a store
+                from mpt_async._token_store import SealedTokenStore, token_key, token_seal
 
                 key = token_key(self.base_url, auth.api_key, auth.secret_key)
+                token_store = SealedTokenStore(token_store, token_seal(auth.secret_key))
             self.tokens = TokenCache(store=token_store, key=key)
         self.closed = False
         self._urls: dict[tuple[str, str | None], httpx.URL] = {}
@@ -230,7 +231,16 @@ class Transport:
     # -- the loop ---------------------------------------------------------------------
 
     async def _run(self, attempt: _Attempt[T], call: _Call) -> T:
-        """Run attempts until one succeeds, the failure is final, or the deadline passes."""
+        """Run attempts until one succeeds, the failure is final, or the deadline passes.
+
+        With telemetry on, the call's span is current meanwhile (HTTP spans nest under it).
+        """
+        if call.observer is None:
+            return await self._attempts(attempt, call)
+        with call.observer.current():
+            return await self._attempts(attempt, call)
+
+    async def _attempts(self, attempt: _Attempt[T], call: _Call) -> T:
         retries = 0
         refreshed = False
         deadline = call.deadline

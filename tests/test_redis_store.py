@@ -8,9 +8,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -18,10 +21,11 @@ import pytest
 import mpt_async
 from mpt_async import ConfigurationError, RateLimits, RedisStore, SharedStoreError
 from mpt_async._shared_limiter import SharedLimiter
+from mpt_async._token_store import StoredToken, token_key
 from mpt_async.testing import Emulator
 
 from .clientkit import HI, chat_requests, token_client, until
-from .redisrun import RedisServer, redis_cluster, redis_server
+from .redisrun import RedisServer, redis_cluster, redis_server, require_redis
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
@@ -121,6 +125,51 @@ def test_repr_shows_no_password() -> None:
     store = RedisStore("redis://:hunter2@127.0.0.1:7777/0")
     assert "hunter2" not in repr(store)
     assert "127.0.0.1:7777" in repr(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2/x@127.0.0.1:6379/0",
+        "redis://:hunter2#x@127.0.0.1:6379/0",
+        "redis://:hunter2?x@127.0.0.1:6379/0",
+        "redis://user:hunter2#?/@127.0.0.1:6379",
+        "redis://:hunter2@127.0.0.1:70000/0",
+        "redis://:hunter2@127.0.0.1:0/0",
+        "redis://:hunter2@127.0.0.1:-1/0",
+        "redis://:hunter2@127.0.0.1:6379/zero",
+        "redis://:hunter2@/0",
+        "unix://:hunter2@",
+    ],
+    ids=["slash", "hash", "query", "all", "port-high", "port-zero", "port-negative", "db",
+         "no-host", "no-path"],
+)  # fmt: skip
+def test_a_malformed_url_is_refused_without_its_password(url: str) -> None:
+    """A raw / # ? in a password, a bad port or db: ConfigurationError, password unsaid."""
+    with pytest.raises(ConfigurationError, match="percent-encode") as info:
+        RedisStore(url)
+    assert "hunter" not in str(info.value)
+    assert "hunter" not in "".join(traceback.format_exception(info.value))
+    assert info.value.__context__ is None
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_percent_encoded_password_reaches_redis_decoded(emulator: Emulator) -> None:
+    """A percent-encoded password with / # ? @ % and a space authenticates to a real Redis."""
+    password = "p/a#s?s@w%rd x"
+    require_redis()
+    server = RedisServer(None, "--requirepass", password).start()
+    try:
+        url = f"redis://:{quote(password, safe='')}@127.0.0.1:{server.port}/0"
+        for _ in range(2):
+            async with RedisStore(url, on_error="raise") as store:
+                assert password not in repr(store)
+                async with token_client(emulator, token_store=store) as client:
+                    await client.chat(HI)
+        assert emulator.stats.token_requests == 1
+    finally:
+        server.stop()
 
 
 # -- the token ---------------------------------------------------------------------------
@@ -288,7 +337,9 @@ async def test_unreachable_redis_fails_closed_when_asked(emulator: Emulator) -> 
         async with shared_client(emulator, store, qps=20) as client:
             with pytest.raises(SharedStoreError) as info:
                 await client.chat(HI)
-    assert isinstance(info.value, mpt_async.APIConnectionError)
+    # Redis's outage is not the service's.
+    assert not isinstance(info.value, mpt_async.APIConnectionError)
+    assert isinstance(info.value, mpt_async.MPTError)
     error: BaseException | None = info.value
     while error is not None:
         assert not type(error).__module__.startswith("coredis")
@@ -468,8 +519,10 @@ async def test_a_lock_cancelled_on_the_wire_is_given_back(redis: RedisServer, pr
         '{"value": "t", "expires_at": "9999999999", "obtained_at": 1}',
         '{"value": "", "expires_at": 9999999999, "obtained_at": 1}',
         '["t", 9999999999, 1]',
+        json.dumps({"value": "t" * 70_000, "expires_at": 9999999999, "obtained_at": 1}),
+        '{"value": "t", "expires_at": 9999999999, "obtained_at": 1, "seal": 7}',
     ],
-    ids=["endless", "bool", "string", "empty-value", "not-an-object"],
+    ids=["endless", "bool", "string", "empty-value", "not-an-object", "too-long", "seal-type"],
 )
 async def test_a_malformed_stored_token_is_ignored(
     redis: RedisServer, prefix: str, entry: str
@@ -478,3 +531,103 @@ async def test_a_malformed_stored_token_is_ignored(
     async with RedisStore(redis.url, prefix=prefix) as store:
         redis.cli("set", store.key("app", "token"), entry)
         assert await store.load("app") is None
+
+
+# -- what a stranger leaves in Redis -----------------------------------------------------
+
+
+def _plant(redis: RedisServer, store: RedisStore, emu: Emulator, value: str) -> str:
+    """Write a token entry the way a stranger to the credentials would (no seal)."""
+    name = store.key(token_key(emu.base_url, emu.api_key, emu.secret_key), "token")
+    now = time.time()
+    entry = {"value": value, "expires_at": now + 3600, "obtained_at": now}
+    redis.cli("set", name, json.dumps(entry))
+    return name
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("planted", ["valid", "too-long"])
+async def test_a_token_planted_without_the_secret_key_is_not_used_and_replaced(
+    emulator: Emulator, redis: RedisServer, prefix: str, planted: str
+) -> None:
+    """A token planted without the Secret Key (valid, or 70,000 chars) is never sent: replaced."""
+    value = emulator.issue_token() if planted == "valid" else "t" * 70_000
+    async with RedisStore(redis.url, prefix=prefix, on_error="raise") as store:
+        name = _plant(redis, store, emulator, value)
+        for _ in range(2):
+            async with token_client(emulator, token_store=store) as client:
+                await client.chat(HI)
+    used = {r.query["access_token"] for r in chat_requests(emulator)}
+    assert value not in used
+    assert len(used) == 1
+    assert emulator.stats.token_requests == 1
+    entry = json.loads(redis.cli("--raw", "get", name))
+    assert entry["value"] in used
+    assert len(entry["seal"]) == 64
+
+
+@pytest.mark.anyio
+@BACKENDS
+@pytest.mark.parametrize("ttl", [None, 10**9], ids=["no-ttl", "endless-ttl"])
+async def test_a_lock_without_a_ttl_is_taken_over(
+    emulator: Emulator, redis: RedisServer, prefix: str, ttl: int | None
+) -> None:
+    """A token lock with no TTL (or an endless one) is taken over at once, then released."""
+    async with RedisStore(redis.url, prefix=prefix, on_error="raise") as store:
+        key = token_key(emulator.base_url, emulator.api_key, emulator.secret_key)
+        name = store.key(key, "token-lock")
+        redis.cli("set", name, "someone", *(() if ttl is None else ("px", str(ttl))))
+        # The lock's own wait is 60 s: a third of it tells a take-over from a wait.
+        with anyio.fail_after(20):
+            async with token_client(emulator, token_store=store) as client:
+                await client.chat(HI)
+    assert emulator.stats.token_requests == 1
+    assert redis.cli("exists", name).strip() == "0"
+
+
+def test_back_off_does_not_outlive_a_trio_run(redis: RedisServer, prefix: str) -> None:
+    """Redis failing in one trio.run() is used again in the next: no back-off on trio's clock."""
+    import trio
+    import trio.testing
+
+    store = RedisStore(redis.url, prefix=prefix, timeout=0.5)
+    late = trio.testing.MockClock(rate=1)
+    late.jump(1e7)  # this run's clock reads far ahead of any the next run may get
+
+    async def first() -> None:
+        redis.pause()
+        try:
+            assert await store.load("app") is None  # failed open: Redis is paused
+        finally:
+            redis.resume()
+
+    async def second() -> None:
+        await store.save("app", StoredToken("tok", time.time() + 600, time.time()))
+        assert await store.load("app") is not None
+        await store.aclose()
+
+    trio.run(first, clock=late)
+    time.sleep(1.1)  # past the back-off (1 s)
+    trio.run(second)
+
+
+@pytest.mark.anyio
+@BACKENDS
+@pytest.mark.parametrize("kind", ["huge", "hash"])
+async def test_a_token_key_that_is_no_token_is_read_bounded_and_replaced(
+    emulator: Emulator, redis: RedisServer, prefix: str, kind: str
+) -> None:
+    """A 64 MB string or a hash at the token's key reads as no token, and is replaced."""
+    async with RedisStore(redis.url, prefix=prefix, on_error="raise") as store:
+        key = token_key(emulator.base_url, emulator.api_key, emulator.secret_key)
+        name = store.key(key, "token")
+        if kind == "huge":
+            redis.cli("setrange", name, str(64 << 20), "x")
+        else:
+            redis.cli("hset", name, "value", "t")
+        assert await store.load(key) is None
+        async with token_client(emulator, token_store=store) as client:
+            await client.chat(HI)
+        stored = await store.load(key)
+    assert stored is not None
+    assert stored.value == chat_requests(emulator)[0].query["access_token"]

@@ -21,16 +21,25 @@ import mpt_async
 from mpt_async import _token_file
 from mpt_async.__main__ import main
 from mpt_async._cli import service as cli_service
-from mpt_async._token_store import token_key
+from mpt_async._token_store import stored_token, token_key, token_seal
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import HI, chat_requests, token_client
+from .hostile import SECRET_KEY, Wire, hostile, json_reply
 
 anyio_only = pytest.mark.anyio
 
 
 def _key(emu: Emulator) -> str:
     return token_key(emu.base_url, emu.api_key, emu.secret_key)
+
+
+def _sealed(
+    emu: Emulator, value: str, expires_at: float, obtained_at: float
+) -> mpt_async.StoredToken:
+    """A token as the emulator's credentials would have stored it."""
+    token = mpt_async.StoredToken(value, expires_at, obtained_at)
+    return token_seal(emu.secret_key).seal(_key(emu), token)
 
 
 def _tokens_used(emu: Emulator) -> list[str]:
@@ -62,7 +71,7 @@ async def test_usable_stored_token_is_used_without_a_fetch(emulator: Emulator) -
     """A valid token already in the store is used as is: no token request at all."""
     store = mpt_async.MemoryTokenStore()
     token, now = emulator.issue_token(), time.time()
-    await store.save(_key(emulator), mpt_async.StoredToken(token, now + 3600, now))
+    await store.save(_key(emulator), _sealed(emulator, token, now + 3600, now))
     async with token_client(emulator, token_store=store) as client:
         await client.chat(HI)
     assert emulator.stats.token_requests == 0
@@ -75,7 +84,7 @@ async def test_stored_token_due_for_refresh_is_replaced(emulator: Emulator) -> N
     store = mpt_async.MemoryTokenStore()
     old, now = emulator.issue_token(), time.time()
     # A 1000-second life with 50 seconds left: past the margin (a tenth of the life).
-    await store.save(_key(emulator), mpt_async.StoredToken(old, now + 50, now - 950))
+    await store.save(_key(emulator), _sealed(emulator, old, now + 50, now - 950))
     async with token_client(emulator, token_store=store) as client:
         await client.chat(HI)
     assert emulator.stats.token_requests == 1
@@ -492,3 +501,39 @@ async def test_directory_others_can_write_is_not_used(
     assert not path.exists()
     assert not path.with_name(path.name + ".lock").exists()
     assert sum("other users can write" in r.getMessage() for r in caplog.records) == 1
+
+
+# -- a token no one could use ---------------------------------------------------------
+
+
+@anyio_only
+@pytest.mark.parametrize("token", ["t" * 70_000, "24.abc\ndef", "24.abc\x00"])
+async def test_an_unusable_token_from_the_endpoint_is_refused_typed(token: str) -> None:
+    """A 70,000-char or control-char token is a MalformedResponseError; no chat is sent."""
+
+    def grant(wire: Wire) -> None:
+        wire.send(json_reply({"access_token": token, "expires_in": 3600}))
+
+    with hostile(grant) as server:
+        auth = mpt_async.AccessTokenAuth("api-key", SECRET_KEY)
+        async with mpt_async.Client(auth=auth, base_url=server.url, max_retries=0) as client:
+            with pytest.raises(mpt_async.MalformedResponseError, match="access token of") as info:
+                await client.chat(HI)
+    assert [r.split(b" ", 2)[1].split(b"?")[0] for r in server.requests] == [b"/oauth/2.0/token"]
+    assert token not in str(info.value)
+
+
+def test_a_stored_token_must_be_one_that_could_be_sent() -> None:
+    """StoredToken refuses a value no service would issue; stored_token reads it as none."""
+    with pytest.raises(mpt_async.ConfigurationError, match="printable"):
+        mpt_async.StoredToken("t" * 70_000, 2e9, 1.9e9)
+    assert stored_token("t" * 70_000, 2e9, 1.9e9) is None
+    assert stored_token("t" * 4096, 2e9, 1.9e9) is not None
+
+
+@pytest.mark.parametrize("token", ["t" * 70_000, "24.abc\ndef"])
+def test_a_given_token_that_could_not_be_sent_is_refused(token: str) -> None:
+    """FixedTokenAuth refuses a token no URL could carry: ConfigurationError, token unsaid."""
+    with pytest.raises(mpt_async.ConfigurationError, match="printable") as info:
+        mpt_async.FixedTokenAuth(token)
+    assert token not in str(info.value)
