@@ -1,4 +1,9 @@
-"""The three ways to authenticate, and reading them from the environment (SPEC sections 2, 6).
+"""The three ways to authenticate, and reading them from the environment.
+
+The service takes an access token
+(https://cloud.baidu.com/doc/WENXINWORKSHOP/s/Ilkkrb0i5) or a bce-auth-v1 signature
+(https://cloud.baidu.com/doc/Reference/s/njwvz1yfu); the environment variables are the
+``qianfan`` SDK's, so users can switch without edits.
 
 These are plain, frozen descriptions of credentials; what to do with them on each request
 (fetch and cache a token, or sign) is the transport's job.
