@@ -307,12 +307,14 @@ class RedisStore:
     hash slot.
 
     Redis holds the shared access token itself (that is what sharing it means: protect
-    Redis like the token), hashes of the credentials in the key names, and the limits'
-    bookkeeping. Never the Secret Key.
+    Redis like the token), sealed with a key derived from the Secret Key (a token written
+    by anyone else is not used), hashes of the credentials in the key names, and the
+    limits' bookkeeping. Never the Secret Key.
 
     Args:
         url: Where Redis listens: ``redis://[:password@]host:port/db``, ``rediss://``
-            (TLS) or ``unix://``.
+            (TLS) or ``unix://``. Percent-encode ``/ # ? @ %`` and spaces in a user or
+            password (``urllib.parse.quote(password, safe="")``); Redis gets them decoded.
         prefix: The first part of every key name.
         on_error: ``"open"``: when Redis does not answer, go on per process (limits counted
             in each process, tokens fetched by each) and log a warning once. ``"raise"``:
