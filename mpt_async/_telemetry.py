@@ -27,7 +27,15 @@ What is recorded:
 
 Message content is recorded (as JSON strings in ``gen_ai.input.messages`` and
 ``gen_ai.output.messages``) only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
-asks for it. Access tokens, signatures and URLs with their query never are.
+asks for it, each at most :data:`CONTENT_LIMIT` bytes. Access tokens, signatures and URLs
+with their query never are (``gen_ai.response.id`` is redacted: a server may echo the URL).
+
+The call's span is the current span while the call runs (:meth:`CallObserver.current`),
+and the token fetch's while it runs, so HTTP spans of an application's own instrumentation
+(httpx's, say) nest under them.
+
+Telemetry never fails a call: whatever the OpenTelemetry SDK raises (a span processor, a
+provider, an instrument) is logged once, as a warning, and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -37,8 +45,12 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
+
+from mpt_async._logging import logger
+from mpt_async._redact import MASK, redact
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -46,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPTURE_CONTENT_VAR",
+    "CONTENT_LIMIT",
     "PROVIDER",
     "CallObserver",
     "Server",
@@ -61,6 +74,13 @@ PROVIDER = "baidu.qianfan"
 #: The conventions' opt-in for recording message content.
 CAPTURE_CONTENT_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CAPTURE_ON = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
+#: The most recorded of the content of one side of a call (its input messages, or its
+#: answer), as UTF-8 JSON: past it, message contents are cut.
+CONTENT_LIMIT = 1 << 20
+#: The longest ``gen_ai.response.id`` recorded (the service's ids are a few dozen).
+_ID_LIMIT = 256
+#: Shorter secrets are not masked in content (they would mask ordinary words).
+_MIN_SECRET = 8
 _SCOPE = "mpt_async"
 #: The conventions' advice for the seconds histograms, and for the token one.
 _SECONDS_BUCKETS = (
@@ -97,6 +117,48 @@ _REQUEST_ATTRIBUTES = (
 )
 
 Server = tuple[str, int]
+
+
+class _Contained:
+    """Swallows an ``Exception`` of the OpenTelemetry SDK (logging the first one).
+
+    Cancellation and other ``BaseException`` s pass. One instance serves every use (it
+    holds no state): ``with _CONTAINED: ...``.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc_value is None or not isinstance(exc_value, Exception):
+            return False
+        _report(exc_value)
+        return True
+
+
+_CONTAINED = _Contained()
+_reported = False
+
+
+def _report(error: Exception) -> None:
+    """Log the first telemetry error of the process, by its kind only.
+
+    Its text could hold anything an attribute held.
+    """
+    global _reported  # one warning per process
+    if not _reported:
+        _reported = True
+        logger.warning(
+            "OpenTelemetry raised %s; calls go on, and its errors are ignored from now on",
+            type(error).__qualname__,
+        )
 
 
 def server_of(base_url: str) -> Server:
@@ -225,10 +287,12 @@ def observe(endpoint: str, server: Server, request: _Request) -> CallObserver | 
         request: The request sent: its ``stream`` flag, its sampling options (those set),
             and its messages (recorded only with content capture on).
     """
-    instruments = _instruments if _instruments is not _UNSET else _global_instruments()
-    if instruments is None or (instruments.idle is not None and instruments.idle()):
-        return None
-    return CallObserver(instruments, endpoint, server, request)
+    with _CONTAINED:
+        instruments = _instruments if _instruments is not _UNSET else _global_instruments()
+        if instruments is None or (instruments.idle is not None and instruments.idle()):
+            return None
+        return CallObserver(instruments, endpoint, server, request)
+    return None  # the SDK raised: this call goes unobserved
 
 
 def _capture_content() -> bool:
@@ -263,10 +327,46 @@ def _describe(error: BaseException, kind: str) -> str:
 
 
 def _input_messages(messages: Iterable[Any]) -> str:
-    return json.dumps(
-        [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages],
-        ensure_ascii=False,
+    return _bounded(
+        [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages]
     )
+
+
+def _bounded(messages: list[dict[str, Any]]) -> str:
+    """``messages`` as JSON of at most :data:`CONTENT_LIMIT` bytes (UTF-8).
+
+    Past the limit, contents are cut: the latest message keeps the most (it holds the
+    question, or the answer), each is cut at its end, and earlier ones may end up empty.
+    """
+    text = json.dumps(messages, ensure_ascii=False)
+    if len(text) <= CONTENT_LIMIT // 4 or len(text.encode()) <= CONTENT_LIMIT:
+        return text
+    parts = [message["parts"][0] for message in messages]
+    contents = [part["content"] for part in parts]
+    for part in parts:
+        part["content"] = ""
+    budget = CONTENT_LIMIT - len(json.dumps(messages, ensure_ascii=False).encode())
+    for part, content in zip(reversed(parts), reversed(contents), strict=True):
+        part["content"] = kept = _cut(content, max(budget, 0))
+        budget -= _json_size(kept)
+    return json.dumps(messages, ensure_ascii=False)
+
+
+def _cut(content: str, budget: int) -> str:
+    """The longest start of ``content`` whose JSON string body is at most ``budget`` bytes."""
+    kept = content.encode()[:budget].decode(errors="ignore")
+    while (size := _json_size(kept)) > budget:  # quotes and control characters are escaped
+        kept = kept[: len(kept) * budget // size]
+    return kept
+
+
+def _json_size(content: str) -> int:
+    return len(json.dumps(content, ensure_ascii=False).encode()) - 2
+
+
+def _response_id(reply_id: str, secrets: tuple[str, ...]) -> str:
+    """The reply's id as recorded: never a secret, whatever the server echoed into it."""
+    return redact(redact(reply_id, secrets)[:_ID_LIMIT])
 
 
 def _finish_reason(reply: _Reply) -> str:
@@ -286,6 +386,7 @@ class CallObserver:
         "_chunks",
         "_instruments",
         "_last",
+        "_secrets",
         "_span",
         "_start",
     )
@@ -311,9 +412,13 @@ class CallObserver:
             f"chat {endpoint}", kind=instruments.client, attributes=attributes
         )
         if self._span.is_recording() and _capture_content():
-            self._span.set_attribute("gen_ai.input.messages", _input_messages(request.messages))
+            with _CONTAINED:
+                messages = _input_messages(request.messages)
+                self._span.set_attribute("gen_ai.input.messages", messages)
         self._chunks = 0
         self._start = self._last = time.perf_counter()
+        #: What the latest attempt carried (its token...): masked wherever it shows.
+        self._secrets: tuple[str, ...] = ()
 
     def _request_attributes(self, request: _Request) -> Any:
         attributes = dict(self._attributes)
@@ -331,8 +436,29 @@ class CallObserver:
 
     # -- what happens during the call -------------------------------------------------
 
+    def current(self) -> contextlib.AbstractContextManager[None]:
+        """Make the call's span the current one within the block (one task's context).
+
+        The request loop runs each call inside it, so the spans of an application's HTTP
+        instrumentation nest under the call's. A stream's span is current while the stream
+        opens, not while its reader iterates (that is the reader's own code).
+        """
+        return _Current(self._span)
+
+    def sending(self, secrets: tuple[str, ...]) -> None:
+        """An attempt goes out carrying ``secrets`` (its access token, its signature).
+
+        A server may echo them back (into the reply's id, say): they are masked in what
+        is recorded of the reply.
+        """
+        self._secrets = secrets
+
     def retry(self, attempt: int, delay: float, error: BaseException) -> None:
         """The request loop will try again (``attempt``: 1 for the first retry)."""
+        with _CONTAINED:
+            self._retry(attempt, delay, error)
+
+    def _retry(self, attempt: int, delay: float, error: BaseException) -> None:
         span = self._span
         if span is not None and span.is_recording():
             span.add_event(
@@ -360,12 +486,26 @@ class CallObserver:
     def token_refused(self, error: BaseException) -> None:
         """The service refused the access token: it is replaced and the call replayed."""
         span = self._span
-        if span is not None and span.is_recording():
-            span.add_event("mpt_async.token_refused", {"error.type": _error_type(error)})
+        with _CONTAINED:
+            if span is not None and span.is_recording():
+                span.add_event("mpt_async.token_refused", {"error.type": _error_type(error)})
 
     async def token_fetch(self, fetching: Awaitable[T]) -> T:
-        """Await a token fetch, as a child span."""
-        return await self._child("mpt_async.token_fetch", fetching, 0.0)
+        """Await a token fetch, as a child span, current while it runs."""
+        child = None
+        with _CONTAINED:
+            child = self._start_child("mpt_async.token_fetch", time.time_ns())
+        error: BaseException | None = None
+        try:
+            with _Current(child):
+                return await fetching
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if child is not None:
+                with _CONTAINED:
+                    self._end_child(child, error)
 
     async def rate_limit_wait(self, waiting: Awaitable[T]) -> T:
         """Await a place under the rate limits; a real wait becomes a child span."""
@@ -384,18 +524,31 @@ class CallObserver:
                 self._child_span(name, started, error)
 
     def _child_span(self, name: str, started: int, error: BaseException | None) -> None:
+        with _CONTAINED:
+            child = self._start_child(name, started)
+            if child is not None:
+                self._end_child(child, error)
+
+    def _start_child(self, name: str, started: int) -> Span | None:
         span = self._span
         if span is None or not span.is_recording():
-            return
+            return None
         from opentelemetry import trace
 
-        child = self._instruments.tracer.start_span(
+        return self._instruments.tracer.start_span(
             name, context=trace.set_span_in_context(span), start_time=started
         )
-        if error is not None:
-            child.set_attribute("error.type", _error_type(error))
-            child.set_status(trace.StatusCode.ERROR)
-        child.end()
+
+    @staticmethod
+    def _end_child(child: Span, error: BaseException | None) -> None:
+        try:
+            if error is not None:
+                from opentelemetry import trace
+
+                child.set_attribute("error.type", _error_type(error))
+                child.set_status(trace.StatusCode.ERROR)
+        finally:
+            child.end()
 
     def first_chunk(self) -> None:
         """A stream's first chunk has arrived."""
@@ -406,15 +559,17 @@ class CallObserver:
         elapsed = now - self._start
         self._last = now
         self._chunks = 1
-        self._instruments.first_chunk.record(elapsed, self._attributes)
-        span.set_attribute("gen_ai.response.time_to_first_chunk", elapsed)
+        with _CONTAINED:
+            self._instruments.first_chunk.record(elapsed, self._attributes)
+            span.set_attribute("gen_ai.response.time_to_first_chunk", elapsed)
 
     def chunk(self) -> None:
         """A later chunk of a stream has arrived."""
         now = time.perf_counter()
-        self._instruments.chunk_time.record(now - self._last, self._attributes)
-        self._last = now
+        last, self._last = self._last, now
         self._chunks += 1
+        with _CONTAINED:
+            self._instruments.chunk_time.record(now - last, self._attributes)
 
     # -- how the call ends ------------------------------------------------------------
 
@@ -423,6 +578,13 @@ class CallObserver:
         span = self._end()
         if span is None:
             return
+        with _CONTAINED:
+            try:
+                self._succeeded(span, reply, text)
+            finally:
+                span.end()
+
+    def _succeeded(self, span: Span, reply: _Reply, text: str) -> None:
         usage = reply.usage
         instruments, attributes = self._instruments, self._attributes
         instruments.tokens.record(usage.prompt_tokens, {**attributes, "gen_ai.token.type": "input"})
@@ -433,51 +595,62 @@ class CallObserver:
             reason = _finish_reason(reply)
             span.set_attributes(
                 {
-                    "gen_ai.response.id": reply.id,
+                    "gen_ai.response.id": _response_id(reply.id, self._secrets),
                     "gen_ai.response.finish_reasons": [reason],
                     "gen_ai.usage.input_tokens": usage.prompt_tokens,
                     "gen_ai.usage.output_tokens": usage.completion_tokens,
                 }
             )
             self._output(span, text, reason)
-        span.end()
 
     def _output(self, span: Span, text: str, reason: str) -> None:
         if self._chunks:
             span.set_attribute("mpt_async.stream.chunks", self._chunks)
         if _capture_content():
+            for secret in self._secrets:  # the content as it is, but for an echoed secret
+                if len(secret) >= _MIN_SECRET and secret in text:
+                    text = text.replace(secret, MASK)
             message = {
                 "role": "assistant",
                 "parts": [{"type": "text", "content": text}],
                 "finish_reason": reason,
             }
-            span.set_attribute("gen_ai.output.messages", json.dumps([message], ensure_ascii=False))
+            span.set_attribute("gen_ai.output.messages", _bounded([message]))
 
     def failed(self, error: BaseException) -> None:
         """The call ended with ``error`` (a cancellation included)."""
-        from opentelemetry.trace import StatusCode
-
         kind = _error_type(error)
         span = self._end(kind)
         if span is None:
             return
-        if span.is_recording():
-            span.set_attribute("error.type", kind)
-            if self._chunks:
-                span.set_attribute("mpt_async.stream.chunks", self._chunks)
-            span.set_status(StatusCode.ERROR, _describe(error, kind))
-        span.end()
+        with _CONTAINED:
+            try:
+                if span.is_recording():
+                    from opentelemetry.trace import StatusCode
+
+                    span.set_attribute("error.type", kind)
+                    if self._chunks:
+                        span.set_attribute("mpt_async.stream.chunks", self._chunks)
+                    span.set_status(StatusCode.ERROR, _describe(error, kind))
+            finally:
+                span.end()
 
     def closed_early(self) -> None:
         """A stream was closed by its reader before its last chunk (not an error)."""
         span = self._end()
         if span is None:
             return
-        if span.is_recording():
-            span.set_attributes(
-                {"mpt_async.stream.chunks": self._chunks, "mpt_async.stream.closed_early": True}
-            )
-        span.end()
+        with _CONTAINED:
+            try:
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "mpt_async.stream.chunks": self._chunks,
+                            "mpt_async.stream.closed_early": True,
+                        }
+                    )
+            finally:
+                span.end()
 
     def left(self, error: BaseException | None) -> None:
         """The reader left a stream's block, because of ``error`` if not ``None``.
@@ -499,5 +672,37 @@ class CallObserver:
             attributes = self._attributes
             if error_type is not None:
                 attributes = {**attributes, "error.type": error_type}
-            self._instruments.duration.record(time.perf_counter() - self._start, attributes)
+            with _CONTAINED:
+                self._instruments.duration.record(time.perf_counter() - self._start, attributes)
         return span
+
+
+class _Current:
+    """Within the block, ``span`` (if any) is the current span of this task's context."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        if self._span is None:
+            return
+        with _CONTAINED:
+            from opentelemetry import context, trace
+
+            self._token = context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            with _CONTAINED:
+                from opentelemetry import context
+
+                context.detach(token)

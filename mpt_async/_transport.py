@@ -248,7 +248,16 @@ class Transport:
     # -- the loop ---------------------------------------------------------------------
 
     async def _run(self, attempt: _Attempt[T], call: _Call) -> T:
-        """Run attempts until one succeeds, the failure is final, or the deadline passes."""
+        """Run attempts until one succeeds, the failure is final, or the deadline passes.
+
+        With telemetry on, the call's span is current meanwhile (HTTP spans nest under it).
+        """
+        if call.observer is None:
+            return await self._attempts(attempt, call)
+        with call.observer.current():
+            return await self._attempts(attempt, call)
+
+    async def _attempts(self, attempt: _Attempt[T], call: _Call) -> T:
         retries = 0
         refreshed = False
         deadline = call.deadline
@@ -371,6 +380,8 @@ class Transport:
         try:
             request, token = await self._request(call)
             ticket = await self._place(call)  # after the token: admitted right before sending
+            if call.observer is not None:
+                call.observer.sending(self.carried(request))
             try:
                 result = await attempt(call, request, ticket)
             except Failure as failure:

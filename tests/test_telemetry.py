@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -24,7 +25,8 @@ import mpt_async
 from mpt_async import _telemetry
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, scrubbed_env, token_client
+from .clientkit import HI, cancel_when, scrubbed_env, token_client
+from .hostile import ANSWER, TOKEN, Wire, hostile, json_reply
 
 SECONDS_BUCKETS = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -434,3 +436,269 @@ def test_global_providers_are_used_once_configured(emulator: Emulator) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "chat mpt-30b-instruct 1\n"
+
+
+# -- an SDK that raises ------------------------------------------------------------------
+
+
+class Broken(Exception):
+    """What the broken SDK parts raise."""
+
+
+class RaisingProcessor(SimpleSpanProcessor):
+    """A span processor that raises in ``on_start`` or ``on_end``."""
+
+    def __init__(self, exporter: InMemorySpanExporter, where: str) -> None:
+        super().__init__(exporter)
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "on_start":
+            raise Broken
+        super().on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.where == "on_end":
+            raise Broken
+        super().on_end(span)
+
+
+class RaisingAttributes:
+    """A span whose attribute and event setters raise; the rest is the real span's."""
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def set_attribute(self, *args: Any) -> None:
+        raise Broken
+
+    set_attributes = add_event = set_status = set_attribute
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._span, name)
+
+
+class BrokenProviders:
+    """A tracer provider and a meter provider, one of whose parts raises."""
+
+    def __init__(self, recorded: Recorded, where: str) -> None:
+        self.recorded, self.where = recorded, where
+        if where in ("on_start", "on_end"):
+            processor = RaisingProcessor(recorded.spans, where)
+            recorded.tracer_provider = TracerProvider()
+            recorded.tracer_provider.add_span_processor(processor)
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = self.recorded.tracer_provider.get_tracer(*args, **kwargs)
+        if self.where != "set_attribute":
+            return tracer
+        outer = self
+
+        class Tracer:
+            def start_span(self, *args: Any, **kwargs: Any) -> Any:
+                return RaisingAttributes(tracer.start_span(*args, **kwargs))
+
+        del outer
+        return Tracer()
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        meter = self.recorded.meter_provider.get_meter(*args, **kwargs)
+        if self.where != "record":
+            return meter
+
+        class Histogram:
+            def record(self, *args: Any, **kwargs: Any) -> None:
+                raise Broken
+
+        class Meter:
+            def create_histogram(self, *args: Any, **kwargs: Any) -> Histogram:
+                return Histogram()
+
+        return Meter()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["on_start", "on_end", "set_attribute", "record"])
+async def test_an_sdk_that_raises_never_fails_a_call(
+    emulator: Emulator,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever part of the SDK raises, calls answer or fail as such; one warning is logged."""
+    monkeypatch.setattr(_telemetry, "_reported", False)
+    monkeypatch.setenv(CONTENT_VAR, "true")
+    recorded = Recorded()
+    broken = BrokenProviders(recorded, where)
+    with _telemetry.use_providers(broken, broken):  # type: ignore[arg-type]
+        async with token_client(emulator, max_retries=1) as client:
+            for _ in range(2):
+                emulator.inject(Fault.error(336100))  # a retry event too
+                reply = await client.chat(HI)
+                assert reply.result
+                async with client.chat_stream(HI) as stream:
+                    assert (await stream.get_final_response()).result
+            emulator.inject(Fault.error(336003))  # a refusal ends the call as failed
+            with pytest.raises(mpt_async.InvalidRequestError):
+                await client.chat(HI)
+    warnings = [r for r in caplog.records if "OpenTelemetry raised" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "Broken" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_tracer_provider_that_raises_leaves_calls_unobserved(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A global tracer provider whose get_tracer raises: calls answer, one warning."""
+    from opentelemetry import trace
+
+    class Provider:
+        def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+            raise Broken
+
+    monkeypatch.setattr(_telemetry, "_reported", False)
+    monkeypatch.setattr(_telemetry, "_instruments", _telemetry._UNSET)
+    monkeypatch.setattr(trace, "get_tracer_provider", Provider)
+    async with token_client(emulator) as client:
+        for _ in range(2):
+            assert (await client.chat(HI)).result
+    assert sum("OpenTelemetry raised" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.anyio
+async def test_a_cancellation_is_not_swallowed_by_telemetry(
+    emulator: Emulator, otel: Recorded
+) -> None:
+    """A call cancelled while observed is cancelled (telemetry swallows only Exceptions)."""
+    emulator.inject(Fault.stall(30))
+    async with token_client(emulator) as client, anyio.create_task_group() as tg:
+        with anyio.CancelScope() as scope:
+            tg.start_soon(cancel_when, scope, lambda: emulator.stats.chat_requests == 1)
+            await client.chat(HI)
+    assert scope.cancelled_caught
+    assert attributes(otel.call_span())["error.type"] == "cancelled"
+
+
+# -- what is recorded: never a secret, never unbounded ----------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("echo", ["url", "bare"])
+async def test_the_response_id_never_carries_the_access_token(
+    otel: Recorded, echo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server echoing the URL, or the bare token, into id and result: the span masks it."""
+    monkeypatch.setenv(CONTENT_VAR, "true")
+
+    def reply(wire: Wire) -> None:
+        said = wire.target if echo == "url" else TOKEN
+        wire.send(json_reply({**ANSWER, "id": f"as-1 {said}", "result": f"I got {said}"}))
+
+    with hostile(reply) as server:
+        auth = mpt_async.FixedTokenAuth(TOKEN)
+        async with mpt_async.Client(auth=auth, base_url=server.url, max_retries=0) as client:
+            answer = await client.chat(HI)
+    assert TOKEN in answer.id  # the reply is the caller's; the span is not
+    assert TOKEN in answer.result
+    recorded = attributes(otel.call_span())
+    assert str(recorded["gen_ai.response.id"]).startswith("as-1 ")
+    assert "I got " in str(recorded["gen_ai.output.messages"])
+    assert TOKEN not in otel.call_span().to_json()
+
+
+@pytest.mark.anyio
+async def test_captured_content_is_capped(
+    emulator: Emulator, otel: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1.6 MB answer is recorded as at most 1 MiB of valid JSON: its start, cut at the cap."""
+    monkeypatch.setenv(CONTENT_VAR, "true")
+    answer = 'é"' * 400_000  # 4 bytes a pair, as JSON
+    emulator.add_reply(answer)
+    async with token_client(emulator) as client:
+        reply = await client.chat(HI)
+    assert reply.result == answer
+    output = attributes(otel.call_span())["gen_ai.output.messages"]
+    assert isinstance(output, str)
+    assert len(output.encode()) <= _telemetry.CONTENT_LIMIT
+    (message,) = json.loads(output)
+    kept = message["parts"][0]["content"]
+    assert answer.startswith(kept)
+    assert len(kept) > _telemetry.CONTENT_LIMIT // 8
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        ["a" * 10, "b" * (2 << 20)],
+        ["x" * (2 << 20), "y" * 10],
+        ['\n\x00"' * 600_000, "é" * 10],
+        ["中" * 400_000, "文" * 400_000],
+    ],
+    ids=["latest-long", "earliest-long", "escaped", "multibyte"],
+)
+def test_bounded_content_is_valid_json_under_the_cap(contents: list[str]) -> None:
+    """Cut content stays valid JSON within the cap; each message keeps a start of its own."""
+    messages = [{"role": "user", "parts": [{"type": "text", "content": c}]} for c in contents]
+    text = _telemetry._bounded(messages)
+    assert len(text.encode()) <= _telemetry.CONTENT_LIMIT
+    kept = [m["parts"][0]["content"] for m in json.loads(text)]
+    assert all(c.startswith(k) for c, k in zip(contents, kept, strict=True))
+    assert len(text.encode()) > _telemetry.CONTENT_LIMIT - 16  # the budget is used
+    assert kept[-1] == contents[-1] or len(kept[-1]) >= len(kept[0])
+
+
+# -- the call's span is current ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_http_spans_of_an_instrumented_client_nest_under_the_call(
+    emulator: Emulator, otel: Recorded
+) -> None:
+    """Instrumented httpx: the token POST nests under token_fetch, chat POSTs under the call."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    http = httpx.AsyncClient()
+    HTTPXClientInstrumentor.instrument_client(http, tracer_provider=otel.tracer_provider)
+    async with token_client(emulator, http_client=http, max_retries=1) as client:
+        emulator.inject(Fault.error(336100))
+        await client.chat(HI)
+        async with client.chat_stream(HI) as stream:
+            await stream.get_final_response()
+    await http.aclose()
+    spans = otel.finished()
+    names = {s.context.span_id: s.name for s in spans}
+    parents = sorted(
+        (s.name, names.get(s.parent.span_id) if s.parent else None)
+        for s in spans
+        if s.name == "POST"
+    )
+    assert parents == [
+        ("POST", "chat mpt-30b-instruct"),
+        ("POST", "chat mpt-30b-instruct"),
+        ("POST", "chat mpt-30b-instruct"),
+        ("POST", "mpt_async.token_fetch"),
+    ]
+    calls = [s for s in spans if s.name == "chat mpt-30b-instruct"]
+    assert len(calls) == 2
+    assert all(s.parent is None for s in calls)  # nothing of the call leaks out of it
+
+
+@pytest.mark.anyio
+async def test_the_call_span_is_current_only_during_the_call(
+    emulator: Emulator, otel: Recorded
+) -> None:
+    """Around a call, and while a stream's reader iterates, the caller's span is current."""
+    from opentelemetry import trace
+
+    tracer = otel.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("app") as app:
+        async with token_client(emulator) as client:
+            await client.chat(HI)
+            assert trace.get_current_span() is app
+            async with client.chat_stream(HI) as stream:
+                async for _ in stream:
+                    assert trace.get_current_span() is app
+            assert trace.get_current_span() is app
+    calls = [s for s in otel.finished() if s.name.startswith("chat ")]
+    assert [s.parent.span_id for s in calls if s.parent] == [app.get_span_context().span_id] * 2
