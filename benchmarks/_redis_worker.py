@@ -1,4 +1,4 @@
-"""A worker process of the Redis section (``python -m benchmarks._redis_worker SPEC``).
+"""A worker process of the Redis section (``python -m benchmarks._redis_worker '{json}'``).
 
 ``"mode": "budget"``: print ``ready``, wait for a line on stdin, call for ``seconds`` with
 ``concurrency`` callers under one shared QPS budget; report each answer's wall-clock time

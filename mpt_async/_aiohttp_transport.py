@@ -5,12 +5,18 @@ its cost per request grows with the number of requests in flight (at concurrency
 costs several times what it costs alone). aiohttp's connector hands connections out in O(1)
 and parses HTTP in C. httpx stays the client's interface (timeouts, requests, responses);
 only the wire work moves. On trio (or without aiohttp) ``mpt_async._pool`` is used.
+
+One call, one answer: aiohttp keeps reading an idle connection, and parses what comes as
+the next request's answer. Its connector checks a connection's age and liveness when it
+hands it out; this one also refuses a connection holding bytes no request asked for (a
+response parsed, or a piece of one, or bytes still in the socket): it is closed instead.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import select
 import sys
 from typing import Any
 
@@ -19,6 +25,7 @@ import httpx
 #: aiohttp (and asyncio) are imported on first use: they cost more than all the rest.
 aiohttp: Any = None
 asyncio: Any = None
+_Connector: Any = None
 
 __all__ = ["AIOHTTP_AVAILABLE", "AiohttpTransport", "AutoTransport"]
 
@@ -27,13 +34,40 @@ AIOHTTP_AVAILABLE = importlib.util.find_spec("aiohttp") is not None
 
 
 def _load_aiohttp() -> None:
-    global aiohttp, asyncio  # lazy imports, done once
+    global aiohttp, asyncio, _Connector  # lazy imports, done once
     if aiohttp is None:
         import asyncio as asyncio_module
 
         import aiohttp as module
 
         asyncio, aiohttp = asyncio_module, module
+        _Connector = _connector_class()
+
+
+def _connector_class() -> Any:
+    class Connector(aiohttp.TCPConnector):  # type: ignore[misc]
+        """aiohttp's connector, which never hands out a connection holding unasked bytes."""
+
+        async def _get(self, *args: Any) -> Any:
+            while (connection := await super()._get(*args)) is not None:
+                if not _holds_unread(connection.protocol):
+                    return connection
+                connection.close()  # not reusable: aiohttp closes it
+            return None
+
+    return Connector
+
+
+def _holds_unread(protocol: Any) -> bool:
+    """Whether an idle aiohttp connection received bytes: parsed, pending, or in the socket."""
+    if protocol is None or protocol.should_close:  # a response parsed, or its tail
+        return True
+    transport = protocol.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def _on_asyncio() -> bool:
@@ -123,9 +157,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> Any:
         _load_aiohttp()
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
-        )
+        connector = _Connector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
         # No cookie jar, no decompression, no automatic headers: httpx has set them all.
         return aiohttp.ClientSession(
             connector=connector,

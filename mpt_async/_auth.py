@@ -1,4 +1,9 @@
-"""The three ways to authenticate, and reading them from the environment (SPEC sections 2, 6).
+"""The three ways to authenticate, and reading them from the environment.
+
+The service takes an access token
+(https://cloud.baidu.com/doc/WENXINWORKSHOP/s/Ilkkrb0i5) or a bce-auth-v1 signature
+(https://cloud.baidu.com/doc/Reference/s/njwvz1yfu); the environment variables are the
+``qianfan`` SDK's, so users can switch without edits.
 
 These are plain, frozen descriptions of credentials; what to do with them on each request
 (fetch and cache a token, or sign) is the transport's job.
@@ -14,6 +19,7 @@ import attrs
 
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._signer import DEFAULT_EXPIRATION
+from mpt_async._token_store import MAX_TOKEN_LENGTH, is_token
 from mpt_async._validate import check_int, check_str
 
 if TYPE_CHECKING:
@@ -60,6 +66,17 @@ def _mask(value: str) -> str:
 
 def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     check_str(value, f"{type(instance).__name__}.{attribute.name}", non_empty=True)
+
+
+def _sendable(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    """A token that could be sent (a 70,000-character one would not fit in a URL)."""
+    _non_empty(instance, attribute, value)
+    if not is_token(value):
+        msg = (
+            f"{type(instance).__name__}.{attribute.name} must be 1 to {MAX_TOKEN_LENGTH}"
+            f" printable characters, not {len(value)} characters"
+        )
+        raise ConfigurationError(msg)
 
 
 @attrs.frozen
@@ -118,7 +135,7 @@ class FixedTokenAuth:
         access_token: The token; never shown in ``repr``.
     """
 
-    access_token: str = attrs.field(validator=_non_empty, repr=False)
+    access_token: str = attrs.field(validator=_sendable, repr=False)
 
 
 Auth = APIKeyAuth | AccessTokenAuth | AKSKAuth | FixedTokenAuth

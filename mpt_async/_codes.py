@@ -1,4 +1,7 @@
-"""The one table of what each API error code means for the client (SPEC section 5).
+"""The one table of what each API error code means for the client.
+
+The codes are those of the service's error-code page,
+https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh.
 
 Every retry, refresh and raise decision about an error code or HTTP status is read from
 here by the request loop; nothing else in the package interprets codes. The command line's

@@ -2,7 +2,7 @@
 
 Requests are unstructured with every unset (``None``) field left out: the service is sent
 no ``null`` and no field the caller did not set. Responses are structured strictly by type
-(``"5"`` is not an int) but tolerate unknown fields, as SPEC section 4 asks; anything that
+(``"5"`` is not an int) but tolerate unknown fields the service may add; anything that
 does not fit becomes :class:`~mpt_async.MalformedResponseError`, never a ``KeyError``.
 
 The test suite swaps in ``make_converter(strict=True)``, which also refuses unknown

@@ -1,4 +1,7 @@
-"""The protocol's value types, and every rule of the request body (SPEC sections 3 and 4).
+"""The protocol's value types, and every rule of the request body.
+
+The rules and fields are those of the service's API page,
+https://cloud.baidu.com/doc/WENXINWORKSHOP/s/Elkqus29q.
 
 Requests check themselves when built: a broken rule raises
 :class:`~mpt_async.RequestValidationError` naming the field and the rule, so nothing that
@@ -146,7 +149,7 @@ def _check_messages(_: object, __: object, messages: tuple[Message, ...]) -> Non
 
 @attrs.frozen(kw_only=True)
 class ChatRequest:
-    """The body of one chat call, checked against every rule of SPEC section 3.
+    """The body of one chat call, checked against every rule of the API page.
 
     Fields left ``None`` are not sent.
 

@@ -14,6 +14,11 @@ most ``max_keepalive_connections`` are kept idle, and an idle one older than
 to the pool only when its response was read to the end and closed; one whose request or
 body was abandoned, failed or cancelled is closed. Waiting for a connection is bounded by
 the request's ``pool`` timeout and connecting by its ``connect`` timeout.
+
+One call, one answer: a connection holding any byte that no request asked for (bytes after
+its answer, or arriving while it waited idle) is closed, never reused, since those bytes
+would be read as the next call's answer. It is checked when it comes back and again when it
+is taken, from the idle stack or handed straight to a queued caller (:func:`holds_unread`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import os
 import ssl
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, Literal, Protocol
 
 import anyio
+import h11
 import httpcore
 import httpx
 
@@ -59,6 +65,35 @@ def proxy_in_env() -> bool:
     )
 
 
+def holds_unread(stream: httpcore.AsyncNetworkStream) -> bool:
+    """Whether bytes wait to be read on ``stream``, in its socket or in a buffer above it.
+
+    httpcore's ``is_readable`` looks at the socket alone, and misses what was already taken
+    from it: anyio's asyncio streams receive more than was asked for and queue the rest,
+    and TLS decrypts whole records. Neither says so in a public API, so this looks at their
+    internals (anyio >= 4, trio); a layer it does not know counts as holding bytes, so that a
+    connection is rather closed than misread.
+    """
+    if stream.get_extra_info("is_readable"):
+        return True
+    layer = getattr(stream, "_stream", None)  # httpcore's AnyIOStream and TrioStream
+    for _ in range(4):
+        ssl_object = getattr(layer, "_ssl_object", None)  # anyio's TLSStream, trio's SSLStream
+        if ssl_object is not None:
+            incoming = getattr(layer, "_read_bio", None) or getattr(layer, "_incoming", None)
+            if incoming is None or incoming.pending or ssl_object.pending():
+                return True
+            layer = getattr(layer, "transport_stream", None)
+            continue
+        protocol = getattr(layer, "_protocol", None)  # anyio's asyncio SocketStream
+        if protocol is not None:
+            queue = getattr(protocol, "read_queue", None)
+            return queue is None or bool(queue) or bool(getattr(protocol, "is_at_eof", True))
+        # trio's SocketStream and anyio's on trio read straight from the socket.
+        return type(layer).__name__ != "SocketStream"
+    return True
+
+
 def _default_backend() -> httpcore.AsyncNetworkBackend:
     """Httpcore's trio backend on trio (fewer layers), its anyio one on asyncio."""
     trio = sys.modules.get("trio")  # if trio was never imported, it is not running
@@ -84,7 +119,7 @@ class _Connection(Protocol):
         """Whether it is reusable now (its last response was read to the end and closed)."""
 
     def has_expired(self) -> bool:
-        """Whether an idle connection is too old or was closed by the server."""
+        """Whether an idle connection is too old, or holds bytes (unasked, or the close)."""
 
     def is_closed(self) -> bool:
         """Whether it was closed."""
@@ -98,11 +133,32 @@ _Opener = Callable[[_Key, httpcore.AsyncNetworkStream, float | None], _Connectio
 
 
 class _H11Connection(httpcore.AsyncHTTP11Connection):
-    """httpcore's HTTP/1.1 connection, labelled with the pool's key for its origin."""
+    """httpcore's HTTP/1.1 connection, labelled with the pool's key for its origin.
+
+    Two checks are added to httpcore's: bytes that h11 received after the answer (it keeps
+    them for the next response) make the connection stale, and an interim (1xx) answer that
+    announces a body is refused (httpcore skips it, and its body would be read as the answer).
+    """
 
     def __init__(self, key: _Key, stream: httpcore.AsyncNetworkStream, expiry: float | None):
         super().__init__(httpcore.Origin(*key), stream, keepalive_expiry=expiry)
         self.key = key
+        self._stream = stream
+
+    def has_expired(self) -> bool:
+        """Whether an idle connection is too old, or holds bytes (unasked, or the close)."""
+        if super().has_expired():
+            return True
+        if not self.is_idle():
+            return False
+        data, closed = self._h11_state.trailing_data
+        return bool(data) or closed or holds_unread(self._stream)
+
+    async def _receive_event(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - httpcore's signature
+        event = await super()._receive_event(timeout)
+        if isinstance(event, h11.InformationalResponse) and _announces_body(event.headers):
+            raise httpcore.RemoteProtocolError(INTERIM_BODY)
+        return event
 
     async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
         """Send ``request`` through httpcore; closing the body hands the connection back."""
@@ -135,6 +191,15 @@ def _opener(parser: Literal["httptools", "h11"] | None) -> _Opener:
         else:
             return Connection
     return _H11Connection
+
+
+#: The error for an interim (1xx) answer with ``Content-Length`` or ``Transfer-Encoding``.
+INTERIM_BODY = "the server announced a body in an interim (1xx) response"
+
+
+def _announces_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an interim answer's headers announce a body (RFC 9110 forbids it)."""
+    return any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
 
 
 class _Waiter:
@@ -325,7 +390,11 @@ class PoolTransport(httpx.AsyncBaseTransport):
         if not waiter.served:
             msg = "timed out waiting for a connection from the pool"
             raise httpx.PoolTimeout(msg)
-        return waiter.given
+        given = waiter.given
+        if given is not None and given.has_expired():  # bytes came while it was handed over
+            await self._close(given)
+            return None  # its slot is ours
+        return given
 
     async def _evict_idle(self) -> None:
         """Close the oldest idle connection of some origin; its slot passes to the caller."""
@@ -347,8 +416,11 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     async def _give_back(self, connection: _Connection | None) -> None:
         """A connection (or, with ``None``, the slot of one never opened) comes back."""
-        if connection is not None and (not connection.is_idle() or self._closed):
-            # Not read to the end, failed or cancelled (or the pool closed): never reused.
+        if connection is not None and (
+            self._closed or not connection.is_idle() or connection.has_expired()
+        ):
+            # Not read to the end, failed or cancelled, holding bytes after its answer (or
+            # the pool closed): never reused.
             await self._close(connection)
             connection = None
         waiter = self._next_waiter()

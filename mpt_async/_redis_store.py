@@ -52,6 +52,8 @@ _SCHEMES = ("redis", "rediss", "unix")
 _LOCK_TTL = 60.0
 #: How long to leave Redis alone after it failed, before trying it again.
 _RETRY_AFTER = 1.0
+#: The most read of a token entry: a token of MAX_TOKEN_LENGTH, its times and seal fit.
+_MAX_ENTRY = 8192
 #: Takes the token lock: free, or held by something that is not a lock of this library (no
 #: TTL, or a longer one than it ever sets; such a lock would never expire in time).
 #: KEYS: the lock. ARGV: the holder's id, the TTL in ms. Returns 1 when taken, else 0.
@@ -477,9 +479,23 @@ class RedisStore:
     # -- the TokenStore protocol -----------------------------------------------------------
 
     async def load(self, key: str) -> StoredToken | None:
-        """The token shared under ``key``, or ``None`` (also when Redis fails open)."""
+        """The token shared under ``key``, or ``None`` (also when Redis fails open).
+
+        At most :data:`_MAX_ENTRY` bytes are read: a longer entry is no token of this
+        library's (the next save replaces it), nor is a key of another type.
+        """
+        from coredis.exceptions import WrongTypeError
+
+        name = self.key(key, "token")
+
+        async def read(connection: _Connection) -> object:
+            try:
+                return await connection.client.getrange(name, 0, _MAX_ENTRY - 1)
+            except WrongTypeError:
+                return None  # an answer all the same: Redis is up
+
         try:
-            raw = await self.run(lambda c: c.client.get(self.key(key, "token")))
+            raw = await self.run(read)
         except _Unavailable:
             return None
         return _parse_token(raw)

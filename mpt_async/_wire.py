@@ -13,7 +13,9 @@ to close (``Connection: close``, or a body ended by the close); h11 never reuses
 connections, nor does this module. Anything else leaves it to be closed: a body abandoned
 half way, a failure, a cancellation, the answer to a HEAD request (whose length is the
 server's word). Interim (1xx) answers are skipped; a 101 is refused (no upgrade is ever
-asked), as h11 refuses it.
+asked), as h11 refuses it, and so is an interim answer announcing a body (llhttp would read
+one, and the pool's h11 connection refuses it too). Any byte after the answer spoils the
+connection, and so does one that is waiting when it is taken again (``has_expired``).
 
 The head, interim ones included, is refused beyond :data:`MAX_HEAD` bytes (the limit
 httpcore sets for h11, so both parsers refuse the same heads). A broken or truncated
@@ -31,7 +33,15 @@ import httpcore
 import httptools
 import httpx
 
-from mpt_async._pool import _HTTPCORE_ERRORS, _GiveBack, _Key, _mapped
+from mpt_async._pool import (
+    _HTTPCORE_ERRORS,
+    INTERIM_BODY,
+    _announces_body,
+    _GiveBack,
+    _Key,
+    _mapped,
+    holds_unread,
+)
 
 __all__ = ["MAX_HEAD", "Connection"]
 
@@ -107,6 +117,7 @@ class Connection:
         "_head_size",
         "_headers",
         "_idle",
+        "_interim_body",
         "_method",
         "_parser",
         "_reason",
@@ -134,6 +145,7 @@ class Connection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._head_done = False
+        self._interim_body = False
         self._reusable = False
         #: Body bytes parsed and not yet handed out.
         self.chunks: list[bytes] = []
@@ -151,10 +163,10 @@ class Connection:
         return self._closed
 
     def has_expired(self) -> bool:
-        """Whether an idle connection is too old, or was closed by the server (readable)."""
+        """Whether an idle connection is too old, or holds bytes (unasked, or the close)."""
         if self._expire_at is not None and time.monotonic() > self._expire_at:
             return True
-        return self._idle and bool(self._stream.get_extra_info("is_readable"))
+        return self._idle and holds_unread(self._stream)
 
     async def aclose(self) -> None:
         """Close the network stream (once); it is never used again."""
@@ -210,7 +222,7 @@ class Connection:
         self._reason = b""
         self._headers = []
         self._head_size = 0
-        self._head_done = self.complete = self._reusable = False
+        self._head_done = self.complete = self._reusable = self._interim_body = False
         self.chunks.clear()
 
     async def _write(
@@ -259,6 +271,9 @@ class Connection:
             if not self.complete:  # else: garbage after the answer spoils only the connection
                 msg = f"the server broke the HTTP protocol ({exc})"
                 raise httpcore.RemoteProtocolError(msg) from None
+        if self._interim_body:
+            self._reusable = False
+            raise httpcore.RemoteProtocolError(INTERIM_BODY)
         if not self._head_done:
             self._head_size += len(data)
             if self._head_size > MAX_HEAD:
@@ -320,6 +335,7 @@ class Connection:
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
+            self._interim_body = self._interim_body or _announces_body(self._headers)
             return
         self._status = status
         self._head_done = True
@@ -328,8 +344,8 @@ class Connection:
             self._reusable = False
 
     def on_body(self, body: bytes) -> None:
-        """A piece of the answer's body."""
-        if not self.complete:
+        """A piece of the answer's body (never an interim answer's, nor one after the answer)."""
+        if self._head_done and not self.complete:
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:

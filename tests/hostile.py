@@ -2,7 +2,8 @@
 
 Each connection is served by a thread: the request (head and ``Content-Length`` body) is
 read, recorded, and handed to the test's script, which writes raw bytes (and may pause)
-through a :class:`Wire`. Threads, not an event loop, so the same server serves clients on
+through a :class:`Wire`; with ``keep_alive``, the next request on the connection is read and
+scripted in turn, until the client hangs up. Threads, not an event loop, so the same server serves clients on
 asyncio and trio alike.
 """
 
@@ -130,10 +131,13 @@ def gzip_bomb(mib: int = 1024, piece: bytes = b" ") -> bytes:
 
 
 class HostileServer:
-    """Serves every connection with ``script`` (``None`` to close it at once)."""
+    """Serves every connection with ``script``; ``keep_alive`` serves each one many requests."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, *, keep_alive: bool = False) -> None:
         self.script = script
+        self.keep_alive = keep_alive
+        #: Connections accepted.
+        self.accepted = 0
         self.requests: list[bytes] = []
         self._stop = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -156,6 +160,7 @@ class HostileServer:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -170,7 +175,8 @@ class HostileServer:
                         return
                     self.requests.append(request)
                     self.script(Wire(conn, request, self._stop))
-                    return  # one reply per connection: the script decides what it is
+                    if not self.keep_alive:
+                        return  # one reply per connection: the script decides what it is
             except OSError:
                 return
 
@@ -205,9 +211,9 @@ def _read_request(conn: socket.socket) -> bytes | None:
 
 
 @contextmanager
-def hostile(script: Script) -> Iterator[HostileServer]:
+def hostile(script: Script, *, keep_alive: bool = False) -> Iterator[HostileServer]:
     """A :class:`HostileServer` for the block."""
-    server = HostileServer(script)
+    server = HostileServer(script, keep_alive=keep_alive)
     try:
         yield server
     finally:

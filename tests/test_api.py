@@ -6,7 +6,7 @@ import pytest
 
 import mpt_async
 
-#: The names SPEC section 8 promises; the rest of ``__all__`` is pinned by the namespace test.
+#: The names the API reference (docs/reference/api.rst) promises; the rest of ``__all__`` is pinned by the namespace test.
 PROMISED = {
     "AKSKAuth",
     "APIConnectionError",

@@ -27,7 +27,7 @@ async def test_chat_returns_a_response(emulator: Emulator) -> None:
     assert reply.result.strip()
     assert reply.id.startswith("as-")
     assert reply.object == "chat.completion"
-    assert reply.usage.prompt_tokens == 5  # the seed's count for this question
+    assert reply.usage.prompt_tokens == 5  # the API page's count for this question
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     assert not reply.need_clear_history
 
@@ -86,7 +86,7 @@ async def test_usage_and_helpers_track_progress(emulator: Emulator) -> None:
         assert stream.text == first.result
         assert stream.chunks_received == 1
         assert stream.usage is not None
-        assert stream.usage.completion_tokens == 0  # the seed's shape before the end
+        assert stream.usage.completion_tokens == 0  # the API page's shape before the end
         assert not stream.finished
 
 

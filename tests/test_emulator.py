@@ -39,7 +39,7 @@ SEED_ANSWER = (
     "Hello! I'm happy to help you with your question. The Great Wall of China is an ancient"
     " series of fortifications built across the northern borders of China."
 )
-# The field lists, in order, of the seed's examples (ban_round only when flagged).
+# The field lists, in order, of the API page's examples (ban_round only when flagged).
 SEED_FIELDS = [
     "id",
     "object",
@@ -541,7 +541,7 @@ def test_invalid_json_is_checked_after_auth(http: httpx.Client, token: str) -> N
 
 
 def test_single_round_reply_has_the_seeds_fields_in_order(http: httpx.Client, token: str) -> None:
-    """The seed's single-round request gets exactly the seed's fields, types and usage."""
+    """The API page's single-round request gets exactly its example's fields, types and usage."""
     before = int(time.time())
     response = chat(http, token, ask())
     assert response.status_code == 200
@@ -592,7 +592,7 @@ def test_cjk_characters_count_as_tokens(http: httpx.Client, token: str) -> None:
 
 
 def test_stream_reply_has_the_seeds_chunk_fields(http: httpx.Client, token: str) -> None:
-    """A stream is text/event-stream 'data: {json}' lines shaped like the seed's example."""
+    """A stream is text/event-stream 'data: {json}' lines shaped like the API page's example."""
     response = chat(http, token, ask(stream=True))
     assert response.headers["content-type"] == "text/event-stream"
     chunks = sse_chunks(response)

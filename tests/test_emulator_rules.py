@@ -1,4 +1,4 @@
-"""The emulator's request-body rules (SPEC section 3), each proven over a real socket."""
+"""The emulator's request-body rules , each proven over a real socket."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def test_a_json_body_that_is_not_an_object_is_error_336003(post: Any) -> None:
 
 
 def test_only_documented_fields_and_extra_parameters_are_allowed() -> None:
-    """The allowed fields are SPEC section 3's table plus the SDK's extra_parameters."""
+    """The allowed fields are the API page's table plus the SDK's extra_parameters."""
     assert {
         "messages",
         "stream",

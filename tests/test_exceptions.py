@@ -1,4 +1,4 @@
-"""The error tree and the code table of SPEC section 5."""
+"""The error tree, and the code table of the service's error-code page."""
 
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ AUTH = {13, 14, 100, 110, 111}
 
 
 def test_table_covers_every_spec_code() -> None:
-    """The table holds exactly the codes of SPEC section 5."""
+    """The table holds exactly the codes of the error-code page."""
     assert set(CODE_TABLE) == RETRY | REFRESH | RAISE
 
 
 @pytest.mark.parametrize("code", sorted(RETRY | REFRESH | RAISE))
 def test_code_actions_follow_the_spec(code: int) -> None:
-    """Each code is retried, refreshed or raised as SPEC section 5 says."""
+    """Each code is retried, refreshed or raised as the error-code page implies."""
     action, cls = classify_code(code)
     expected = (
         Action.RETRY if code in RETRY else Action.REFRESH if code in REFRESH else Action.RAISE
@@ -90,7 +90,7 @@ def test_http_status_classes(status: int, action: Action, cls: type[Exception]) 
 
 
 def test_tree_matches_the_contract() -> None:
-    """The public classes sit where SPEC section 8 puts them."""
+    """The public classes sit where the errors reference (docs/reference/errors.rst) puts them."""
     assert issubclass(mpt_async.RequestValidationError, mpt_async.MPTError)
     assert issubclass(mpt_async.RequestValidationError, ValueError)
     for cls in (mpt_async.AuthenticationError, mpt_async.RateLimitError):

@@ -1,4 +1,4 @@
-"""Every rule of SPEC section 3 refuses a bad request before anything is sent."""
+"""Every rule of the API page's request body refuses a bad request before anything is sent."""
 
 from __future__ import annotations
 

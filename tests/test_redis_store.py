@@ -609,3 +609,25 @@ def test_back_off_does_not_outlive_a_trio_run(redis: RedisServer, prefix: str) -
     trio.run(first, clock=late)
     time.sleep(1.1)  # past the back-off (1 s)
     trio.run(second)
+
+
+@pytest.mark.anyio
+@BACKENDS
+@pytest.mark.parametrize("kind", ["huge", "hash"])
+async def test_a_token_key_that_is_no_token_is_read_bounded_and_replaced(
+    emulator: Emulator, redis: RedisServer, prefix: str, kind: str
+) -> None:
+    """A 64 MB string or a hash at the token's key reads as no token, and is replaced."""
+    async with RedisStore(redis.url, prefix=prefix, on_error="raise") as store:
+        key = token_key(emulator.base_url, emulator.api_key, emulator.secret_key)
+        name = store.key(key, "token")
+        if kind == "huge":
+            redis.cli("setrange", name, str(64 << 20), "x")
+        else:
+            redis.cli("hset", name, "value", "t")
+        assert await store.load(key) is None
+        async with token_client(emulator, token_store=store) as client:
+            await client.chat(HI)
+        stored = await store.load(key)
+    assert stored is not None
+    assert stored.value == chat_requests(emulator)[0].query["access_token"]

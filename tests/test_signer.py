@@ -25,7 +25,7 @@ UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
 
 
 def test_known_answer_qianfan_chat() -> None:
-    """SPEC section 2's chat example signs to the published Authorization value."""
+    """A chat request signs to its known Authorization value."""
     value = authorization(
         access_key="AKIDEXAMPLEqianfan00000000000001",
         secret_key="SKEXAMPLEqianfan000000000000000001",

@@ -522,7 +522,7 @@ async def test_an_sdk_that_raises_never_fails_a_call(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whatever part of the SDK raises, calls and streams answer; one warning is logged."""
+    """Whatever part of the SDK raises, calls answer or fail as such; one warning is logged."""
     monkeypatch.setattr(_telemetry, "_reported", False)
     monkeypatch.setenv(CONTENT_VAR, "true")
     recorded = Recorded()
@@ -535,6 +535,9 @@ async def test_an_sdk_that_raises_never_fails_a_call(
                 assert reply.result
                 async with client.chat_stream(HI) as stream:
                     assert (await stream.get_final_response()).result
+            emulator.inject(Fault.error(336003))  # a refusal ends the call as failed
+            with pytest.raises(mpt_async.InvalidRequestError):
+                await client.chat(HI)
     warnings = [r for r in caplog.records if "OpenTelemetry raised" in r.getMessage()]
     assert len(warnings) == 1
     assert "Broken" in warnings[0].getMessage()

@@ -529,3 +529,11 @@ def test_a_stored_token_must_be_one_that_could_be_sent() -> None:
         mpt_async.StoredToken("t" * 70_000, 2e9, 1.9e9)
     assert stored_token("t" * 70_000, 2e9, 1.9e9) is None
     assert stored_token("t" * 4096, 2e9, 1.9e9) is not None
+
+
+@pytest.mark.parametrize("token", ["t" * 70_000, "24.abc\ndef"])
+def test_a_given_token_that_could_not_be_sent_is_refused(token: str) -> None:
+    """FixedTokenAuth refuses a token no URL could carry: ConfigurationError, token unsaid."""
+    with pytest.raises(mpt_async.ConfigurationError, match="printable") as info:
+        mpt_async.FixedTokenAuth(token)
+    assert token not in str(info.value)

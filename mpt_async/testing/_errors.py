@@ -1,4 +1,7 @@
-"""The error codes and messages the emulator answers with (SPEC section 5).
+"""The error codes and messages the emulator answers with.
+
+They are those of the service's error-code page,
+https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh.
 
 The emulator keeps its own copy of Baidu's table rather than importing the client's,
 so a wrong entry on one side shows up as a failing test instead of agreeing with itself.

@@ -18,7 +18,7 @@ __all__ = ["count_tokens", "new_id", "reply_text", "split_text"]
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # A "token" is a whitespace-separated word, or a single CJK character (CJK text has no
-# spaces): the seed's "Please introduce The Great Wall" counts 5, as Baidu reports.
+# spaces): the API page's "Please introduce The Great Wall" counts 5, as Baidu reports.
 _TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 _BOUNDARY = re.compile(r"(?<=\s)(?=\S)")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -86,7 +86,7 @@ def count_tokens(texts: Iterable[str]) -> int:
 def split_text(text: str, parts: int) -> tuple[str, ...]:
     """Cut ``text`` into ``parts`` pieces whose concatenation is ``text``.
 
-    Pieces end on word boundaries (each keeps its trailing whitespace, as in the seed's
+    Pieces end on word boundaries (each keeps its trailing whitespace, as in the API page's
     stream example) when there are enough words; otherwise on characters, and only a
     text shorter than ``parts`` characters yields empty pieces.
 

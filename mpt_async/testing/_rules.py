@@ -1,4 +1,7 @@
-"""The request-body rules of the chat endpoint (SPEC section 3), as a plain table.
+"""The request-body rules of the chat endpoint, as a plain table.
+
+The rules are those of the service's API page,
+https://cloud.baidu.com/doc/WENXINWORKSHOP/s/Elkqus29q.
 
 Each rule names one field, one check and the message sent back when the check fails.
 Rules run in table order and the first failure wins; a rule may rely on the earlier
