@@ -140,7 +140,7 @@ def _check_appid(value: object) -> str | None:
 
 
 def _check_extra_body(value: object) -> Mapping[str, Any] | None:
-    """Extra body fields: a mapping of names to JSON values (copied, so later edits don't leak in)."""
+    """Extra body fields: names to JSON values, copied (so later edits do not leak in)."""
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):

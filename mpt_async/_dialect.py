@@ -171,7 +171,9 @@ class V2ChunkDecoder(ChunkDecoder):
         final, self._final = self._final, None
         if final is None:
             how = "without a finish_reason" if eof else "with [DONE] before any finish_reason"
-            raise StreamError(f"the stream ended {_where(self.received)}, {how}", received=self.received)
+            raise StreamError(
+                f"the stream ended {_where(self.received)}, {how}", received=self.received
+            )
         return final
 
     def _translate(self, data: Any) -> Any:

@@ -105,8 +105,11 @@ def request_id(response: httpx.Response) -> str | None:
 
 
 def is_error_body(data: Any) -> bool:
-    """Whether parsed JSON is an error body: v1's ``{"error_code", "error_msg"}``, or v2's
-    ``{"error": {"code", "message", "type"}}`` (which some gateways send with HTTP 200)."""
+    """Whether parsed JSON is an error body, of either interface.
+
+    v1's is ``{"error_code", "error_msg"}``; v2's ``{"error": {"code", "message", "type"}}``,
+    which some gateways send with HTTP 200.
+    """
     return isinstance(data, dict) and ("error_code" in data or isinstance(data.get("error"), dict))
 
 
@@ -146,7 +149,9 @@ def _v2_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
         code = f"http_{response.status_code}" if response.status_code != 200 else "unknown"
     said = message[:300] if isinstance(message, str) else ""
     known = CODE_TABLE.get(code)
-    text = said if known is None else known[2] if not said or said == code else f"{known[2]}: {said}"
+    text = (
+        said if known is None else known[2] if not said or said == code else f"{known[2]}: {said}"
+    )
     rid = data.get("id")
     action, failure = make_error(
         code,

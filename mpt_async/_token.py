@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import time
-from datetime import datetime
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -175,15 +175,20 @@ async def fetch_bearer_token(
         failure = Failure(APITimeoutError(f"timed out {_FETCHING_BEARER}"), Action.RETRY)
     if failure is not None:
         raise failure
-    token = data.get("token") if isinstance(data, dict) else None
-    if not isinstance(token, str) or not is_token(token) or data.get("status", "enable") != "enable":
+    reply: dict[str, object] = data if isinstance(data, dict) else {}
+    token = reply.get("token")
+    if (
+        not isinstance(token, str)
+        or not is_token(token)
+        or reply.get("status", "enable") != "enable"
+    ):
         error = MalformedResponseError(
             "IAM's reply holds no usable bearer token (a printable 'token' of at most"
             f" {MAX_TOKEN_LENGTH} characters, with status 'enable')",
             status_code=200,
         )
         raise Failure(error, Action.RAISE)
-    return TokenGrant(access_token=token, expires_in=_lifetime(data))
+    return TokenGrant(access_token=token, expires_in=_lifetime(reply))
 
 
 def _lifetime(data: dict[str, object]) -> int:
@@ -204,7 +209,9 @@ def _iam_refusal(data: object, response: httpx.Response) -> Failure | None:
         return None
     reason = str(data.get("message") or data["code"])[:300]
     if status >= 500:
-        return Failure(InternalServerError(f"IAM failed: {reason}", status_code=status), Action.RETRY)
+        return Failure(
+            InternalServerError(f"IAM failed: {reason}", status_code=status), Action.RETRY
+        )
     error = AuthenticationError(f"IAM refused the AK/SK: {reason}", status_code=status)
     error.error = str(data["code"])[:100]
     return Failure(error, Action.RAISE)

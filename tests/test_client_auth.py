@@ -172,7 +172,7 @@ async def test_aksk_is_accepted_and_signs_the_wire_host(emulator: Emulator) -> N
 async def test_aksk_wrong_secret_is_refused(emulator: Emulator) -> None:
     """A wrong IAM secret gets error 14 as an AuthenticationError, not retried."""
     auth = mpt_async.AKSKAuth(emulator.access_key, "not-the-secret")
-    async with mpt_async.Client(auth=auth, base_url=emulator.base_url) as client:
+    async with mpt_async.Client(auth=auth, base_url=emulator.base_url, api="v1") as client:
         with pytest.raises(mpt_async.AuthenticationError) as info:
             await client.chat(HI)
     assert info.value.error_code == 14

@@ -38,7 +38,8 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[Any
     def check(value: Any) -> bool:
         if type(value) not in (int, float):
             return False
-        return (low < value if low_open else low <= value) and value <= high
+        above = low < value if low_open else low <= value
+        return bool(above and value <= high)
 
     return check
 
@@ -74,7 +75,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "user": (lambda v: isinstance(v, str), "user must be a string"),
     "web_search": (lambda v: isinstance(v, dict), "web_search must be an object"),
     "metadata": (
-        lambda v: isinstance(v, dict) and len(v) <= 16 and all(isinstance(x, str) for x in v.values()),
+        lambda v: (
+            isinstance(v, dict) and len(v) <= 16 and all(isinstance(x, str) for x in v.values())
+        ),
         "metadata must map at most 16 names to strings",
     ),
 }
@@ -154,7 +157,9 @@ class V2Service:
     async def _v1_error(
         self, send: Send, code: int, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        status, v2_code, kind = _FROM_V1.get(code, (400, "invalid_argument", "invalid_request_error"))
+        status, v2_code, kind = _FROM_V1.get(
+            code, (400, "invalid_argument", "invalid_request_error")
+        )
         await self.error(send, status, v2_code, v2_code, kind=kind, headers=headers)
 
     def _bearer_refused(self, request: Request) -> bool:
@@ -209,7 +214,9 @@ class V2Service:
                 return
         stream = body.get("stream", False)
         phases = (Phase.ANSWER, Phase.STREAM) if stream else (Phase.ANSWER,)
-        answer = Answer(question, prompt_tokens, state.take_fault(Target.CHAT, phases), state.take_reply())
+        answer = Answer(
+            question, prompt_tokens, state.take_fault(Target.CHAT, phases), state.take_reply()
+        )
         answer.head["id"] = _id()
         model = body["model"]
         if stream:
@@ -306,7 +313,9 @@ class V2Service:
         if fault is not None and await self._service._arrival_fault(fault, request, send):
             return
         authorization = request.headers.get("authorization", "")
-        if request.method != "GET" or not self._service._signed_by_known_key(request, authorization):
+        if request.method != "GET" or not self._service._signed_by_known_key(
+            request, authorization
+        ):
             await self._iam_error(send, 403, "AccessDenied", "Access denied.")
             return
         asked = dict(request.query).get("expireInSeconds", str(_LIFETIME[2]))
