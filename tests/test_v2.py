@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 import mpt_async
+from mpt_async._codes import CODE_TABLE, Action
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import FAST, HI, chat_requests
@@ -356,3 +357,41 @@ async def test_the_openai_sdk_gets_answers_from_the_emulator(
     assert "".join(pieces)
     assert usage is not None
     assert usage.completion_tokens > 0
+
+
+V2_RETRIED = sorted(
+    code
+    for code, (action, _, _) in CODE_TABLE.items()
+    if isinstance(code, str) and action is Action.RETRY
+)
+
+
+@pytest.mark.parametrize("code", V2_RETRIED)
+async def test_retryable_v2_code_is_retried(code: str) -> None:
+    """Each retryable v2 code (quotas with 429, server errors with 500) is tried again."""
+    answer = {
+        "id": "as-2",
+        "object": "chat.completion",
+        "created": 1,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": USAGE,
+    }
+    status = "429 Too Many Requests" if code.endswith("_exceeded") else "500 Internal Server Error"
+    seen: list[int] = []
+
+    def script(wire: Wire) -> None:
+        seen.append(1)
+        if len(seen) == 1:
+            _refusing(status, code, "later")(wire)
+        else:
+            wire.send(json_reply(answer))
+
+    with hostile(script) as server:
+        auth = mpt_async.APIKeyAuth("bce-v3/ALTAK-x/y")
+        async with mpt_async.Client(auth=auth, base_url=server.url, backoff=FAST) as client:
+            reply = await client.chat(HI)
+    assert reply.result == "ok"
+    assert reply.usage.total_tokens == 7
+    assert len(server.requests) == 2
