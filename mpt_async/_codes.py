@@ -58,8 +58,10 @@ class Action(enum.Enum):
 
 R, F, X = Action.RETRY, Action.REFRESH, Action.RAISE
 
-#: code -> (action, error class, the message Baidu documents for it).
-CODE_TABLE: Mapping[int, tuple[Action, type[APIError], str]] = {
+#: code -> (action, error class, the message Baidu documents for it). The v1 interface's codes
+#: are integers (https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh); the v2 interface's
+#: are strings, sent with a real HTTP status (https://cloud.baidu.com/doc/qianfan-api/s/Om9b4yj3w).
+CODE_TABLE: Mapping[int | str, tuple[Action, type[APIError], str]] = {
     1: (R, InternalServerError, "Unknown error"),
     2: (R, InternalServerError, "Service temporarily unavailable"),
     3: (X, InvalidRequestError, "Unsupported openapi method"),
@@ -89,12 +91,49 @@ CODE_TABLE: Mapping[int, tuple[Action, type[APIError], str]] = {
     336105: (X, InvalidRequestError, "invalid argument (user setting)"),
     336501: (R, RateLimitError, "Rate limit reached for RPM"),
     336502: (R, RateLimitError, "Rate limit reached for TPM"),
+    # -- v2 --------------------------------------------------------------------------
+    "malformed_json": (X, InvalidRequestError, "the body is not JSON"),
+    "invalid_argument": (X, InvalidRequestError, "a parameter breaks the service's rules"),
+    "invalid_messages": (X, InvalidRequestError, "the messages break the service's rules"),
+    "characters_too_long": (X, InvalidRequestError, "input too long"),
+    "tokens_too_long": (X, InvalidRequestError, "input too long"),
+    "method_not_supported": (X, InvalidRequestError, "Invalid HTTP method"),
+    # Expired, revoked and missing tokens all read the same: refresh once, then raise.
+    "invalid_iam_token": (F, AuthenticationError, "the API key or bearer token was refused"),
+    # Not a credentials problem, though it comes as 401: a wrong service name lands here.
+    "invalid_model": (
+        X,
+        NotFoundError,
+        "no service by that name (endpoint=): use the service's v2 API name from the console",
+    ),
+    "invalid_appid": (X, AuthenticationError, "this API key may not use that appid"),
+    "account_overdue": (
+        X,
+        PermissionDeniedError,
+        "the account is in arrears: top it up in the Qianfan console, then call again",
+    ),
+    "model_offline": (
+        X,
+        PermissionDeniedError,
+        "the service is offline: start it (or redeploy it on the v2 interface) in the console",
+    ),
+    "internal_error": (R, InternalServerError, "Internal error"),
+    "dispatch_internal_error": (R, InternalServerError, "Internal error"),
+    "user_rate_limit_exceeded": (R, RateLimitError, "qps request limit by APP ID reached"),
+    "cluster_rate_limit_exceeded": (R, RateLimitError, "request limit by resource cluster reached"),
+    "rpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for RPM"),
+    "tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for TPM"),
+    "input_tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for input TPM"),
+    "output_tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for output TPM"),
+    "cluster_rpm_rate_limit_exceeded": (R, RateLimitError, "cluster RPM limit reached"),
+    "cluster_tpm_rate_limit_exceeded": (R, RateLimitError, "cluster TPM limit reached"),
+    "preemptible_rate_limit_exceeded": (R, RateLimitError, "preemptible traffic limit reached"),
 }
 del R, F, X
 
 
-def classify_code(code: int) -> tuple[Action, type[APIError]]:
-    """The action and error class for an API ``error_code``; unknown codes raise as APIError."""
+def classify_code(code: int | str) -> tuple[Action, type[APIError]]:
+    """The action and error class for an API error code; unknown codes raise as APIError."""
     entry = CODE_TABLE.get(code)
     if entry is None:
         return Action.RAISE, APIError
@@ -117,7 +156,7 @@ def classify_status(status: int) -> tuple[Action, type[APIError]]:
 
 
 def make_error(
-    code: int,
+    code: int | str,
     message: str,
     *,
     status_code: int | None,
@@ -210,7 +249,7 @@ _BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
 )
 
 
-def _failure_of_class(cls: type[BaseException], code: int | None) -> Failure:
+def _failure_of_class(cls: type[BaseException], code: int | str | None) -> Failure:
     if issubclass(cls, RateLimitError):
         # A limit the table says not to retry is a quota (daily, total).
         quota = code is not None and classify_code(code)[0] is Action.RAISE
@@ -250,7 +289,7 @@ def is_transient(code: object) -> bool:
     Args:
         code: The ``code`` of a record (see :func:`record_code`).
     """
-    if is_int(code):
+    if is_int(code) or (isinstance(code, str) and code in CODE_TABLE):
         action, cls = classify_code(code)
         return action is not Action.RAISE or _failure_of_class(cls, code).transient
     try:

@@ -82,7 +82,7 @@ class APIError(MPTError):
         self,
         error_msg: str,
         *,
-        error_code: int | None = None,
+        error_code: int | str | None = None,
         status_code: int | None = None,
         request_id: str | None = None,
     ) -> None:
@@ -107,7 +107,7 @@ class APIError(MPTError):
 def _rebuild_api_error(
     cls: type[APIError],
     error_msg: str,
-    error_code: int | None,
+    error_code: int | str | None,
     status_code: int | None,
     request_id: str | None,
 ) -> APIError:

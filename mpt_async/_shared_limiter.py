@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
+from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
 from mpt_async._limiter import Limiter, Ticket
 from mpt_async._redis_scripts import ADMIT, CANCEL
 from mpt_async._redis_store import RedisStore, _Unavailable
@@ -38,6 +38,8 @@ def application_key(base_url: str, auth: Auth) -> str:
         return token_key(base_url, auth.api_key, auth.secret_key)
     if isinstance(auth, AKSKAuth):
         return token_key(base_url, f"aksk\0{auth.access_key}", auth.secret_key)
+    if isinstance(auth, APIKeyAuth):
+        return token_key(base_url, "apikey\0", auth.api_key)
     assert isinstance(auth, FixedTokenAuth)
     return token_key(base_url, "fixed\0", auth.access_token)
 

@@ -89,14 +89,14 @@ class _Clock:
 
 
 async def test_token_is_refreshed_before_it_expires() -> None:
-    """A token is replaced once its life is nine tenths gone, before the service refuses it."""
+    """A token is replaced once four fifths of its life are gone, before the service refuses it."""
     with Emulator(token_ttl=1000) as emu:
         async with token_client(emu) as client:
             # The client's clock moves by hand; the service's does not, so no token expires.
             assert client._transport.tokens is not None
             clock = client._transport.tokens._clock = _Clock()
             await client.chat(HI)
-            clock.now += 850  # within the token's first nine tenths: kept
+            clock.now += 750  # within the token's first four fifths: kept
             await client.chat(HI)
             assert emu.stats.token_requests == 1
             clock.now += 100  # past them, well before expiry: replaced
@@ -190,7 +190,7 @@ async def test_aksk_is_accepted_and_signs_the_wire_host(emulator: Emulator) -> N
 async def test_aksk_wrong_secret_is_refused(emulator: Emulator) -> None:
     """A wrong IAM secret gets error 14 as an AuthenticationError, not retried."""
     auth = mpt_async.AKSKAuth(emulator.access_key, "not-the-secret")
-    async with mpt_async.Client(auth=auth, base_url=emulator.base_url) as client:
+    async with mpt_async.Client(auth=auth, base_url=emulator.base_url, api="v1") as client:
         with pytest.raises(mpt_async.AuthenticationError) as info:
             await client.chat(HI)
     assert info.value.error_code == 14

@@ -37,9 +37,49 @@ RATE = {4, 17, 18, 19, 336501, 336502}
 AUTH = {13, 14, 100, 110, 111}
 
 
+V2_RETRY = {
+    "internal_error",
+    "dispatch_internal_error",
+    *(f"{kind}rate_limit_exceeded" for kind in ("user_", "cluster_", "rpm_", "tpm_")),
+    *(f"{kind}_rate_limit_exceeded" for kind in ("input_tpm", "output_tpm", "preemptible")),
+    "cluster_rpm_rate_limit_exceeded",
+    "cluster_tpm_rate_limit_exceeded",
+}
+V2_RAISE = {
+    "malformed_json",
+    "invalid_argument",
+    "invalid_messages",
+    "characters_too_long",
+    "tokens_too_long",
+    "method_not_supported",
+    "invalid_model",
+    "invalid_appid",
+    "account_overdue",
+    "model_offline",
+}
+
+
 def test_table_covers_every_spec_code() -> None:
-    """The table holds exactly the codes of the error-code page."""
-    assert set(CODE_TABLE) == RETRY | REFRESH | RAISE
+    """The table holds exactly the codes of both error-code pages (v1's numbers, v2's names)."""
+    assert {c for c in CODE_TABLE if isinstance(c, int)} == RETRY | REFRESH | RAISE
+    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_RETRY | V2_RAISE | {
+        "invalid_iam_token"
+    }
+
+
+@pytest.mark.parametrize("code", sorted(V2_RETRY | V2_RAISE | {"invalid_iam_token"}))
+def test_v2_code_actions(code: str) -> None:
+    """v2 quota and server codes are retried, a refused token refreshed, the rest raised."""
+    action, _ = classify_code(code)
+    expected = (
+        Action.RETRY
+        if code in V2_RETRY
+        else Action.REFRESH
+        if code == "invalid_iam_token"
+        else Action.RAISE
+    )
+    assert action is expected
+    assert (classify_code(code)[1] is mpt_async.RateLimitError) == code.endswith("_exceeded")
 
 
 @pytest.mark.parametrize("code", sorted(RETRY | REFRESH | RAISE))

@@ -82,6 +82,8 @@ class EmulatorState:
     ) -> None:
         self.api_keys = dict(api_keys)
         self.access_keys = dict(access_keys)
+        #: The v2 API keys accepted as ``Authorization: Bearer``.
+        self.bearer_keys: set[str] = set()
         self.token_ttl = check_token_ttl(token_ttl)
         self.endpoints = None if endpoints is None else frozenset(endpoints)
         self.open_connections = open_connections
