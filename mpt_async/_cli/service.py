@@ -65,6 +65,7 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         help="stop generating at WORD (repeatable; at most 4 of at most 20 characters)",
     )
     sampling.add_argument("--user-id", help="the end user's id, passed to the service")
+    sampling.add_argument("--system", help="a system prompt (the v2 interface only)")
 
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
