@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mpt_async.__main__ import main
-from mpt_async._codes import is_transient
+from mpt_async._cli.outcome import is_transient
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import scrubbed_env

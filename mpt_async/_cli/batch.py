@@ -15,13 +15,13 @@ Output, JSON Lines appended and flushed as each answer completes (in completion 
     {"line": 4, "error": {"code": 336003, "message": "..."}}
 
 ``line`` is the input's line number from 1; ``code`` is the API's ``error_code``, else the
-name of a :class:`~mpt_async._codes.Failure`: ``invalid_json``, ``invalid_request``,
+name of a :class:`~mpt_async._cli.outcome.Outcome`: ``invalid_json``, ``invalid_request``,
 ``connection``, ``timeout``, ``rate_limit``, ``server_error``, ``malformed_response``,
 ``stream`` or ``http_error``.
 
 A rerun with the same output resumes (:mod:`mpt_async._cli.journal`): lines with a result
 or a permanent error are skipped; lines whose error was transient (connection, timeout,
-rate limit, server error: see :func:`mpt_async._codes.is_transient`), and lines answered by
+rate limit, server error: see :func:`mpt_async._cli.outcome.is_transient`), and lines answered by
 another service or model (``--emulator``'s made-up answers, another ``--endpoint``), are
 tried again, their old record removed first; a partial last record (a run killed
 mid-write) is dropped. So each input line has at most one record.
@@ -57,6 +57,7 @@ from mpt_async._cli.journal import (
     remove_stale_copies,
     repair_output,
 )
+from mpt_async._cli.outcome import Outcome, outcome_of, record_code
 from mpt_async._cli.progress import Counts, Progress, summary
 from mpt_async._cli.service import (
     add_sampling_options,
@@ -66,7 +67,6 @@ from mpt_async._cli.service import (
     service_name,
 )
 from mpt_async._client import Client
-from mpt_async._codes import Failure, failure_of, record_code
 from mpt_async._options import ChatOptions, options_from
 
 __all__ = ["add_batch_parser", "run_batch_command"]
@@ -253,7 +253,7 @@ class _Inputs:
 def _decode(raw: bytes | None) -> object:
     if raw is None:
         msg = f"the line is longer than {MAX_LINE_BYTES:,} bytes, far more than a request"
-        raise BadLine(Failure.INVALID_REQUEST, msg)
+        raise BadLine(Outcome.INVALID_REQUEST, msg)
     return decode(raw)
 
 
@@ -267,7 +267,7 @@ async def _send(client: Client, inputs: _Inputs, plan: _Plan, state: _Run) -> No
                 state.writer.result(number, item.response)
                 state.counts.answered += 1
             elif item.error is not None:
-                if failure_of(item.error).stops_every_call:
+                if outcome_of(item.error).stops_every_call:
                     raise item.error
                 state.writer.error(number, record_code(item.error), redact(str(item.error)))
                 state.counts.failed += 1

@@ -3,7 +3,7 @@
 A record is ``{"line": N, "result": ..., "service": ..., "model": ...}`` or ``{"line": N,
 "error": {"code": ..., "message": ...}}``. A rerun skips the lines with a result or a
 permanent error, tries again those whose error was transient
-(:func:`mpt_async._codes.is_transient`) and those answered by another service or model (the
+(:func:`mpt_async._cli.outcome.is_transient`) and those answered by another service or model (the
 embedded emulator's answers are not the real service's), after removing their old record,
 and drops a partial last record (a run killed mid-write). A result written before records
 named their service is kept as it is.
@@ -20,7 +20,7 @@ from typing import IO, Any
 import attrs
 
 from mpt_async._cli.common import UsageError
-from mpt_async._codes import is_transient
+from mpt_async._cli.outcome import is_transient
 from mpt_async._models import ChatResponse
 from mpt_async._validate import is_int
 
