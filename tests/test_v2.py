@@ -234,6 +234,57 @@ async def test_broken_v2_streams_raise(
     assert len(got) == received
 
 
+def _bad_delta(**fields: Any) -> bytes:
+    choice = {"index": 0, "delta": {"content": "b"}, "finish_reason": None}
+    chunk = {"id": "as-1", "object": "chat.completion.chunk", "created": 1, "choices": [choice]}
+    return _data({**chunk, **fields})
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        _bad_delta(id=7),
+        _bad_delta(object=None),
+        _bad_delta(created="1"),
+        _bad_delta(created=True),
+        _bad_delta(created=2**70),
+        _bad_delta(choices=[{"index": 0, "delta": {"content": 5}, "finish_reason": None}]),
+    ],
+)
+async def test_v2_sentence_in_the_middle_is_checked_like_any_chunk(middle: bytes) -> None:
+    """A sentence after the first with a field of the wrong type is a StreamError, not a chunk."""
+    events = (_delta("a"), middle, _delta("c", "stop"), b"data: [DONE]\n\n")
+    with hostile(_stream(*events)) as server:
+        auth = mpt_async.APIKeyAuth("bce-v3/ALTAK-x/y")
+        async with mpt_async.Client(auth=auth, base_url=server.url) as client:
+            got: list[str] = []
+            with pytest.raises(mpt_async.StreamError, match="chunk 1 is malformed"):
+                async with client.chat_stream(HI) as stream:
+                    async for chunk in stream:
+                        got.append(chunk.result)
+    assert got == ["a"]
+
+
+async def test_v2_stream_chunks_in_the_middle_are_numbered_and_typed() -> None:
+    """Every sentence comes as a ChatChunk numbered in order, zero usage until the last."""
+    events = (*(_delta(t) for t in "abcd"), _delta("e", "stop"), b"data: [DONE]\n\n")
+    with hostile(_stream(*events)) as server:
+        auth = mpt_async.APIKeyAuth("bce-v3/ALTAK-x/y")
+        async with mpt_async.Client(auth=auth, base_url=server.url) as client:
+            async with client.chat_stream(HI) as stream:
+                chunks = [chunk async for chunk in stream]
+    assert [(c.sentence_id, c.result, c.is_end) for c in chunks] == [
+        (0, "a", False),
+        (1, "b", False),
+        (2, "c", False),
+        (3, "d", False),
+        (4, "e", True),
+    ]
+    assert all(type(c) is mpt_async.ChatChunk for c in chunks)
+    assert {c.usage for c in chunks[:-1]} == {mpt_async.Usage(0, 0, 0)}
+    assert {(c.id, c.object, c.created) for c in chunks} == {("as-1", "chat.completion.chunk", 1)}
+
+
 async def test_v2_stream_ends_on_finish_reason_with_usage_chunk() -> None:
     """The finish_reason chunk is handed over with the usage chunk that follows it."""
     usage_chunk = _data({"id": "as-1", "object": "x", "created": 1, "choices": [], "usage": USAGE})
