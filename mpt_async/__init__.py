@@ -89,6 +89,7 @@ _LAZY = {
     "TokenStore": "mpt_async._token_store",
 }
 
+#: The one place the version is written; the build reads it from here (pyproject.toml).
 __version__ = "0.1.0.dev0"
 
 __all__ = [

@@ -154,6 +154,14 @@ def _check_extra_body(value: object) -> Mapping[str, Any] | None:
     return _copy.deepcopy(dict(value))
 
 
+def _check_token_store(value: object) -> TokenStore | None:
+    if value is None:
+        return None
+    from mpt_async._token_store import check_token_store  # only with a store
+
+    return check_token_store(value)
+
+
 def _check_base_url(value: object) -> str:
     """An http(s) address with a host, and no credentials, query or fragment in it.
 
@@ -311,13 +319,8 @@ class Client:
         auth = _check_auth(auth)
         api = check_api(auth, api)
         base_url = _check_base_url(base_url or base_url_from_env(api))
-        iam_base_url = _check_base_url(iam_base_url_from_env(base_url))
-        appid = _check_appid(appid)
         self._extra_body = _check_extra_body(extra_body)
-        if token_store is not None:
-            from mpt_async._token_store import check_token_store  # only with a store
-
-            token_store = check_token_store(token_store)
+        token_store = _check_token_store(token_store)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._transport import CallOptions, Transport  # with the first client
 
@@ -338,8 +341,8 @@ class Client:
             token_store=token_store,
             limiter=limiter,
             api=api,
-            appid=appid,
-            iam_base_url=iam_base_url,
+            appid=_check_appid(appid),
+            iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
         self._is_copy = False
         self._loop = _LoopGuard()  # shared with the copies, as the connections are

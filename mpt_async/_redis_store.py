@@ -54,6 +54,8 @@ _LOCK_TTL = 60.0
 _RETRY_AFTER = 1.0
 #: The most read of a token entry: a token of MAX_TOKEN_LENGTH, its times and seal fit.
 _MAX_ENTRY = 8192
+#: The longest Redis reply read (a few bytes to a few KiB are what the store gets).
+_MAX_REPLY = 1 << 20
 #: Takes the token lock: free, or held by something that is not a lock of this library (no
 #: TTL, or a longer one than it ever sets; such a lock would never expire in time).
 #: KEYS: the lock. ARGV: the holder's id, the TTL in ms. Returns 1 when taken, else 0.
@@ -254,6 +256,7 @@ class _Connection:
                 "decode_components": True,
             }
             plain = coredis.Redis.from_url(url, **options)
+            _bound_replies(plain)
             async with plain:
                 with anyio.fail_after(self.timeout):
                     info = await plain.info("cluster")
@@ -263,6 +266,7 @@ class _Connection:
             with warnings.catch_warnings():  # coredis 6.9 warns about its own from_url
                 warnings.simplefilter("ignore", DeprecationWarning)
                 cluster = coredis.RedisCluster.from_url(url, **options)
+            _bound_replies(cluster)
             async with cluster:
                 await self._serve(cluster)
         except Exception as exc:  # noqa: BLE001 - any failure to connect means "unavailable"
@@ -296,6 +300,43 @@ class _Connection:
         return found
 
 
+def _bound_replies(client: Any) -> None:
+    """Make ``client``'s connections drop a reply that grows past :data:`_MAX_REPLY`.
+
+    coredis buffers a reply whole however long it is: a hostile server's endless one would
+    fill memory at the socket's speed until the store's timeout (hundreds of MB a second
+    on loopback). No reply this library asks for comes near the bound.
+    """
+    pool = client.connection_pool
+    pool.connection_class = _bounded_connection(pool.connection_class)
+
+
+_BOUNDED: dict[type[Any], type[Any]] = {}
+
+
+def _bounded_connection(base: type[Any]) -> type[Any]:
+    """``base``, a coredis connection class, with replies bounded (made once per class)."""
+    found = _BOUNDED.get(base)
+    if found is not None:
+        return found
+    if not hasattr(base, "_data_received"):  # pragma: no cover - another coredis: as it is
+        return base
+
+    class Bounded(base):  # type: ignore[misc]
+        def _data_received(self, data: bytes) -> None:
+            super()._data_received(data)
+            parser = self._parser
+            if parser.bytes_written - parser.bytes_read > _MAX_REPLY:
+                from coredis.exceptions import ConnectionError as Dropped
+
+                msg = f"a Redis reply grew past {_MAX_REPLY} bytes"
+                raise Dropped(msg)
+
+    Bounded.__name__ = Bounded.__qualname__ = f"Bounded{base.__name__}"
+    _BOUNDED[base] = Bounded
+    return Bounded
+
+
 class RedisStore:
     """A :class:`TokenStore` and a shared rate-limit budget, kept in Redis.
 
@@ -307,12 +348,14 @@ class RedisStore:
     hash slot.
 
     Redis holds the shared access token itself (that is what sharing it means: protect
-    Redis like the token), hashes of the credentials in the key names, and the limits'
-    bookkeeping. Never the Secret Key.
+    Redis like the token), sealed with a key derived from the Secret Key (a token written
+    by anyone else is not used), hashes of the credentials in the key names, and the
+    limits' bookkeeping. Never the Secret Key.
 
     Args:
         url: Where Redis listens: ``redis://[:password@]host:port/db``, ``rediss://``
-            (TLS) or ``unix://``.
+            (TLS) or ``unix://``. Percent-encode ``/ # ? @ %`` and spaces in a user or
+            password (``urllib.parse.quote(password, safe="")``); Redis gets them decoded.
         prefix: The first part of every key name.
         on_error: ``"open"``: when Redis does not answer, go on per process (limits counted
             in each process, tokens fetched by each) and log a warning once. ``"raise"``:

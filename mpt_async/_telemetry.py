@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from mpt_async._logging import logger
-from mpt_async._redact import redact
+from mpt_async._redact import MASK, redact
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -78,6 +78,8 @@ _CAPTURE_ON = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
 CONTENT_LIMIT = 1 << 20
 #: The longest ``gen_ai.response.id`` recorded (the service's ids are a few dozen).
 _ID_LIMIT = 256
+#: Shorter secrets are not masked in content (they would mask ordinary words).
+_MIN_SECRET = 8
 _SCOPE = "mpt_async"
 #: The conventions' advice for the seconds histograms, and for the token one.
 _SECONDS_BUCKETS = (
@@ -361,9 +363,9 @@ def _json_size(content: str) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode()) - 2
 
 
-def _response_id(reply_id: str) -> str:
+def _response_id(reply_id: str, secrets: tuple[str, ...]) -> str:
     """The reply's id as recorded: never a secret, whatever the server echoed into it."""
-    return redact(reply_id[:_ID_LIMIT])
+    return redact(redact(reply_id, secrets)[:_ID_LIMIT])
 
 
 def _finish_reason(reply: _Reply) -> str:
@@ -383,6 +385,7 @@ class CallObserver:
         "_chunks",
         "_instruments",
         "_last",
+        "_secrets",
         "_span",
         "_start",
     )
@@ -413,6 +416,8 @@ class CallObserver:
                 self._span.set_attribute("gen_ai.input.messages", messages)
         self._chunks = 0
         self._start = self._last = time.perf_counter()
+        #: What the latest attempt carried (its token...): masked wherever it shows.
+        self._secrets: tuple[str, ...] = ()
 
     def _request_attributes(self, request: _Request) -> Any:
         attributes = dict(self._attributes)
@@ -438,6 +443,14 @@ class CallObserver:
         opens, not while its reader iterates (that is the reader's own code).
         """
         return _Current(self._span)
+
+    def sending(self, secrets: tuple[str, ...]) -> None:
+        """An attempt goes out carrying ``secrets`` (its access token, its signature).
+
+        A server may echo them back (into the reply's id, say): they are masked in what
+        is recorded of the reply.
+        """
+        self._secrets = secrets
 
     def retry(self, attempt: int, delay: float, error: BaseException) -> None:
         """The request loop will try again (``attempt``: 1 for the first retry)."""
@@ -568,7 +581,7 @@ class CallObserver:
             reason = _finish_reason(reply)
             span.set_attributes(
                 {
-                    "gen_ai.response.id": _response_id(reply.id),
+                    "gen_ai.response.id": _response_id(reply.id, self._secrets),
                     "gen_ai.response.finish_reasons": [reason],
                     "gen_ai.usage.input_tokens": usage.prompt_tokens,
                     "gen_ai.usage.output_tokens": usage.completion_tokens,
@@ -580,6 +593,9 @@ class CallObserver:
         if self._chunks:
             span.set_attribute("mpt_async.stream.chunks", self._chunks)
         if _capture_content():
+            for secret in self._secrets:  # the content as it is, but for an echoed secret
+                if len(secret) >= _MIN_SECRET and secret in text:
+                    text = text.replace(secret, MASK)
             message = {
                 "role": "assistant",
                 "parts": [{"type": "text", "content": text}],

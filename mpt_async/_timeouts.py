@@ -36,10 +36,14 @@ class Timeouts:
         connect: Opening a connection.
         write: Sending the request.
         pool: Waiting for a free connection from the pool.
-        read: A non-stream call's wait for its whole answer, once the request is sent
-            (a 30B model may take minutes).
-        stream_read: A stream's longest wait for a chunk: for the first one once the request
-            is sent, and between chunks.
+        read: A non-stream call's wait for its answer (a 30B model may take minutes), in
+            two phases bounded by ``read`` each: the reply's head, once the request is sent
+            (on top of ``pool``, ``connect`` and ``write``), then the whole body, once the
+            head has come. A body that trickles in is cut off like a silent one. A token
+            fetch gets ``min(read, 30)`` for its whole reply.
+        stream_read: A stream's wait for each step: the reply's head once the request is
+            sent (on top of ``pool``, ``connect`` and ``write``), then the first chunk, then
+            each chunk after it.
         total: The longest a whole call may take, retries, backoff and token fetches
             included (the wait for the client's own rate limits excluded); for a stream,
             until its last chunk. ``None`` for no such bound.

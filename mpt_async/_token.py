@@ -13,7 +13,7 @@ import copy
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -30,7 +30,7 @@ from mpt_async._exceptions import (
 )
 from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
-from mpt_async._reply import Failure, connection_error, read_reply
+from mpt_async._reply import Failure, Refusal, connection_error, read_reply
 from mpt_async._token_store import MAX_TOKEN_LENGTH, is_token
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ async def fetch_token(
         Failure: Saying what went wrong and whether the request loop may retry.
     """
     logger.debug("fetching an access token")
-    read = min(timeouts.read, TOKEN_READ_TIMEOUT)
     request = plain_content(
         http.build_request(
             "POST",
@@ -76,24 +75,10 @@ async def fetch_token(
                 "client_secret": auth.secret_key,
             },
             headers={"Accept-Encoding": ACCEPT_ENCODING},
-            timeout=httpx.Timeout(
-                connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
-            ),
+            timeout=_token_timeout(timeouts),
         )
     )
-    failure: Failure | None = None
-    data = None
-    with anyio.move_on_after(read + timeouts.connect + timeouts.pool) as scope:
-        try:
-            response = await http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            failure = Failure(connection_error(exc, _FETCHING), Action.RETRY)
-        else:
-            data = await read_reply(response, _FETCHING, _oauth_refusal)
-    if scope.cancelled_caught:
-        failure = Failure(APITimeoutError(f"timed out {_FETCHING}"), Action.RETRY)
-    if failure is not None:
-        raise failure
+    data = await _ask(http, request, timeouts, _FETCHING, _oauth_refusal)
     try:
         grant = _converter.structure(data, TokenGrant, status_code=200)
     except MalformedResponseError as exc:
@@ -107,6 +92,42 @@ async def fetch_token(
         raise Failure(error, Action.RAISE)
     logger.debug("fetched an access token valid for %ds", grant.expires_in)
     return grant
+
+
+async def _ask(
+    http: httpx.AsyncClient,
+    request: httpx.Request,
+    timeouts: Timeouts,
+    doing: str,
+    refusal: Refusal,
+) -> Any:
+    """Send a token request; its whole reply, parsed, within its bounds.
+
+    Raises:
+        Failure: Saying what went wrong and whether the request loop may retry.
+    """
+    read = min(timeouts.read, TOKEN_READ_TIMEOUT)
+    failure: Failure | None = None
+    data = None
+    with anyio.move_on_after(read + timeouts.connect + timeouts.pool) as scope:
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            failure = Failure(connection_error(exc, doing), Action.RETRY)
+        else:
+            data = await read_reply(response, doing, refusal)
+    if scope.cancelled_caught:
+        failure = Failure(APITimeoutError(f"timed out {doing}"), Action.RETRY)
+    if failure is not None:
+        raise failure
+    return data
+
+
+def _token_timeout(timeouts: Timeouts) -> httpx.Timeout:
+    read = min(timeouts.read, TOKEN_READ_TIMEOUT)
+    return httpx.Timeout(
+        connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
+    )
 
 
 def _oauth_refusal(data: object, response: httpx.Response) -> Failure | None:
@@ -143,16 +164,13 @@ async def fetch_bearer_token(
     from mpt_async._signer import sign_request  # only with IAM AK/SK on v2
 
     logger.debug("fetching a bearer token from IAM")
-    read = min(timeouts.read, TOKEN_READ_TIMEOUT)
     request = plain_content(
         http.build_request(
             "GET",
             iam_base_url + IAM_TOKEN_PATH,
             params={"expireInSeconds": str(BEARER_LIFETIME)},
             headers={"Accept-Encoding": ACCEPT_ENCODING},
-            timeout=httpx.Timeout(
-                connect=timeouts.connect, write=timeouts.write, pool=timeouts.pool, read=read
-            ),
+            timeout=_token_timeout(timeouts),
         )
     )
     sign_request(
@@ -162,19 +180,7 @@ async def fetch_bearer_token(
         expiration=auth.expiration,
         now=time.time(),
     )
-    failure: Failure | None = None
-    data = None
-    with anyio.move_on_after(read + timeouts.connect + timeouts.pool) as scope:
-        try:
-            response = await http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            failure = Failure(connection_error(exc, _FETCHING_BEARER), Action.RETRY)
-        else:
-            data = await read_reply(response, _FETCHING_BEARER, _iam_refusal)
-    if scope.cancelled_caught:
-        failure = Failure(APITimeoutError(f"timed out {_FETCHING_BEARER}"), Action.RETRY)
-    if failure is not None:
-        raise failure
+    data = await _ask(http, request, timeouts, _FETCHING_BEARER, _iam_refusal)
     reply: dict[str, object] = data if isinstance(data, dict) else {}
     token = reply.get("token")
     if (

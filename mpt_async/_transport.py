@@ -358,6 +358,8 @@ class Transport:
         succeeded = False
         try:
             request, token = await self._request(call)
+            if call.observer is not None:
+                call.observer.sending(self.carried(request))
             try:
                 result = await attempt(call, request, ticket)
             except Failure as failure:

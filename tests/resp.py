@@ -2,7 +2,8 @@
 
 Each connection is served by a thread, so the same server serves clients on asyncio and
 on trio. Every command (an array of bulk strings, as clients send them) is read, recorded,
-and handed to the test's script, which returns the raw bytes to answer with, ``None`` to
+and handed to the test's script, which returns the raw bytes to answer with, an iterator of
+pieces (sent one by one for as long as the client reads: :func:`endless`), ``None`` to
 stay silent, or :data:`HANG_UP` to close the connection. A script that wants a slow answer
 calls :meth:`LyingRedis.wait` first.
 
@@ -12,15 +13,17 @@ of a standalone server, ``INFO`` a server that is not in a cluster, anything els
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = [
     "HANG_UP",
     "LyingRedis",
     "bulk",
+    "endless",
     "honest",
     "lying_redis",
 ]
@@ -29,13 +32,18 @@ __all__ = [
 HANG_UP = b"\0hang up"
 
 Command = list[bytes]
-Script = Callable[[Command], "bytes | None"]
+Script = Callable[[Command], "bytes | Iterable[bytes] | None"]
 
 
 def bulk(value: bytes | str) -> bytes:
     """``value`` as a RESP bulk string."""
     data = value.encode() if isinstance(value, str) else value
     return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def endless(head: bytes = b"$2000000000\r\n") -> Iterator[bytes]:
+    """``head``, then 1 MiB pieces of a reply that never ends (a 2 GB bulk string)."""
+    return itertools.chain([head], itertools.repeat(b"x" * (1 << 20)))
 
 
 def honest(command: Command) -> bytes:
@@ -68,6 +76,8 @@ class LyingRedis:
         self.script = script
         #: Every command received, in order, across connections.
         self.commands: list[Command] = []
+        #: How many bytes of answers the clients took (the socket accepted).
+        self.sent = 0
         self._stop = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
@@ -122,11 +132,15 @@ class LyingRedis:
                 answer = self.script(command)
                 if answer == HANG_UP:
                     return
-                if answer is not None:
-                    try:
-                        conn.sendall(answer)
-                    except OSError:
-                        return
+                pieces = [answer] if isinstance(answer, bytes) else answer or ()
+                try:
+                    for piece in pieces:
+                        if self._stop.is_set():
+                            return
+                        conn.sendall(piece)
+                        self.sent += len(piece)
+                except OSError:
+                    return
 
     def close(self) -> None:
         """Stop serving and wait for the connection threads."""

@@ -81,7 +81,7 @@ def test_mixed_file_answers_good_lines_and_reports_bad_ones(tmp_path: Path) -> N
     _write(
         prompts,
         "first question",
-        {"messages": [{"role": "user", "content": "second question"}], "top_k": 2},
+        {"messages": [{"role": "user", "content": "second question"}], "top_p": 0.5},
         "",
         [{"role": "user", "content": "fourth question"}],
         {"messages": [{"role": "user", "content": "cold"}], "temperature": 0},

@@ -42,3 +42,13 @@ def test_lazily_loaded_classes_look_the_same_however_reached() -> None:
         "mpt_async.ChatResponse is r, mpt_async.RateLimits.__module__)"
     )
     assert _run(code) == "mpt_async ['ban_round', 'created'] True True mpt_async"
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """``__version__`` is the version the build read: the two cannot drift apart."""
+    import importlib.metadata
+
+    import mpt_async
+
+    assert mpt_async.__version__ == importlib.metadata.version("mpt-async")
+    assert mpt_async.__version__[0].isdigit()

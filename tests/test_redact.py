@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from mpt_async._logging import RedactSecrets
+from mpt_async._logging import RedactSecrets, install_redaction
 from mpt_async._redact import MASK, redact, redact_pairs
 
 SIGNATURE = "bce-auth-v1/AK123/2024-01-01T00:00:00Z/1800/host;x-bce-date/deadbeefcafe"
@@ -64,3 +64,58 @@ def test_log_filter_uses_the_same_rules() -> None:
     message = record.getMessage()
     assert "deadbeefcafe" not in message
     assert "access_token=***" in message
+
+
+@pytest.mark.parametrize(
+    "name", ["httpx", "httpcore.http11", "httpcore.connection", "httpcore.proxy", "aiohttp.client"]
+)
+def test_http_libraries_child_loggers_are_redacted(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record on the very logger httpcore (or aiohttp) logs on is redacted, not only its parent's."""
+    install_redaction()
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger(name).debug("sent %s", "/chat?access_token=tok-123")
+    assert [r.name for r in caplog.records] == [name]
+    assert "tok-123" not in caplog.text
+    assert "access_token=***" in caplog.text
+
+
+def test_every_httpcore_logger_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """Every logger httpcore creates on import gets the filter, whatever its name."""
+    import httpcore  # noqa: F401  (creates its loggers)
+
+    install_redaction()
+    names = [n for n in logging.Logger.manager.loggerDict if n.startswith("httpcore.")]
+    assert names
+    with caplog.at_level(logging.DEBUG):
+        for name in names:
+            logging.getLogger(name).debug("GET /chat?access_token=tok-%s", name)
+    assert len(caplog.records) == len(names)
+    assert "tok-" not in caplog.text
+
+
+def test_a_secret_straddling_format_and_arguments_is_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``"access_token=%s"`` with the token as argument logs masked, and still formats."""
+    install_redaction()
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("httpx").debug("GET /chat?access_token=%s&x=%d", "tok-123", 5)
+    assert caplog.messages == ["GET /chat?access_token=***&x=5"]
+
+
+def test_a_record_that_cannot_format_is_still_masked() -> None:
+    """A broken record (more placeholders than arguments) keeps no secret for logging's report."""
+    record = logging.LogRecord(
+        "httpx",
+        logging.INFO,
+        __file__,
+        1,
+        "?access_token=tok-1 %s %s",
+        ("?client_secret=sk-2",),
+        None,
+    )
+    assert RedactSecrets().filter(record)
+    assert "tok-1" not in str(record.msg)
+    assert "sk-2" not in str(record.args)

@@ -13,7 +13,7 @@ import pytest
 from mpt_async import RedisStore, SharedStoreError
 from mpt_async._redis_store import _spawn
 
-from .resp import HANG_UP, Command, LyingRedis, honest, lying_redis
+from .resp import HANG_UP, Command, LyingRedis, endless, honest, lying_redis
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
@@ -157,3 +157,18 @@ async def test_a_redis_that_hangs_up_fails_open() -> None:
             async with RedisStore(server.url, timeout=0.5) as store:
                 assert await store.load("app") is None
                 assert await store.load("app") is None  # backing off: no new connection
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_an_endless_reply_is_dropped_after_a_bounded_read() -> None:
+    """A reply that never ends: the store drops the connection within a few MB, fails open."""
+
+    def script(command: Command) -> object:
+        return endless() if command[0].upper() == b"GETRANGE" else honest(command)
+
+    with lying_redis(script) as server:  # type: ignore[arg-type]
+        async with RedisStore(server.url, timeout=5) as store:
+            assert await store.load("app") is None
+        taken = server.sent
+    assert taken < 64 << 20  # the socket buffers' worth past the 1 MiB bound, not 5 s of it

@@ -581,20 +581,26 @@ async def test_a_cancellation_is_not_swallowed_by_telemetry(
 
 
 @pytest.mark.anyio
-async def test_the_response_id_never_carries_the_access_token(otel: Recorded) -> None:
-    """A server echoing the URL (with its access token) into id: the span's id is redacted."""
+@pytest.mark.parametrize("echo", ["url", "bare"])
+async def test_the_response_id_never_carries_the_access_token(
+    otel: Recorded, echo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server echoing the URL, or the bare token, into id and result: the span masks it."""
+    monkeypatch.setenv(CONTENT_VAR, "true")
 
-    def echo(wire: Wire) -> None:
-        wire.send(json_reply({**ANSWER, "id": f"as-1 {wire.target}"}))
+    def reply(wire: Wire) -> None:
+        said = wire.target if echo == "url" else TOKEN
+        wire.send(json_reply({**ANSWER, "id": f"as-1 {said}", "result": f"I got {said}"}))
 
-    with hostile(echo) as server:
+    with hostile(reply) as server:
         auth = mpt_async.FixedTokenAuth(TOKEN)
         async with mpt_async.Client(auth=auth, base_url=server.url, max_retries=0) as client:
-            reply = await client.chat(HI)
-    assert TOKEN in reply.id  # the reply is the caller's; the span is not
-    recorded = attributes(otel.call_span())["gen_ai.response.id"]
-    assert isinstance(recorded, str)
-    assert recorded.startswith("as-1 ")
+            answer = await client.chat(HI)
+    assert TOKEN in answer.id  # the reply is the caller's; the span is not
+    assert TOKEN in answer.result
+    recorded = attributes(otel.call_span())
+    assert str(recorded["gen_ai.response.id"]).startswith("as-1 ")
+    assert "I got " in str(recorded["gen_ai.output.messages"])
     assert TOKEN not in otel.call_span().to_json()
 
 

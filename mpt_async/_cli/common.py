@@ -41,13 +41,14 @@ EXIT_INTERRUPTED = 130
 
 #: Any of these set means "talk to the real service" (half a pair is reported as an error).
 CREDENTIAL_VARS = (
+    "QIANFAN_API_KEY",
     "QIANFAN_ACCESS_TOKEN",
     "QIANFAN_AK",
     "QIANFAN_SK",
     "QIANFAN_ACCESS_KEY",
     "QIANFAN_SECRET_KEY",
 )
-_SECRET_VARS = ("QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
+_SECRET_VARS = ("QIANFAN_API_KEY", "QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
 
 
 class UsageError(ConfigurationError):

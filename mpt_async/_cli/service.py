@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from mpt_async._auth import AccessTokenAuth, base_url_from_env
+from mpt_async._auth import APIKeyAuth, base_url_from_env
 from mpt_async._cli.argtypes import add_count_option, positive_number
 from mpt_async._cli.common import (
     CREDENTIAL_VARS,
@@ -163,14 +163,15 @@ def _embedded_emulator(forced: bool) -> Iterator[dict[str, Any]]:
     try:
         from mpt_async.testing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Emulator
 
+        # It speaks v2, as Baidu does today, and accepts QIANFAN_API_KEY's key if set.
         emulator = Emulator(api_key=DEFAULT_API_KEY, secret_key=DEFAULT_SECRET_KEY)
         emulator.start()
     except ImportError as exc:
         why = "--emulator was given" if forced else "no credentials in the environment"
         msg = (
             f"{why}, and the embedded emulator is not installed ({exc}): run "
-            f"{_INSTALL_HINT}, or set QIANFAN_AK and QIANFAN_SK (or QIANFAN_ACCESS_KEY and "
-            "QIANFAN_SECRET_KEY, or QIANFAN_ACCESS_TOKEN)"
+            f"{_INSTALL_HINT}, or set QIANFAN_API_KEY (or QIANFAN_ACCESS_KEY and "
+            "QIANFAN_SECRET_KEY, QIANFAN_AK and QIANFAN_SK, or QIANFAN_ACCESS_TOKEN)"
         )
         raise ConfigurationError(msg) from None
     except (OSError, RuntimeError, ValueError) as exc:
@@ -180,7 +181,7 @@ def _embedded_emulator(forced: bool) -> Iterator[dict[str, Any]]:
         why = "--emulator" if forced else "no credentials in the environment"
         note(f"{why}; using the embedded emulator at {emulator.base_url}")
         yield {
-            "auth": AccessTokenAuth(emulator.api_key, emulator.secret_key),
+            "auth": APIKeyAuth(emulator.v2_api_key),
             "base_url": emulator.base_url,
         }
     finally:
@@ -234,7 +235,7 @@ def run_service_command(
             connection: dict[str, Any] = {}
             if _use_emulator(args):
                 connection = stack.enter_context(_embedded_emulator(bool(args.emulator)))
-                extra_secrets.append(connection["auth"].secret_key)
+                extra_secrets.append(connection["auth"].api_key)
             else:
                 if args.base_url:
                     connection["base_url"] = args.base_url

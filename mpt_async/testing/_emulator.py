@@ -142,14 +142,8 @@ class Emulator:
             api_keys={self.api_key: self.secret_key},
             access_keys={self.access_key: self.secret_access_key},
             token_ttl=token_ttl,
-            config=Config(
-                stream_chunks=stream_chunks,
-                chunk_delay=chunk_delay,
-                qps=qps,
-                rpm=rpm,
-                tpm=tpm,
-                rate_window=rate_window,
-            ),
+            # In Config's order: stream_chunks, chunk_delay, qps, rpm, tpm, rate_window.
+            config=Config(stream_chunks, chunk_delay, qps, rpm, tpm, rate_window),
             endpoints=endpoints,
             max_records=check_int("max_records", max_records, 0, 1_000_000),
             record_bytes=check_int("max_record_bytes", max_record_bytes, 0, 2**40),
