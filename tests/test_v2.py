@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -378,6 +378,42 @@ async def test_bearer_token_is_shared_through_a_token_store(emulator: Emulator) 
         await two.chat(HI)
     iam = [r for r in emulator.requests if r.path == "/v1/BCE-BEARER/token"]
     assert len(iam) == 1
+
+
+async def test_emulator_keeps_v1_tokens_and_iam_bearer_tokens_apart(emulator: Emulator) -> None:
+    """The emulator's IAM issues bce-v3 tokens, refused on v1; v1 access tokens are refused on v2."""
+    async with iam_client(emulator) as client:
+        await client.chat(HI)
+        assert client._transport.tokens is not None
+        bearer = await client._transport.tokens.get(_no_fetch)
+    assert bearer.startswith("bce-v3/ALTAK-")
+    v1_token = emulator.issue_token()
+    body = {"model": "mpt-30b-instruct", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=emulator.base_url) as http:
+        v2 = await http.post(
+            "/v2/chat/completions", json=body, headers={"Authorization": f"Bearer {v1_token}"}
+        )
+        v1 = await http.post(
+            emulator.chat_url(),
+            params={"access_token": bearer},
+            json={"messages": body["messages"]},
+        )
+    assert (v2.status_code, v2.json()["error"]["code"]) == (401, "invalid_iam_token")
+    assert v1.json()["error_code"] == 110
+
+
+async def test_a_bearer_token_from_elsewhere_works_on_v2(emulator: Emulator) -> None:
+    """An IAM bearer token obtained elsewhere (FixedTokenAuth) is sent as is on v2."""
+    token = emulator.issue_token(bearer=True)
+    auth = mpt_async.FixedTokenAuth(token)
+    async with mpt_async.Client(auth=auth, base_url=emulator.base_url, api="v2") as client:
+        answer = await client.chat(HI)
+    assert answer.result
+    assert v2_requests(emulator)[-1].headers["authorization"] == f"Bearer {token}"
+
+
+async def _no_fetch() -> NoReturn:
+    raise AssertionError("the token was cached")
 
 
 async def test_the_openai_sdk_gets_answers_from_the_emulator(
