@@ -16,21 +16,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
+
 from mpt_async import _converter
 from mpt_async._codes import Action
 from mpt_async._exceptions import MalformedResponseError, RequestValidationError, StreamError
-from mpt_async._models import ChatChunk, Usage
+from mpt_async._models import ChatChunk, ChatRequest, Usage
 from mpt_async._reply import ChunkDecoder, Failure, _where, is_error_body, whole_answer
 from mpt_async._sse import EventReader
 
 if TYPE_CHECKING:
     from mpt_async._body import Body
-    from mpt_async._models import ChatRequest, ChatResponse
+    from mpt_async._models import ChatResponse
     from mpt_async._ratelimit import RateLimitInfo
 
 __all__ = [
     "API",
     "APIS",
+    "OWN_FIELDS",
     "V2_CHAT_PATH",
     "V2ChunkDecoder",
     "encode_v1",
@@ -43,6 +46,15 @@ API = Literal["v1", "v2"]
 APIS: tuple[API, ...] = ("v1", "v2")
 V2_CHAT_PATH = "/v2/chat/completions"
 _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+#: The body fields each interface's encoder writes itself; ``extra_body`` may not set them
+#: (a ``stream`` or ``model`` of its own would contradict the call).
+OWN_FIELDS: Mapping[API, frozenset[str]] = {
+    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)),
+    "v2": frozenset(
+        {"model", "messages", "stream", "stream_options", "temperature", "top_p"}
+        | {"penalty_score", "metadata", "stop", "user"}
+    ),
+}
 #: The usage of a chunk before the last (v2 reports it once, at the end).
 _ZERO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 

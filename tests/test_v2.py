@@ -332,11 +332,55 @@ async def test_extra_body_is_added_on_both_interfaces(emulator: Emulator) -> Non
     assert second.body["seed"] == 7
     assert "web_search" not in second.body
     token = emulator.issue_token()
-    async with mpt_async.Client(
-        auth=token, base_url=emulator.base_url, extra_body={"metadata": {"k": "v"}}
-    ) as v1:
+    extra = {"extra_parameters": {"request_source": "x"}}
+    async with mpt_async.Client(auth=token, base_url=emulator.base_url, extra_body=extra) as v1:
         await v1.chat(HI)
-    assert emulator.requests[-1].body["metadata"] == {"k": "v"}
+    assert emulator.requests[-1].body["extra_parameters"] == {"request_source": "x"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "stream"),
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "model"),
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "user"),
+        ({"auth": "token"}, "stream"),
+        ({"auth": "token"}, "user_id"),
+        ({"auth": "token"}, "temperature"),
+    ],
+)
+def test_extra_body_may_not_set_what_the_client_writes(kwargs: dict[str, Any], field: str) -> None:
+    """A field the client writes itself is refused in extra_body, at once and on copies."""
+    with pytest.raises(mpt_async.ConfigurationError, match=f"may not set '{field}'"):
+        mpt_async.Client(base_url="http://test", extra_body={field: 1}, **kwargs)
+    client = mpt_async.Client(base_url="http://test", **kwargs)
+    with pytest.raises(mpt_async.ConfigurationError, match=f"may not set '{field}'"):
+        client.with_options(extra_body={"seed": 1, field: 1})
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_own_fields_are_every_field_the_encoders_write(api: Any, stream: bool) -> None:
+    """The fields extra_body may not set are exactly those a fully set request is sent with."""
+    from mpt_async._dialect import OWN_FIELDS, encode_v1, encode_v2
+    from mpt_async._models import ChatRequest
+
+    options: dict[str, Any] = {
+        "temperature": 0.5,
+        "top_p": 0.5,
+        "penalty_score": 1.5,
+        "stop": ["x"],
+        "user_id": "u",
+        "metadata": {"k": "v"},
+    }
+    if api == "v1":
+        options["top_k"] = 3
+    request = ChatRequest(messages=HI, stream=stream, **options)
+    body = encode_v1(request) if api == "v1" else encode_v2(request, "svc")
+    written = set(json.loads(body))
+    assert written <= OWN_FIELDS[api]
+    if stream:
+        assert written == OWN_FIELDS[api]
 
 
 @pytest.mark.parametrize(
