@@ -67,7 +67,14 @@ def _with_extra(data: dict[str, Any], extra: Mapping[str, Any] | None) -> bytes:
 
 
 def encode_v1(request: ChatRequest, extra: Mapping[str, Any] | None = None) -> bytes:
-    """The v1 body of ``request`` (the endpoint is in the URL), with ``extra`` fields added."""
+    """The v1 body of ``request`` (the endpoint is in the URL), with ``extra`` fields added.
+
+    Raises:
+        RequestValidationError: For ``system``, which the v1 interface does not take.
+    """
+    if request.system is not None:
+        msg = "is not part of this service's v1 interface (use api='v2', or leave it out)"
+        raise RequestValidationError("system", msg)
     if not extra:
         return _converter.encode_request(request)
     return _with_extra(_converter.CONVERTER.unstructure(request), extra)
@@ -76,7 +83,8 @@ def encode_v1(request: ChatRequest, extra: Mapping[str, Any] | None = None) -> b
 def encode_v2(request: ChatRequest, model: str, extra: Mapping[str, Any] | None = None) -> bytes:
     """The v2 body of ``request`` for the service named ``model``, with ``extra`` fields added.
 
-    v1's ``user_id`` is sent as ``user``. A stream asks for the usage on its last chunk.
+    ``system`` is sent as a leading ``system`` message, v1's ``user_id`` as ``user``. A
+    stream asks for the usage on its last chunk.
 
     Raises:
         RequestValidationError: For ``top_k``, which the v2 interface does not take.
@@ -84,10 +92,10 @@ def encode_v2(request: ChatRequest, model: str, extra: Mapping[str, Any] | None 
     if request.top_k is not None:
         msg = "is not part of the v2 interface (leave it out, or use api='v1')"
         raise RequestValidationError("top_k", msg)
-    data: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-    }
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.system is not None:
+        messages.insert(0, {"role": "system", "content": request.system})
+    data: dict[str, Any] = {"model": model, "messages": messages}
     if request.stream:
         data["stream"] = True
         data["stream_options"] = {"include_usage": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -169,3 +170,31 @@ def test_errors_pickle(error: Exception) -> None:
     assert type(clone) is type(error)
     assert str(clone) == str(error)
     assert vars(clone) == vars(error)
+
+
+def _drawn_tree() -> list[tuple[str, str | None, str]]:
+    """(class, the class drawn above it, the rest of its line) for each line of the tree."""
+    doc = _exceptions.__doc__ or ""
+    drawing = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    above: list[tuple[int, str]] = []
+    tree = []
+    for line in drawing.splitlines():
+        found = re.search(r"[A-Za-z]\w*", line)
+        assert found is not None, line
+        while above and above[-1][0] >= found.start():
+            above.pop()
+        tree.append((found.group(), above[-1][1] if above else None, line[found.end() :]))
+        above.append((found.start(), found.group()))
+    return tree
+
+
+def test_the_docstring_tree_is_the_class_tree() -> None:
+    """Each error class subclasses the one drawn above it; the ValueErrors say so; all drawn."""
+    tree = _drawn_tree()
+    assert sorted(name for name, _, _ in tree) == sorted(_exceptions.__all__)
+    for name, parent, rest in tree:
+        cls = getattr(_exceptions, name)
+        base = Exception if parent is None else getattr(_exceptions, parent)
+        assert cls.__bases__[0] is base, name
+        says = "ValueError" in rest or issubclass(base, ValueError)
+        assert issubclass(cls, ValueError) == says, name

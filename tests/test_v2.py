@@ -526,3 +526,26 @@ async def test_retryable_v2_code_is_retried(code: str) -> None:
     assert reply.result == "ok"
     assert reply.usage.total_tokens == 7
     assert len(server.requests) == 2
+
+
+async def test_system_prompt_leads_the_v2_messages(emulator: Emulator) -> None:
+    """system= becomes a leading system message on v2, which the service accepts."""
+    async with key_client(emulator) as client:
+        reply = await client.chat(HI, system="Answer in one sentence.")
+    assert reply.result
+    (request,) = v2_requests(emulator)
+    assert request.body["messages"] == [
+        {"role": "system", "content": "Answer in one sentence."},
+        *HI,
+    ]
+
+
+async def test_system_prompt_is_refused_on_v1_before_any_io(
+    offline_client: mpt_async.Client, sent: list[httpx.Request]
+) -> None:
+    """The v1 interface has no system prompt: a RequestValidationError, and nothing is sent."""
+    with pytest.raises(mpt_async.RequestValidationError, match="system"):
+        await offline_client.chat(HI, system="Be brief.")
+    with pytest.raises(mpt_async.RequestValidationError, match="system"):
+        await offline_client.chat(HI, system="")
+    assert sent == []
