@@ -49,7 +49,8 @@ _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 #: The body fields each interface's encoder writes itself; ``extra_body`` may not set them
 #: (a ``stream`` or ``model`` of its own would contradict the call).
 OWN_FIELDS: Mapping[API, frozenset[str]] = {
-    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)),
+    # Every field of a request but ``system``, which v1 refuses (v2 sends it as a message).
+    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)) - {"system"},
     "v2": frozenset(
         {"model", "messages", "stream", "stream_options", "temperature", "top_p"}
         | {"penalty_score", "metadata", "stop", "user"}

@@ -375,6 +375,8 @@ def test_own_fields_are_every_field_the_encoders_write(api: Any, stream: bool) -
     }
     if api == "v1":
         options["top_k"] = 3
+    else:
+        options["system"] = "Be brief."
     request = ChatRequest(messages=HI, stream=stream, **options)
     body = encode_v1(request) if api == "v1" else encode_v2(request, "svc")
     written = set(json.loads(body))
