@@ -139,13 +139,24 @@ def _check_appid(value: object) -> str | None:
     return text
 
 
-def _check_extra_body(value: object) -> Mapping[str, Any] | None:
-    """Extra body fields: names to JSON values, copied (so later edits do not leak in)."""
+def _check_extra_body(value: object, api: API) -> Mapping[str, Any] | None:
+    """Extra body fields: names to JSON values, copied (so later edits do not leak in).
+
+    None may be a field the client writes itself on ``api``: an option belongs in the call.
+    """
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         refuse("extra_body", "must be a mapping with string keys, or None")
     from mpt_async._converter import dumps
+    from mpt_async._dialect import OWN_FIELDS
+
+    if own := sorted(OWN_FIELDS[api].intersection(value)):
+        refuse(
+            "extra_body",
+            f"may not set {', '.join(map(repr, own))}: the client writes it on {api} (pass "
+            "options to chat() or chat_stream(), the service's name as endpoint=)",
+        )
 
     try:
         dumps(dict(value))
@@ -281,7 +292,8 @@ class Client:
         max_connections: The pool's size, when the client makes its own ``httpx`` client.
         token_store: Share the access token with other clients and processes through this
             :class:`TokenStore` (:class:`MemoryTokenStore`, :class:`FileTokenStore`); only
-            used with :class:`AccessTokenAuth`.
+            used with :class:`AccessTokenAuth`, and :class:`AKSKAuth` on v2 (IAM bearer
+            tokens).
         rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
             made by :meth:`with_options`); ``None`` limits nothing.
         telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
@@ -292,6 +304,8 @@ class Client:
         appid: The v2 application to bill (the ``appid`` header); ``None``: the key's default.
         extra_body: Fields added to every request body as they are, for what the service
             takes before this library knows it (a copy can change it: :meth:`with_options`).
+            A field the client writes itself (``model``, ``stream``, an option of
+            :meth:`chat`) is refused here: it belongs in the call.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -319,7 +333,7 @@ class Client:
         auth = _check_auth(auth)
         api = check_api(auth, api)
         base_url = _check_base_url(base_url or base_url_from_env(api))
-        self._extra_body = _check_extra_body(extra_body)
+        self._extra_body = _check_extra_body(extra_body, api)
         token_store = _check_token_store(token_store)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._transport import CallOptions, Transport  # with the first client
@@ -400,7 +414,7 @@ class Client:
         copy = _copy.copy(self)  # every attribute, so that none can be forgotten
         copy._is_copy = True
         if extra_body is not None:
-            copy._extra_body = _check_extra_body(extra_body)
+            copy._extra_body = _check_extra_body(extra_body, self._transport.api)
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -234,6 +234,57 @@ async def test_broken_v2_streams_raise(
     assert len(got) == received
 
 
+def _bad_delta(**fields: Any) -> bytes:
+    choice = {"index": 0, "delta": {"content": "b"}, "finish_reason": None}
+    chunk = {"id": "as-1", "object": "chat.completion.chunk", "created": 1, "choices": [choice]}
+    return _data({**chunk, **fields})
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        _bad_delta(id=7),
+        _bad_delta(object=None),
+        _bad_delta(created="1"),
+        _bad_delta(created=True),
+        _bad_delta(created=2**70),
+        _bad_delta(choices=[{"index": 0, "delta": {"content": 5}, "finish_reason": None}]),
+    ],
+)
+async def test_v2_sentence_in_the_middle_is_checked_like_any_chunk(middle: bytes) -> None:
+    """A sentence after the first with a field of the wrong type is a StreamError, not a chunk."""
+    events = (_delta("a"), middle, _delta("c", "stop"), b"data: [DONE]\n\n")
+    with hostile(_stream(*events)) as server:
+        auth = mpt_async.APIKeyAuth("bce-v3/ALTAK-x/y")
+        async with mpt_async.Client(auth=auth, base_url=server.url) as client:
+            got: list[str] = []
+            with pytest.raises(mpt_async.StreamError, match="chunk 1 is malformed"):
+                async with client.chat_stream(HI) as stream:
+                    async for chunk in stream:
+                        got.append(chunk.result)
+    assert got == ["a"]
+
+
+async def test_v2_stream_chunks_in_the_middle_are_numbered_and_typed() -> None:
+    """Every sentence comes as a ChatChunk numbered in order, zero usage until the last."""
+    events = (*(_delta(t) for t in "abcd"), _delta("e", "stop"), b"data: [DONE]\n\n")
+    with hostile(_stream(*events)) as server:
+        auth = mpt_async.APIKeyAuth("bce-v3/ALTAK-x/y")
+        async with mpt_async.Client(auth=auth, base_url=server.url) as client:
+            async with client.chat_stream(HI) as stream:
+                chunks = [chunk async for chunk in stream]
+    assert [(c.sentence_id, c.result, c.is_end) for c in chunks] == [
+        (0, "a", False),
+        (1, "b", False),
+        (2, "c", False),
+        (3, "d", False),
+        (4, "e", True),
+    ]
+    assert all(type(c) is mpt_async.ChatChunk for c in chunks)
+    assert {c.usage for c in chunks[:-1]} == {mpt_async.Usage(0, 0, 0)}
+    assert {(c.id, c.object, c.created) for c in chunks} == {("as-1", "chat.completion.chunk", 1)}
+
+
 async def test_v2_stream_ends_on_finish_reason_with_usage_chunk() -> None:
     """The finish_reason chunk is handed over with the usage chunk that follows it."""
     usage_chunk = _data({"id": "as-1", "object": "x", "created": 1, "choices": [], "usage": USAGE})
@@ -281,11 +332,57 @@ async def test_extra_body_is_added_on_both_interfaces(emulator: Emulator) -> Non
     assert second.body["seed"] == 7
     assert "web_search" not in second.body
     token = emulator.issue_token()
-    async with mpt_async.Client(
-        auth=token, base_url=emulator.base_url, extra_body={"metadata": {"k": "v"}}
-    ) as v1:
+    extra = {"extra_parameters": {"request_source": "x"}}
+    async with mpt_async.Client(auth=token, base_url=emulator.base_url, extra_body=extra) as v1:
         await v1.chat(HI)
-    assert emulator.requests[-1].body["metadata"] == {"k": "v"}
+    assert emulator.requests[-1].body["extra_parameters"] == {"request_source": "x"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "stream"),
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "model"),
+        ({"auth": mpt_async.APIKeyAuth("bce-v3/x/y")}, "user"),
+        ({"auth": "token"}, "stream"),
+        ({"auth": "token"}, "user_id"),
+        ({"auth": "token"}, "temperature"),
+    ],
+)
+def test_extra_body_may_not_set_what_the_client_writes(kwargs: dict[str, Any], field: str) -> None:
+    """A field the client writes itself is refused in extra_body, at once and on copies."""
+    with pytest.raises(mpt_async.ConfigurationError, match=f"may not set '{field}'"):
+        mpt_async.Client(base_url="http://test", extra_body={field: 1}, **kwargs)
+    client = mpt_async.Client(base_url="http://test", **kwargs)
+    with pytest.raises(mpt_async.ConfigurationError, match=f"may not set '{field}'"):
+        client.with_options(extra_body={"seed": 1, field: 1})
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_own_fields_are_every_field_the_encoders_write(api: Any, stream: bool) -> None:
+    """The fields extra_body may not set are exactly those a fully set request is sent with."""
+    from mpt_async._dialect import OWN_FIELDS, encode_v1, encode_v2
+    from mpt_async._models import ChatRequest
+
+    options: dict[str, Any] = {
+        "temperature": 0.5,
+        "top_p": 0.5,
+        "penalty_score": 1.5,
+        "stop": ["x"],
+        "user_id": "u",
+        "metadata": {"k": "v"},
+    }
+    if api == "v1":
+        options["top_k"] = 3
+    else:
+        options["system"] = "Be brief."
+    request = ChatRequest(messages=HI, stream=stream, **options)
+    body = encode_v1(request) if api == "v1" else encode_v2(request, "svc")
+    written = set(json.loads(body))
+    assert written <= OWN_FIELDS[api]
+    if stream:
+        assert written == OWN_FIELDS[api]
 
 
 @pytest.mark.parametrize(
@@ -327,6 +424,42 @@ async def test_bearer_token_is_shared_through_a_token_store(emulator: Emulator) 
         await two.chat(HI)
     iam = [r for r in emulator.requests if r.path == "/v1/BCE-BEARER/token"]
     assert len(iam) == 1
+
+
+async def test_emulator_keeps_v1_tokens_and_iam_bearer_tokens_apart(emulator: Emulator) -> None:
+    """The emulator's IAM issues bce-v3 tokens, refused on v1; v1 access tokens are refused on v2."""
+    async with iam_client(emulator) as client:
+        await client.chat(HI)
+        assert client._transport.tokens is not None
+        bearer = await client._transport.tokens.get(_no_fetch)
+    assert bearer.startswith("bce-v3/ALTAK-")
+    v1_token = emulator.issue_token()
+    body = {"model": "mpt-30b-instruct", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=emulator.base_url) as http:
+        v2 = await http.post(
+            "/v2/chat/completions", json=body, headers={"Authorization": f"Bearer {v1_token}"}
+        )
+        v1 = await http.post(
+            emulator.chat_url(),
+            params={"access_token": bearer},
+            json={"messages": body["messages"]},
+        )
+    assert (v2.status_code, v2.json()["error"]["code"]) == (401, "invalid_iam_token")
+    assert v1.json()["error_code"] == 110
+
+
+async def test_a_bearer_token_from_elsewhere_works_on_v2(emulator: Emulator) -> None:
+    """An IAM bearer token obtained elsewhere (FixedTokenAuth) is sent as is on v2."""
+    token = emulator.issue_token(bearer=True)
+    auth = mpt_async.FixedTokenAuth(token)
+    async with mpt_async.Client(auth=auth, base_url=emulator.base_url, api="v2") as client:
+        answer = await client.chat(HI)
+    assert answer.result
+    assert v2_requests(emulator)[-1].headers["authorization"] == f"Bearer {token}"
+
+
+async def _no_fetch() -> NoReturn:
+    raise AssertionError("the token was cached")
 
 
 async def test_the_openai_sdk_gets_answers_from_the_emulator(

@@ -369,17 +369,19 @@ class Emulator:
         """Drop every queued scripted reply."""
         self._state.clear_replies()
 
-    def issue_token(self, ttl: float | None = None) -> str:
+    def issue_token(self, ttl: float | None = None, *, bearer: bool = False) -> str:
         """Mint a valid access token without calling the token endpoint.
 
         Args:
             ttl: Lifetime in seconds (negative: already expired); ``None`` uses
                 ``token_ttl``.
+            bearer: Mint an IAM bearer token (``bce-v3/...``) for the v2 interface rather
+                than a v1 access token; each is refused on the other interface.
 
         Raises:
             ValueError: ``ttl`` is not a number within ten years either way.
         """
-        return self._state.issue_token(ttl)
+        return self._state.issue_token(ttl, bearer=bearer)
 
     def revoke_tokens(self) -> None:
         """Invalidate every current token: chat answers error 110 for them."""

@@ -167,7 +167,10 @@ class V2Service:
         if not authorization.startswith("Bearer "):
             return True
         key = authorization[7:]
-        return key not in self.state.bearer_keys and self.state.check_token(key) is not None
+        return (
+            key not in self.state.bearer_keys
+            and self.state.check_token(key, bearer=True) is not None
+        )
 
     async def chat(self, request: Request, send: Send) -> None:
         """``POST /v2/chat/completions``: faults, method, Bearer, body rules, model, answer."""
@@ -327,7 +330,7 @@ class V2Service:
         now = time.time()
         reply = {
             "userId": uuid.uuid4().hex,
-            "token": state.issue_token(lifetime),
+            "token": state.issue_token(lifetime, bearer=True),
             "status": "enable",
             "createTime": _iso(now),
             "expireTime": _iso(now + lifetime),
