@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _paired, _redis_bench, _report, _telemetry
+from benchmarks import _paired, _redis_bench, _report, _telemetry, _v2
 from benchmarks._clients import find_aiohttp_transport
 from benchmarks._section import Context, Section, child_env
 from benchmarks._server import EmulatorProcess, cores, pin_self
@@ -319,6 +319,7 @@ SECTIONS: list[Section] = [
     Section("many_streams", measure_many_streams, _report.many_targets, _report.many_lines),
     Section("imports", measure_imports, _report.import_targets, _report.import_lines),
     Section("paired", _paired.run, _paired.targets, markdown=_paired.markdown),
+    Section("v2", _v2.run, _v2.targets, markdown=_v2.markdown),
     Section("telemetry", _telemetry.run, _telemetry.targets, markdown=_telemetry.markdown),
     Section("redis", _redis_bench.run, _redis_bench.targets, _redis_bench.lines),
 ]

@@ -133,11 +133,15 @@ class Adapter:
 
 
 class MptAsync(Adapter):
-    """``mpt_async.Client``; ``http`` picks its own default, or forces httpx or aiohttp."""
+    """``mpt_async.Client``; ``http`` picks its own default, or forces httpx or aiohttp.
 
-    def __init__(self, runtime: str = "asyncio", http: str = "default") -> None:
+    ``api="v2"`` speaks the v2 interface with the emulator's API key instead.
+    """
+
+    def __init__(self, runtime: str = "asyncio", http: str = "default", api: str = "v1") -> None:
         self.runtime = runtime
         self.http_kind = http
+        self.api = api
         self.client: Any = None
         self.http: Any = None
 
@@ -146,8 +150,14 @@ class MptAsync(Adapter):
 
         if self.http_kind != "default":
             self.http = _httpx_client(self.http_kind, pool)
+        if self.api == "v2":
+            from mpt_async.testing._emulator import DEFAULT_V2_API_KEY
+
+            auth: Any = mpt_async.APIKeyAuth(DEFAULT_V2_API_KEY)
+        else:
+            auth = mpt_async.AccessTokenAuth(API_KEY, SECRET_KEY)
         self.client = mpt_async.Client(
-            auth=mpt_async.AccessTokenAuth(API_KEY, SECRET_KEY),
+            auth=auth,
             base_url=base_url,
             max_connections=pool,
             http_client=self.http,
@@ -308,6 +318,7 @@ CLIENTS: dict[str, Any] = {
     "mpt_async[aiohttp]": lambda: MptAsync("asyncio", http="aiohttp"),
     "mpt_async/trio": lambda: MptAsync("trio"),
     "mpt_async[pool]": lambda: MptAsync("asyncio", http="pool"),
+    "mpt_async/v2": lambda: MptAsync("asyncio", api="v2"),
     "httpx": lambda: RawHttpx("httpx"),
     "httpx+aiohttp": lambda: RawHttpx("aiohttp"),
     "httpx+pool/trio": lambda: RawHttpx("pool", runtime="trio"),
@@ -321,6 +332,7 @@ DESCRIPTIONS = {
     "mpt_async[httpx]": "mpt_async.Client on asyncio over a plain httpx.AsyncClient (info)",
     "mpt_async[aiohttp]": "mpt_async.Client over httpx + mpt_async's aiohttp transport",
     "mpt_async/trio": "mpt_async.Client on trio, default transport",
+    "mpt_async/v2": "mpt_async.Client on asyncio, v2 interface (an API key; the v2 section)",
     "mpt_async[pool]": "mpt_async.Client on asyncio over httpx + mpt_async's pool "
     "(what asyncio uses without aiohttp; info)",
     "httpx": "raw httpx.AsyncClient, default transport",

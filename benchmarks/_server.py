@@ -126,7 +126,10 @@ class EmulatorProcess:
         """Call ``/_emulator/{name}`` and return its JSON answer."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.base_url}/_emulator/{name}", data=data, method=method
+            f"{self.base_url}/_emulator/{name}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())

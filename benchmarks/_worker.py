@@ -218,6 +218,10 @@ def run(spec: dict) -> dict:
         from benchmarks import _paired
 
         return _paired.worker(spec)
+    if spec["task"] == "v2":
+        from benchmarks import _v2
+
+        return _v2.worker(spec)
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 

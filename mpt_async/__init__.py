@@ -6,7 +6,7 @@
 
 from typing import TYPE_CHECKING
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
+from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
 from mpt_async._client import DEFAULT_ENDPOINT, Client
 from mpt_async._exceptions import (
@@ -98,6 +98,7 @@ __all__ = [
     "AKSKAuth",
     "APIConnectionError",
     "APIError",
+    "APIKeyAuth",
     "APITimeoutError",
     "AccessTokenAuth",
     "Auth",

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import weakref
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +16,16 @@ import httpx
 
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._auth import (
+    V2_KEY_PREFIX,
     AccessTokenAuth,
     AKSKAuth,
+    APIKeyAuth,
     Auth,
     FixedTokenAuth,
     auth_from_env,
     base_url_from_env,
+    check_api,
+    iam_base_url_from_env,
 )
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
     from mpt_async import _telemetry
     from mpt_async._batch import Batch, BatchInput, ProgressHook
+    from mpt_async._dialect import API
     from mpt_async._limiter import Limiter
 
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
@@ -105,14 +110,67 @@ def _check_auth(value: object) -> Auth:
     if value is None:
         return auth_from_env()
     if isinstance(value, str):
+        if value.startswith(V2_KEY_PREFIX):
+            # A string is a v1 access token; a v2 key passed there would be sent as one.
+            refuse(
+                "auth",
+                "looks like a v2 API key (bce-v3/...), but a string means a v1 access token: "
+                "pass auth=APIKeyAuth(key), or set QIANFAN_API_KEY",
+            )
         return FixedTokenAuth(value)
-    if not isinstance(value, (AccessTokenAuth, AKSKAuth, FixedTokenAuth)):
+    if not isinstance(value, (APIKeyAuth, AccessTokenAuth, AKSKAuth, FixedTokenAuth)):
         refuse(
             "auth",
-            "must be an AccessTokenAuth, AKSKAuth or FixedTokenAuth, a token string, or None; "
-            f"not {type(value).__name__}",
+            "must be an APIKeyAuth, AccessTokenAuth, AKSKAuth or FixedTokenAuth, an access "
+            f"token string, or None; not {type(value).__name__}",
         )
     return value
+
+
+_APPID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _check_appid(value: object) -> str | None:
+    if value is None:
+        return None
+    text = check_str(value, "appid")
+    if not _APPID.fullmatch(text):
+        refuse("appid", "must be 1 to 128 printable ASCII characters, without spaces")
+    return text
+
+
+def _check_extra_body(value: object, api: API) -> Mapping[str, Any] | None:
+    """Extra body fields: names to JSON values, copied (so later edits do not leak in).
+
+    None may be a field the client writes itself on ``api``: an option belongs in the call.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        refuse("extra_body", "must be a mapping with string keys, or None")
+    from mpt_async._converter import dumps
+    from mpt_async._dialect import OWN_FIELDS
+
+    if own := sorted(OWN_FIELDS[api].intersection(value)):
+        refuse(
+            "extra_body",
+            f"may not set {', '.join(map(repr, own))}: the client writes it on {api} (pass "
+            "options to chat() or chat_stream(), the service's name as endpoint=)",
+        )
+
+    try:
+        dumps(dict(value))
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        refuse("extra_body", "must hold only JSON values")
+    return _copy.deepcopy(dict(value))
+
+
+def _check_token_store(value: object) -> TokenStore | None:
+    if value is None:
+        return None
+    from mpt_async._token_store import check_token_store  # only with a store
+
+    return check_token_store(value)
 
 
 def _check_base_url(value: object) -> str:
@@ -202,7 +260,7 @@ def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | N
 
 @attrs.frozen
 class _Call:
-    """One call, ready to go: where it goes, its body, and the request loop's options."""
+    """One call, ready to go: the service's name, its body, and the request loop's options."""
 
     endpoint: str
     body: bytes
@@ -216,12 +274,17 @@ class Client:
     Every call goes through one pooled ``httpx.AsyncClient``.
 
     Args:
-        endpoint: The API name chosen when the service was created.
-        auth: :class:`AccessTokenAuth`, :class:`AKSKAuth`, :class:`FixedTokenAuth`, or a
-            token string. ``None`` reads ``QIANFAN_ACCESS_TOKEN``, ``QIANFAN_AK`` /
-            ``QIANFAN_SK`` or ``QIANFAN_ACCESS_KEY`` / ``QIANFAN_SECRET_KEY``.
+        endpoint: The service's API name, chosen when it was deployed (sent as ``model`` on
+            v2).
+        auth: :class:`APIKeyAuth` (a v2 API key), :class:`AKSKAuth` (IAM keys),
+            :class:`AccessTokenAuth` (a v1 application's keys), :class:`FixedTokenAuth`, or a
+            v1 access token string. ``None`` reads ``QIANFAN_API_KEY``,
+            ``QIANFAN_ACCESS_TOKEN``, ``QIANFAN_AK`` / ``QIANFAN_SK`` or
+            ``QIANFAN_ACCESS_KEY`` / ``QIANFAN_SECRET_KEY``.
         base_url: The service's address; ``None`` reads ``QIANFAN_BASE_URL``, else
-            ``https://aip.baidubce.com``.
+            ``https://qianfan.baidubce.com`` (v2) or ``https://aip.baidubce.com`` (v1). IAM
+            bearer tokens come from ``QIANFAN_IAM_BASE_URL``, else IAM's host when the
+            service is Baidu's, else ``base_url``.
         timeout: A :class:`Timeouts`, or one number of seconds for every bound.
         max_retries: How many times a retryable failure is tried again.
         http_client: Your own ``httpx.AsyncClient``; it is used as is and not closed.
@@ -229,13 +292,22 @@ class Client:
         max_connections: The pool's size, when the client makes its own ``httpx`` client.
         token_store: Share the access token with other clients and processes through this
             :class:`TokenStore` (:class:`MemoryTokenStore`, :class:`FileTokenStore`); only
-            used with :class:`AccessTokenAuth`.
+            used with :class:`AccessTokenAuth`, and :class:`AKSKAuth` on v2 (IAM bearer
+            tokens).
         rate_limits: Ceilings and settings for the quota limiter (shared with the copies
             made by :meth:`with_options`). ``None``: the defaults of :class:`RateLimits`,
             which learn the rate the service grants; a quota refusal then waits for
             capacity instead of failing (up to ``Timeouts.quota``).
         telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
             (the ``otel`` extra); ``False`` turns it off (for the copies too).
+        api: The service's interface: ``"v2"`` (``/v2/chat/completions``, the only one Baidu
+            serves since 2026-08-31) or ``"v1"``. ``None`` lets the credentials decide: a v2
+            API key and IAM AK/SK mean v2, a v1 application's keys or an access token v1.
+        appid: The v2 application to bill (the ``appid`` header); ``None``: the key's default.
+        extra_body: Fields added to every request body as they are, for what the service
+            takes before this library knows it (a copy can change it: :meth:`with_options`).
+            A field the client writes itself (``model``, ``stream``, an option of
+            :meth:`chat`) is refused here: it belongs in the call.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -255,14 +327,16 @@ class Client:
         token_store: TokenStore | None = None,
         rate_limits: RateLimits | None = None,
         telemetry: bool = True,
+        api: API | None = None,
+        appid: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         auth = _check_auth(auth)
-        base_url = _check_base_url(base_url or base_url_from_env())
-        if token_store is not None:
-            from mpt_async._token_store import check_token_store  # only with a store
-
-            token_store = check_token_store(token_store)
+        api = check_api(auth, api)
+        base_url = _check_base_url(base_url or base_url_from_env(api))
+        self._extra_body = _check_extra_body(extra_body, api)
+        token_store = _check_token_store(token_store)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._transport import CallOptions, Transport  # with the first client
 
@@ -282,20 +356,28 @@ class Client:
             auth=auth,
             token_store=token_store,
             limiter=limiter,
+            api=api,
+            appid=_check_appid(appid),
+            iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
         self._is_copy = False
         self._loop = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
-            f"Client(endpoint={self._endpoint!r}, base_url={self._transport.base_url!r}, "
-            f"auth={self._transport.auth!r})"
+            f"Client(endpoint={self._endpoint!r}, api={self._transport.api!r}, "
+            f"base_url={self._transport.base_url!r}, auth={self._transport.auth!r})"
         )
 
     @property
     def endpoint(self) -> str:
         """The API name this client calls."""
         return self._endpoint
+
+    @property
+    def api(self) -> API:
+        """The service's interface this client speaks, ``"v1"`` or ``"v2"``."""
+        return self._transport.api
 
     @property
     def base_url(self) -> str:
@@ -328,13 +410,17 @@ class Client:
         max_retries: int | None = None,
         backoff: Backoff | None = None,
         endpoint: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> Client:
         """A copy with other options, sharing this client's connections and token.
 
-        Closing a copy does nothing; close the original.
+        ``extra_body`` replaces the fields added to each body. Closing a copy does nothing;
+        close the original.
         """
         copy = _copy.copy(self)  # every attribute, so that none can be forgotten
         copy._is_copy = True
+        if extra_body is not None:
+            copy._extra_body = _check_extra_body(extra_body, self._transport.api)
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}
@@ -379,12 +465,15 @@ class Client:
         if self._transport.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
-        from mpt_async._converter import encode_request
+        from mpt_async._dialect import encode_v1, encode_v2
 
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        return _Call(self._endpoint, encode_request(request), options)
+        endpoint, extra = self._endpoint, self._extra_body
+        if self._transport.api == "v2":
+            return _Call(endpoint, encode_v2(request, endpoint, extra), options)
+        return _Call(endpoint, encode_v1(request, extra), options)
 
     async def _send(
         self,

@@ -4,9 +4,8 @@ The codes are those of the service's error-code page,
 https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh.
 
 Every retry, refresh and raise decision about an error code or HTTP status is read from
-here by the request loop; nothing else in the package interprets codes. The command line's
-questions (is a failure worth a rerun, does it stop a whole batch, is it the caller's
-fault) are answered here too, by :func:`failure_of` and :class:`Failure`.
+here by the request loop; nothing else in the package interprets codes. The command line
+sorts the errors it reports into outcomes of its own (:mod:`mpt_async._cli.outcome`).
 """
 
 from __future__ import annotations
@@ -15,35 +14,23 @@ import enum
 from collections.abc import Mapping
 
 from mpt_async._exceptions import (
-    APIConnectionError,
     APIError,
-    APITimeoutError,
     AuthenticationError,
-    ConfigurationError,
     InternalServerError,
     InvalidRequestError,
-    MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
-    RequestValidationError,
-    SharedStoreError,
-    StreamError,
 )
 from mpt_async._quota_kind import QuotaKind
-from mpt_async._validate import is_int
 
 __all__ = [
     "CODE_TABLE",
     "QUOTA_KINDS",
     "Action",
-    "Failure",
     "classify_code",
     "classify_status",
-    "failure_of",
-    "is_transient",
     "make_error",
-    "record_code",
 ]
 
 
@@ -63,8 +50,10 @@ class Action(enum.Enum):
 
 R, F, X, W = Action.RETRY, Action.REFRESH, Action.RAISE, Action.WAIT
 
-#: code -> (action, error class, the message Baidu documents for it).
-CODE_TABLE: Mapping[int, tuple[Action, type[APIError], str]] = {
+#: code -> (action, error class, the message Baidu documents for it). The v1 interface's codes
+#: are integers (https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh); the v2 interface's
+#: are strings, sent with a real HTTP status (https://cloud.baidu.com/doc/qianfan-api/s/Om9b4yj3w).
+CODE_TABLE: Mapping[int | str, tuple[Action, type[APIError], str]] = {
     1: (R, InternalServerError, "Unknown error"),
     2: (R, InternalServerError, "Service temporarily unavailable"),
     3: (X, InvalidRequestError, "Unsupported openapi method"),
@@ -94,6 +83,43 @@ CODE_TABLE: Mapping[int, tuple[Action, type[APIError], str]] = {
     336105: (X, InvalidRequestError, "invalid argument (user setting)"),
     336501: (W, RateLimitError, "Rate limit reached for RPM"),
     336502: (W, RateLimitError, "Rate limit reached for TPM"),
+    # -- v2 --------------------------------------------------------------------------
+    "malformed_json": (X, InvalidRequestError, "the body is not JSON"),
+    "invalid_argument": (X, InvalidRequestError, "a parameter breaks the service's rules"),
+    "invalid_messages": (X, InvalidRequestError, "the messages break the service's rules"),
+    "characters_too_long": (X, InvalidRequestError, "input too long"),
+    "tokens_too_long": (X, InvalidRequestError, "input too long"),
+    "method_not_supported": (X, InvalidRequestError, "Invalid HTTP method"),
+    # Expired, revoked and missing tokens all read the same: refresh once, then raise.
+    "invalid_iam_token": (F, AuthenticationError, "the API key or bearer token was refused"),
+    # Not a credentials problem, though it comes as 401: a wrong service name lands here.
+    "invalid_model": (
+        X,
+        NotFoundError,
+        "no service by that name (endpoint=): use the service's v2 API name from the console",
+    ),
+    "invalid_appid": (X, AuthenticationError, "this API key may not use that appid"),
+    "account_overdue": (
+        X,
+        PermissionDeniedError,
+        "the account is in arrears: top it up in the Qianfan console, then call again",
+    ),
+    "model_offline": (
+        X,
+        PermissionDeniedError,
+        "the service is offline: start it (or redeploy it on the v2 interface) in the console",
+    ),
+    "internal_error": (R, InternalServerError, "Internal error"),
+    "dispatch_internal_error": (R, InternalServerError, "Internal error"),
+    "user_rate_limit_exceeded": (W, RateLimitError, "qps request limit by APP ID reached"),
+    "cluster_rate_limit_exceeded": (W, RateLimitError, "request limit by resource cluster reached"),
+    "rpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for RPM"),
+    "tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for TPM"),
+    "input_tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for input TPM"),
+    "output_tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for output TPM"),
+    "cluster_rpm_rate_limit_exceeded": (W, RateLimitError, "cluster RPM limit reached"),
+    "cluster_tpm_rate_limit_exceeded": (W, RateLimitError, "cluster TPM limit reached"),
+    "preemptible_rate_limit_exceeded": (W, RateLimitError, "preemptible traffic limit reached"),
 }
 del R, F, X, W
 
@@ -107,11 +133,21 @@ QUOTA_KINDS: Mapping[int | str, QuotaKind] = {
     19: QuotaKind.TOTAL,
     336501: QuotaKind.MINUTE,
     336502: QuotaKind.TOKENS,
+    # v2's 429 codes (https://cloud.baidu.com/doc/qianfan-api/s/Om9b4yj3w)
+    "user_rate_limit_exceeded": QuotaKind.SECOND,
+    "cluster_rate_limit_exceeded": QuotaKind.SECOND,
+    "preemptible_rate_limit_exceeded": QuotaKind.SECOND,
+    "rpm_rate_limit_exceeded": QuotaKind.MINUTE,
+    "cluster_rpm_rate_limit_exceeded": QuotaKind.MINUTE,
+    "tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "input_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "output_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "cluster_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
 }
 
 
-def classify_code(code: int) -> tuple[Action, type[APIError]]:
-    """The action and error class for an API ``error_code``; unknown codes raise as APIError."""
+def classify_code(code: int | str) -> tuple[Action, type[APIError]]:
+    """The action and error class for an API error code; unknown codes raise as APIError."""
     entry = CODE_TABLE.get(code)
     if entry is None:
         return Action.RAISE, APIError
@@ -134,7 +170,7 @@ def classify_status(status: int) -> tuple[Action, type[APIError]]:
 
 
 def make_error(
-    code: int,
+    code: int | str,
     message: str,
     *,
     status_code: int | None,
@@ -153,134 +189,3 @@ def make_error(
     else:
         error = cls(message, error_code=code, status_code=status_code, request_id=request_id)
     return action, error
-
-
-# -- failures, as the command line sees them ---------------------------------------------
-
-
-class Failure(enum.Enum):
-    """What kind of failure ended a call; each value is its name in a batch record."""
-
-    INVALID_JSON = "invalid_json"
-    """A batch input line is not a JSON value."""
-    INVALID_REQUEST = "invalid_request"
-    """The request breaks the API's rules (refused before any I/O)."""
-    CONFIGURATION = "configuration"
-    """The client was set up wrongly."""
-    AUTHENTICATION = "authentication"
-    """The credentials were refused."""
-    PERMISSION = "permission"
-    """The credentials may not use this service."""
-    NOT_FOUND = "not_found"
-    """No such endpoint."""
-    QUOTA = "quota"
-    """A daily or total request quota is used up: no retry helps today."""
-    RATE_LIMIT = "rate_limit"
-    """A per-second or per-minute limit."""
-    SERVER_ERROR = "server_error"
-    """The service failed."""
-    MALFORMED_RESPONSE = "malformed_response"
-    """The reply was not the protocol."""
-    HTTP_ERROR = "http_error"
-    """Any other refusal by the service."""
-    TIMEOUT = "timeout"
-    """A wait ran out."""
-    CONNECTION = "connection"
-    """The network failed."""
-    STREAM = "stream"
-    """A stream broke before its end."""
-    UNEXPECTED = "error"
-    """Anything else."""
-
-    @property
-    def transient(self) -> bool:
-        """Whether a later run may succeed where this one failed (not the request's fault)."""
-        return self not in _PERMANENT
-
-    @property
-    def stops_every_call(self) -> bool:
-        """Whether every other call would fail the same way (so a batch run stops)."""
-        return self in _FOR_EVERY_CALL
-
-    @property
-    def callers_fault(self) -> bool:
-        """Whether the caller must change something: the command line exits with 2."""
-        return self in (Failure.INVALID_REQUEST, Failure.CONFIGURATION)
-
-
-_PERMANENT = frozenset(
-    {Failure.INVALID_JSON, Failure.INVALID_REQUEST, Failure.HTTP_ERROR, Failure.UNEXPECTED}
-)
-_FOR_EVERY_CALL = frozenset(
-    {
-        Failure.CONFIGURATION,
-        Failure.AUTHENTICATION,
-        Failure.PERMISSION,
-        Failure.NOT_FOUND,
-        Failure.QUOTA,
-    }
-)
-#: The failures told apart by class alone, most specific first.
-_BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
-    (RequestValidationError, Failure.INVALID_REQUEST),
-    (ConfigurationError, Failure.CONFIGURATION),
-    (AuthenticationError, Failure.AUTHENTICATION),
-    (PermissionDeniedError, Failure.PERMISSION),
-    (NotFoundError, Failure.NOT_FOUND),
-    (InternalServerError, Failure.SERVER_ERROR),
-    (MalformedResponseError, Failure.MALFORMED_RESPONSE),
-    (APIError, Failure.HTTP_ERROR),
-    (APITimeoutError, Failure.TIMEOUT),
-    (APIConnectionError, Failure.CONNECTION),
-    (SharedStoreError, Failure.CONNECTION),  # Redis's network, not the service's
-    (StreamError, Failure.STREAM),
-)
-
-
-def _failure_of_class(cls: type[BaseException], code: int | None) -> Failure:
-    if issubclass(cls, RateLimitError):
-        # A limit the table says not to retry is a quota (daily, total).
-        quota = code is not None and classify_code(code)[0] is Action.RAISE
-        return Failure.QUOTA if quota else Failure.RATE_LIMIT
-    for base, failure in _BY_CLASS:
-        if issubclass(cls, base):
-            return failure
-    return Failure.UNEXPECTED
-
-
-def failure_of(exc: BaseException) -> Failure:
-    """What kind of failure ``exc`` is.
-
-    Args:
-        exc: The error a call ended with.
-    """
-    return _failure_of_class(type(exc), getattr(exc, "error_code", None))
-
-
-def record_code(exc: BaseException) -> int | str:
-    """The ``code`` a batch record keeps: the API's ``error_code``, else the failure's name.
-
-    Args:
-        exc: Why the line failed.
-    """
-    code = exc.error_code if isinstance(exc, APIError) else None
-    return code if code is not None else failure_of(exc).value
-
-
-def is_transient(code: object) -> bool:
-    """Whether a line recorded with ``code`` is worth trying again in a later run.
-
-    True for the failures that are not the line's fault: connection, timeout, rate limits
-    and quotas, server errors, malformed replies, and the codes the client retries or
-    that refuse the credentials. False for a request the API refused (or would refuse).
-
-    Args:
-        code: The ``code`` of a record (see :func:`record_code`).
-    """
-    if is_int(code):
-        action, cls = classify_code(code)
-        return action is not Action.RAISE or _failure_of_class(cls, code).transient
-    try:
-        return Failure(code).transient
-    except ValueError:
-        return False

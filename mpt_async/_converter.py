@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import attrs
 import cattrs
@@ -29,6 +29,7 @@ __all__ = [
     "decode_json",
     "dumps",
     "encode_request",
+    "is_int64",
     "loads",
     "make_converter",
     "structure",
@@ -53,14 +54,14 @@ def _exact(kind: type[Any]) -> Any:
     return structure_exact
 
 
-def _is_int64(value: object) -> bool:
+def is_int64(value: object) -> TypeGuard[int]:
     """An ``int`` (not a ``bool``) that fits in 64 bits, as every integer of a reply must."""
     return type(value) is int and -_INT_LIMIT < value < _INT_LIMIT
 
 
 def _structure_int(value: object, _: object) -> int:
-    if _is_int64(value):
-        return value  # type: ignore[return-value]
+    if is_int64(value):
+        return value
     if type(value) is int:
         raise TypeError("expected a 64-bit int, got a larger one")
     raise TypeError(f"expected int, got {type(value).__name__}")
@@ -144,18 +145,18 @@ def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
         flagged = data.get("need_clear_history", False)
         ban_round = data.get("ban_round")
         if not (
-            _is_int64(prompt)
-            and _is_int64(completion)
-            and _is_int64(total)
+            is_int64(prompt)
+            and is_int64(completion)
+            and is_int64(total)
             and type(id_) is str
             and type(object_) is str
             and type(result) is str
-            and _is_int64(created)
-            and _is_int64(sentence_id)
+            and is_int64(created)
+            and is_int64(sentence_id)
             and type(is_end) is bool
             and type(truncated) is bool
             and type(flagged) is bool
-            and (ban_round is None or _is_int64(ban_round))
+            and (ban_round is None or is_int64(ban_round))
         ):
             raise TypeError("a chunk field has the wrong type")
         return ChatChunk(

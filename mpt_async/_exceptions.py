@@ -84,7 +84,7 @@ class APIError(MPTError):
         self,
         error_msg: str,
         *,
-        error_code: int | None = None,
+        error_code: int | str | None = None,
         status_code: int | None = None,
         request_id: str | None = None,
     ) -> None:
@@ -109,7 +109,7 @@ class APIError(MPTError):
 def _rebuild_api_error(
     cls: type[APIError],
     error_msg: str,
-    error_code: int | None,
+    error_code: int | str | None,
     status_code: int | None,
     request_id: str | None,
 ) -> APIError:
@@ -142,7 +142,7 @@ class RateLimitError(APIError):
         self,
         error_msg: str,
         *,
-        error_code: int | None = None,
+        error_code: int | str | None = None,
         status_code: int | None = None,
         request_id: str | None = None,
         quota: QuotaKind | None = None,
@@ -174,7 +174,7 @@ class RateLimitError(APIError):
 def _rebuild_rate_limit_error(
     cls: type[RateLimitError],
     error_msg: str,
-    error_code: int | None,
+    error_code: int | str | None,
     status_code: int | None,
     request_id: str | None,
     quota: QuotaKind | None,

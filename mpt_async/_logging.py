@@ -1,9 +1,10 @@
-"""The package's logger, and the filter that keeps secrets out of httpx's log lines.
+"""The package's logger, and the filter that keeps secrets out of the HTTP libraries' logs.
 
 What counts as a secret is decided by the one redactor, :mod:`mpt_async._redact`.
 
 httpx logs every request at INFO with its full URL, and a Qianfan URL carries the access
-token (``?access_token=``) or, on the token endpoint, the Secret Key (``client_secret=``).
+token (``?access_token=``) or, on the token endpoint, the Secret Key (``client_secret=``);
+httpcore and aiohttp log beneath it. The filter goes on every logger they log on.
 """
 
 from __future__ import annotations

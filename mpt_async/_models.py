@@ -22,6 +22,7 @@ from mpt_async._options import (
     to_metadata,
     to_penalty_score,
     to_stop,
+    to_system,
     to_temperature,
     to_top_k,
     to_top_p,
@@ -164,6 +165,7 @@ class ChatRequest:
         stop: See :class:`ChatOptions`.
         user_id: See :class:`ChatOptions`.
         metadata: See :class:`ChatOptions`.
+        system: See :class:`ChatOptions` (the v2 interface only).
 
     Raises:
         RequestValidationError: Naming the field and the rule it breaks.
@@ -178,6 +180,7 @@ class ChatRequest:
     stop: tuple[str, ...] | None = attrs.field(default=None, converter=to_stop)
     user_id: str | None = attrs.field(default=None, converter=to_user_id)
     metadata: dict[str, str] | None = attrs.field(default=None, converter=to_metadata, hash=False)
+    system: str | None = attrs.field(default=None, converter=to_system)
 
     @stream.validator
     def _check_stream(self, _: object, value: object) -> None:

@@ -52,6 +52,8 @@ class ChatOptions(TypedDict, total=False):
         stop: At most 4 strings of at most 20 characters each; the answer stops before any.
         user_id: The end user's id.
         metadata: At most 16 string-to-string entries, sent with the call.
+        system: A system prompt: on the v2 interface, a leading ``system`` message. The v1
+            interface of a self-deployed service has none: there it is refused.
     """
 
     temperature: float | None
@@ -61,6 +63,7 @@ class ChatOptions(TypedDict, total=False):
     stop: Iterable[str] | None
     user_id: str | None
     metadata: Mapping[str, str] | None
+    system: str | None
 
 
 #: The option names, in the order a request body lists them.
@@ -132,6 +135,16 @@ def to_user_id(value: str | None) -> str | None:
     return value
 
 
+def to_system(value: str | None) -> str | None:
+    """Check ``system``: text that is not empty."""
+    if value is not None:
+        text = check_str(value, "system", error=_BAD)
+        if not text:
+            refuse("system", "must not be empty", _BAD)
+        check_text("system", text)
+    return value
+
+
 def to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
     """Check ``metadata``, as a dict of its own."""
     if value is None:
@@ -157,6 +170,7 @@ _CONVERTERS: Mapping[str, Callable[[Any], object]] = {
     "stop": to_stop,
     "user_id": to_user_id,
     "metadata": to_metadata,
+    "system": to_system,
 }
 
 

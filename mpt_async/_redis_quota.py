@@ -15,7 +15,7 @@ import math
 import secrets
 from typing import Any
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
+from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
 from mpt_async._quota_model import QuotaModel, Usage
 from mpt_async._quota_store import MARGIN, PAUSE, RATE, WINDOW, Grant, MemoryQuotaStore
 from mpt_async._redis_scripts import TAKE
@@ -41,6 +41,8 @@ def application_key(base_url: str, auth: Auth) -> str:
         return token_key(base_url, auth.api_key, auth.secret_key)
     if isinstance(auth, AKSKAuth):
         return token_key(base_url, f"aksk\0{auth.access_key}", auth.secret_key)
+    if isinstance(auth, APIKeyAuth):
+        return token_key(base_url, "apikey\0", auth.api_key)
     assert isinstance(auth, FixedTokenAuth)
     return token_key(base_url, "fixed\0", auth.access_token)
 

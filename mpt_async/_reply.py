@@ -27,7 +27,7 @@ import httpx
 from mpt_async import _converter
 from mpt_async._backoff import parse_retry_after
 from mpt_async._body import Body, BodyTooLarge, UnsupportedEncoding, aclose_response
-from mpt_async._codes import Action, classify_status, make_error
+from mpt_async._codes import CODE_TABLE, Action, classify_status, make_error
 from mpt_async._exceptions import (
     APIConnectionError,
     APIError,
@@ -105,8 +105,12 @@ def request_id(response: httpx.Response) -> str | None:
 
 
 def is_error_body(data: Any) -> bool:
-    """Whether parsed JSON is the API's ``{"error_code", "error_msg"}`` error body."""
-    return isinstance(data, dict) and "error_code" in data
+    """Whether parsed JSON is an error body, of either interface.
+
+    v1's is ``{"error_code", "error_msg"}``; v2's ``{"error": {"code", "message", "type"}}``,
+    which some gateways send with HTTP 200.
+    """
+    return isinstance(data, dict) and ("error_code" in data or isinstance(data.get("error"), dict))
 
 
 def status_failure(response: httpx.Response) -> Failure:
@@ -122,6 +126,8 @@ def status_failure(response: httpx.Response) -> Failure:
 
 
 def _envelope_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
+    if "error_code" not in data:
+        return _v2_failure(data, response)
     try:
         envelope = _converter.structure(data, ErrorEnvelope, status_code=response.status_code)
     except MalformedResponseError as exc:
@@ -133,6 +139,27 @@ def _envelope_failure(data: dict[str, Any], response: httpx.Response) -> Failure
         request_id=envelope.id or request_id(response),
     )
     return Failure(error, action, parse_retry_after(response.headers.get("retry-after")))
+
+
+def _v2_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
+    """The failure for v2's ``{"error": {"code", "message", "type"}, "id"}``."""
+    error = data["error"]
+    code, message = error.get("code"), error.get("message")
+    if not isinstance(code, str) or not code or len(code) > 100:
+        code = f"http_{response.status_code}" if response.status_code != 200 else "unknown"
+    said = message[:300] if isinstance(message, str) else ""
+    known = CODE_TABLE.get(code)
+    text = (
+        said if known is None else known[2] if not said or said == code else f"{known[2]}: {said}"
+    )
+    rid = data.get("id")
+    action, failure = make_error(
+        code,
+        text or code,
+        status_code=response.status_code,
+        request_id=rid if isinstance(rid, str) and len(rid) <= 200 else request_id(response),
+    )
+    return Failure(failure, action, parse_retry_after(response.headers.get("retry-after")))
 
 
 #: A check of a parsed body before the generic ones (the token endpoint's OAuth errors).
@@ -310,12 +337,16 @@ class ChunkDecoder:
 
     def __init__(self, body: Body, *, idle: float, deadline: float) -> None:
         self.body = body
-        self._reader = EventReader(body.chunks)
+        self._reader = self._events(body)
         self._structure = _converter.chunk_structurer()
         self._idle = idle
         self._deadline = deadline
         #: How many chunks have been accepted.
         self.received = 0
+
+    @staticmethod
+    def _events(body: Body) -> EventReader:
+        return EventReader(body.chunks)
 
     async def first(self) -> dict[str, Any]:
         """Chunk 0's JSON object, checked for an error body.

@@ -28,12 +28,15 @@ class EventReader:
 
     Args:
         chunks: The response body as it arrives.
+        bare_json: Also take a line that is a bare JSON object as a payload.
     """
 
-    __slots__ = ("_chunks", "_eof", "_held", "_pieces", "ready")
+    __slots__ = ("_bare_json", "_chunks", "_eof", "_held", "_pieces", "ready")
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], *, bare_json: bool = False) -> None:
         self._chunks = chunks
+        #: Take a line that is a bare JSON object as a payload (v2's undocumented errors).
+        self._bare_json = bare_json
         #: The start of a line whose end has not arrived yet, in pieces.
         self._pieces: list[bytes] = []
         self._held = 0
@@ -96,5 +99,7 @@ class EventReader:
             raise BadLine(f"a line longer than {MAX_LINE_BYTES} bytes")
         if line.startswith(b"data:"):
             self.ready.append(line[5:].strip())
+        elif self._bare_json and line.lstrip().startswith(b"{"):
+            self.ready.append(line.strip())
         elif line.strip() and not line.startswith(_IGNORED_FIELDS):
             raise BadLine(line[:80].decode(errors="replace"))

@@ -26,7 +26,7 @@ import anyio
 import attrs
 import httpx
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, Auth, FixedTokenAuth
+from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
 from mpt_async._backoff import Backoff
 from mpt_async._body import (
     ACCEPT_ENCODING,
@@ -36,6 +36,7 @@ from mpt_async._body import (
     plain_content,
 )
 from mpt_async._codes import Action
+from mpt_async._dialect import V2_CHAT_PATH, V2ChunkDecoder, v2_answer
 from mpt_async._exceptions import (
     APIError,
     APITimeoutError,
@@ -58,9 +59,10 @@ from mpt_async._reply import (
 )
 from mpt_async._signer import sign_request
 from mpt_async._timeouts import Timeouts
-from mpt_async._token import TOKEN_PATH, TokenCache, fetch_token
+from mpt_async._token import TOKEN_PATH, TokenCache, fetch_bearer_token, fetch_token
 
 if TYPE_CHECKING:
+    from mpt_async._dialect import API
     from mpt_async._telemetry import CallObserver
     from mpt_async._token_store import TokenStore
 
@@ -204,6 +206,9 @@ class Transport:
         auth: The credentials.
         token_store: Where access tokens are shared beyond this transport, if anywhere.
         limiter: Holds calls back to the quotas (learned, announced, the user's ceilings).
+        api: The service's interface, ``"v1"`` or ``"v2"``.
+        appid: The v2 application to bill, if not the key's default one.
+        iam_base_url: Where IAM issues v2 bearer tokens for IAM AK/SK.
     """
 
     def __init__(
@@ -215,28 +220,45 @@ class Transport:
         auth: Auth,
         limiter: Limiter,
         token_store: TokenStore | None = None,
+        api: API = "v1",
+        appid: str | None = None,
+        iam_base_url: str | None = None,
     ) -> None:
         install_redaction()
         self.http = http
         self.owns_http = owns_http
         self.base_url = base_url.rstrip("/")
         self.auth = auth
+        self.api: API = api
+        self.iam_base_url = (iam_base_url or self.base_url).rstrip("/")
         self.tokens: TokenCache | None = None
-        if isinstance(auth, AccessTokenAuth):
+        if isinstance(auth, AccessTokenAuth) or (api == "v2" and isinstance(auth, AKSKAuth)):
             key = ""
             if token_store is not None:
                 from mpt_async._token_store import SealedTokenStore, token_key, token_seal
 
-                key = token_key(self.base_url, auth.api_key, auth.secret_key)
+                key = (
+                    token_key(self.base_url, auth.api_key, auth.secret_key)
+                    if isinstance(auth, AccessTokenAuth)
+                    else token_key(self.iam_base_url, f"iam\0{auth.access_key}", auth.secret_key)
+                )
                 token_store = SealedTokenStore(token_store, token_seal(auth.secret_key))
             self.tokens = TokenCache(store=token_store, key=key)
+        headers = dict(_HEADERS)
+        if appid is not None:
+            headers["appid"] = appid
+        self._headers = headers
         self.closed = False
         self._urls: dict[tuple[str, str | None], httpx.URL] = {}
         #: The client's limiter; shared by its copies.
         self.limiter = limiter
         #: The credentials' secrets, masked in every error.
         self._secrets = (
-            (auth.access_token,) if isinstance(auth, FixedTokenAuth) else (auth.secret_key,)
+            (auth.access_token,)
+            if isinstance(auth, FixedTokenAuth)
+            else (auth.api_key,)
+            if isinstance(auth, APIKeyAuth)
+            else (auth.secret_key,)
         )
 
     async def aclose(self) -> None:
@@ -370,7 +392,11 @@ class Transport:
     def carried(self, request: httpx.Request) -> tuple[str, ...]:
         """The secrets ``request`` carries: the credentials', its token or signature."""
         token = request.url.params.get("access_token")
-        signature = request.headers.get("authorization", "").rpartition("/")[2]
+        authorization = request.headers.get("authorization", "")
+        if authorization.startswith("Bearer "):
+            bearer = authorization[7:]
+            return (*self._secrets, bearer, bearer.rpartition("/")[2])
+        signature = authorization.rpartition("/")[2]
         return (*self._secrets, *(s for s in (token, signature) if s))
 
     async def _attempt(self, attempt: _Attempt[T], call: _Call) -> T:
@@ -436,7 +462,7 @@ class Transport:
         # The whole body, however it trickles.
         call.deadline.bound(read, f"no whole answer within {read:g} s (read)")
         data = await read_reply(response, "reading the answer")
-        reply = whole_answer(data, info)
+        reply = whole_answer(data, info) if self.api == "v1" else v2_answer(data, info)
         if ticket is not None:
             ticket.settle(reply.usage.total_tokens, reply.usage.prompt_tokens)
         return reply
@@ -494,7 +520,8 @@ class Transport:
             # The decoder bounds the wait for each chunk itself.
             call.deadline.unbound()
             body = _stream_body(response)
-            decoder = ChunkDecoder(
+            decoding = ChunkDecoder if self.api == "v1" else V2ChunkDecoder
+            decoder = decoding(
                 body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
             )
             first = await decoder.first()
@@ -505,12 +532,18 @@ class Transport:
 
     # -- authentication -----------------------------------------------------------------
 
-    def _fetcher(self, auth: AccessTokenAuth, call: _Call) -> Callable[[], Awaitable[TokenGrant]]:
+    def _fetcher(
+        self, auth: AccessTokenAuth | AKSKAuth, call: _Call
+    ) -> Callable[[], Awaitable[TokenGrant]]:
         """What fetches a token for ``call`` (observed, with telemetry on)."""
         timeouts, observer = call.options.timeouts, call.observer
 
         def fetch() -> Awaitable[TokenGrant]:
-            fetching = fetch_token(self.http, self.base_url, auth, timeouts)
+            fetching = (
+                fetch_token(self.http, self.base_url, auth, timeouts)
+                if isinstance(auth, AccessTokenAuth)
+                else fetch_bearer_token(self.http, self.iam_base_url, auth, timeouts)
+            )
             return fetching if observer is None else observer.token_fetch(fetching)
 
         return fetch
@@ -521,15 +554,19 @@ class Transport:
         token: str | None = None
         if isinstance(auth, FixedTokenAuth):
             token = auth.access_token
+        elif isinstance(auth, APIKeyAuth):
+            token = auth.api_key
         elif self.tokens is not None:
-            assert isinstance(auth, AccessTokenAuth)  # the token flow
+            assert isinstance(auth, (AccessTokenAuth, AKSKAuth))  # a token flow
             token = await self.tokens.get(self._fetcher(auth, call))
+        if self.api == "v2":
+            return self._v2_request(call, token), token
         request = plain_content(
             self.http.build_request(
                 "POST",
                 self._chat_url(call.endpoint, token),
                 content=call.body,
-                headers=_HEADERS,
+                headers=self._headers,
                 timeout=call.options.timeouts.for_httpx(stream=call.stream),
             )
         )
@@ -543,6 +580,23 @@ class Transport:
             )
         logger.debug("POST %s%s (stream=%s)", CHAT_PATH, call.endpoint, call.stream)
         return request, token
+
+    def _v2_request(self, call: _Call, token: str | None) -> httpx.Request:
+        """A v2 request: the service's name is in the body, the token in a Bearer header."""
+        key = ("", None)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = httpx.URL(self.base_url + V2_CHAT_PATH)
+        logger.debug("POST %s (model=%s, stream=%s)", V2_CHAT_PATH, call.endpoint, call.stream)
+        return plain_content(
+            self.http.build_request(
+                "POST",
+                url,
+                content=call.body,
+                headers={**self._headers, "Authorization": f"Bearer {token}"},
+                timeout=call.options.timeouts.for_httpx(stream=call.stream),
+            )
+        )
 
     def _chat_url(self, endpoint: str, token: str | None) -> httpx.URL:
         """The chat URL (the token in its query), parsed once: httpx's parsing is costly."""

@@ -31,8 +31,9 @@ def token_client(emu: Emulator, **kwargs: Any) -> mpt_async.Client:
 
 
 def aksk_client(emu: Emulator, **kwargs: Any) -> mpt_async.Client:
-    """A client signing every request with the emulator's IAM AK/SK."""
+    """A v1 client signing every request with the emulator's IAM AK/SK."""
     kwargs.setdefault("backoff", FAST)
+    kwargs.setdefault("api", "v1")
     return mpt_async.Client(
         auth=mpt_async.AKSKAuth(emu.access_key, emu.secret_access_key),
         base_url=emu.base_url,

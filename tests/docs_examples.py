@@ -17,7 +17,8 @@ pyright (``tests/test_docs_typing.py``). A block is one of two kinds:
 The ``python -m mpt_async chat`` and ``batch`` lines of ``bash`` blocks run too, as
 commands (the other lines install, export or start a server, and are not run).
 
-All of them run with ``QIANFAN_AK`` / ``QIANFAN_SK`` / ``QIANFAN_BASE_URL`` pointing at the
+All of them run with ``QIANFAN_API_KEY`` (so ``Client()`` speaks v2), ``QIANFAN_AK`` /
+``QIANFAN_SK`` and ``QIANFAN_BASE_URL`` pointing at the
 emulator, in a scratch directory holding ``questions.txt`` and ``prompts.jsonl``, with
 ``HOME`` and ``XDG_CACHE_HOME`` there too.
 """

@@ -6,7 +6,8 @@ import pytest
 
 import mpt_async
 
-#: The names the API reference (docs/reference/api.rst) promises; the rest of ``__all__`` is pinned by the namespace test.
+#: The names no release may drop (what every user's code needs); the rest of ``__all__`` is
+#: pinned to the package's namespace by the namespace test.
 PROMISED = {
     "AKSKAuth",
     "APIConnectionError",

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 import mpt_async
@@ -28,10 +29,62 @@ def _task_count() -> int:
     return len(anyio.get_running_tasks())
 
 
-def _max_overlap(times: list[float], busy: float) -> int:
-    """The most requests that arrived within ``busy`` seconds of one another."""
-    times = sorted(times)
-    return max(sum(1 for t in times[: i + 1] if now - t < busy) for i, now in enumerate(times))
+class _Doorway(httpx.AsyncBaseTransport):
+    """Real sockets, counting the chat calls in flight: from sending until the body is closed.
+
+    The first ``gather`` calls are held at the door until all of them are there, so the
+    count is sure to reach ``gather`` (a batch that runs fewer at once hangs here).
+    """
+
+    def __init__(self, gather: int) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.gather = gather
+        self.arrived = 0
+        self.in_flight = 0
+        self.most = 0
+        self.all_there = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/chat/" not in request.url.path:
+            return await self.inner.handle_async_request(request)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.arrived += 1
+        if self.arrived == self.gather:
+            self.all_there.set()
+        try:
+            await self.all_there.wait()
+            response = await self.inner.handle_async_request(request)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Counted(response.stream, self),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that counts its call out of flight when closed."""
+
+    def __init__(self, inner: Any, door: _Doorway) -> None:
+        self.inner = inner
+        self.door: _Doorway | None = door
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self.inner:
+            yield part
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        if self.door is not None:
+            self.door.in_flight -= 1
+            self.door = None
 
 
 async def test_results_carry_their_index_and_every_input_form(emulator: Emulator) -> None:
@@ -61,19 +114,20 @@ async def test_results_carry_their_index_and_every_input_form(emulator: Emulator
 
 
 async def test_concurrency_bound_is_respected(emulator: Emulator) -> None:
-    """With concurrency=3, nine stalled calls reach the server three at a time, never four."""
-    emulator.inject(Fault.stall(0.2), times=9)
-    async with token_client(emulator) as client:
-        started = time.monotonic()
-        async with mpt_async.run_batch(client, [f"q{i}" for i in range(9)], concurrency=3) as rs:
-            items = [item async for item in rs]
-        elapsed = time.monotonic() - started
+    """With concurrency=3, nine calls are three in flight at once, never four."""
+    door = _Doorway(gather=3)
+    async with httpx.AsyncClient(transport=door) as http:
+        async with token_client(emulator, http_client=http) as client:
+            with anyio.fail_after(30):
+                async with mpt_async.run_batch(
+                    client, [f"q{i}" for i in range(9)], concurrency=3
+                ) as results:
+                    items = [item async for item in results]
     assert all(item.ok for item in items)
-    assert len(items) == 9
-    times = [r.time for r in chat_requests(emulator)]
-    assert len(times) == 9
-    assert _max_overlap(times, busy=0.15) == 3
-    assert elapsed >= 0.55  # three waves of 0.2 s; unbounded would take 0.2 s
+    assert sorted(item.index for item in items) == list(range(9))
+    assert door.arrived == 9
+    assert door.most == 3
+    assert door.in_flight == 0
 
 
 async def test_failed_items_do_not_stop_the_others(emulator: Emulator) -> None:
@@ -229,14 +283,24 @@ async def test_outer_cancellation_stops_the_batch(emulator: Emulator) -> None:
     emulator.inject(Fault.stall(60), times=4)
     async with token_client(emulator) as client:
         tasks_before = _task_count()
-        cancelled_at = time.monotonic() + 0.3
-        with anyio.move_on_after(0.3) as scope:
-            async with client.batch(["a", "b", "c", "d"], concurrency=4) as results:
-                async for _ in results:
-                    pytest.fail("no call should have finished")
-        assert scope.cancelled_caught
-        assert time.monotonic() - cancelled_at < 10  # far below the stalls' 60 s
+        cancelled_at: list[float] = []
+
+        async def cancel_once_stalled() -> None:
+            # Once the four calls are stalled at the service, not before.
+            await until(lambda: emulator.stats.chat_requests == 4)
+            cancelled_at.append(time.monotonic())
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_once_stalled)
+                async with client.batch(["a", "b", "c", "d"], concurrency=4) as results:
+                    async for _ in results:
+                        pytest.fail("no call should have finished")
+            assert scope.cancelled_caught
+            assert time.monotonic() - cancelled_at[0] < 30  # the stalls last 60 s
         assert _task_count() == tasks_before
+    assert emulator.stats.chat_requests == 4
     assert await wait_no_connections(emulator) == 0
 
 

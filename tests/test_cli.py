@@ -59,9 +59,9 @@ def _chat_bodies(emulator: Emulator) -> list[dict[str, Any]]:
 
 
 def test_streams_answer_from_embedded_emulator_and_no_stream_matches() -> None:
-    """Without credentials the CLI starts the emulator; streamed and --no-stream agree."""
-    streamed = _run("chat", QUESTION)
-    whole = _run("chat", "--no-stream", QUESTION)
+    """With --emulator the CLI starts the emulator; streamed and --no-stream agree."""
+    streamed = _run("chat", "--emulator", QUESTION)
+    whole = _run("chat", "--emulator", "--no-stream", QUESTION)
     assert streamed.returncode == 0, streamed.stderr
     assert whole.returncode == 0, whole.stderr
     assert streamed.stdout.startswith(f'Hello! You asked: "{QUESTION}".')
@@ -71,9 +71,20 @@ def test_streams_answer_from_embedded_emulator_and_no_stream_matches() -> None:
     assert whole.stdout == streamed.stdout
 
 
+def test_without_credentials_nothing_is_faked() -> None:
+    """No credentials and no --emulator: a usage error naming both, and no emulator answers."""
+    result = _run("chat", QUESTION)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    _assert_one_error_line(result.stderr)
+    assert "QIANFAN_API_KEY" in result.stderr
+    assert "--emulator" in result.stderr
+    assert "embedded emulator at" not in result.stderr
+
+
 def test_interactive_mode_answers_each_line() -> None:
     """With no prompt, each stdin line is a round; no '> ' prompt when stdin is not a TTY."""
-    result = _run("chat", stdin="First question\nSecond question\n")
+    result = _run("chat", "--emulator", stdin="First question\nSecond question\n")
     assert result.returncode == 0, result.stderr
     assert 'You asked: "First question"' in result.stdout
     assert 'You asked: "Second question"' in result.stdout
@@ -109,7 +120,7 @@ def test_missing_emulator_extra_says_how_to_install() -> None:
     """Without credentials and without uvicorn: exit 2 with one line naming the extra."""
     code = (
         "import sys; sys.modules['uvicorn'] = None; "
-        "from mpt_async.__main__ import main; sys.exit(main(['chat', 'hi']))"
+        "from mpt_async.__main__ import main; sys.exit(main(['chat', '--emulator', 'hi']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mpt_async.__main__ import main
-from mpt_async._codes import is_transient
+from mpt_async._cli.outcome import is_transient
 from mpt_async.testing import Emulator, Fault
 
 from .clientkit import scrubbed_env
@@ -23,6 +23,8 @@ SECRET = "batch-test-secret-value-0123456789"
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the command; its output decoded by hand, so that carriage returns survive."""
+    if env is None:  # no credentials: the embedded emulator, asked for
+        args = (*args, "--emulator")
     done = subprocess.run(
         [sys.executable, "-m", "mpt_async", "batch", *args],
         capture_output=True,
@@ -81,7 +83,7 @@ def test_mixed_file_answers_good_lines_and_reports_bad_ones(tmp_path: Path) -> N
     _write(
         prompts,
         "first question",
-        {"messages": [{"role": "user", "content": "second question"}], "top_k": 2},
+        {"messages": [{"role": "user", "content": "second question"}], "top_p": 0.5},
         "",
         [{"role": "user", "content": "fourth question"}],
         {"messages": [{"role": "user", "content": "cold"}], "temperature": 0},
@@ -223,7 +225,7 @@ def test_resume_retries_transient_errors_and_repairs_a_truncated_tail(
     assert [_asked(records[n]) for n in (2, 4, 5)] == ["q2", "q4", "q5"]
     assert records[3]["error"]["code"] == 336003
     err = capsys.readouterr().err
-    assert "2 lines done by an earlier run, 1 to try again" in err
+    assert "2 lines done by an earlier run, 1 to do again" in err
     assert _summary(err) == (
         "mpt_async: 3 answered, 0 failed, 2 skipped (1 of them failed in an earlier run)"
     )
@@ -380,7 +382,7 @@ def test_hostile_lines_each_get_a_record_and_the_run_goes_on(tmp_path: Path, orj
     block = "sys.modules['orjson'] = None; " if orjson == "without orjson" else ""
     code = (
         f"import sys; {block}from mpt_async.__main__ import main; "
-        f"sys.exit(main(['batch', {str(prompts)!r}, '-o', {str(out)!r}]))"
+        f"sys.exit(main(['batch', {str(prompts)!r}, '-o', {str(out)!r}, '--emulator']))"
     )
     for run in range(2):
         done = subprocess.run(

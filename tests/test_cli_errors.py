@@ -9,7 +9,7 @@ import pytest
 from mpt_async.__main__ import main
 from mpt_async._cli import argtypes
 from mpt_async._cli.common import UsageError, error_line, exit_code
-from mpt_async._codes import Failure, failure_of, record_code
+from mpt_async._cli.outcome import Outcome, outcome_of, record_code
 from mpt_async._exceptions import (
     APIConnectionError,
     APIError,
@@ -53,37 +53,37 @@ def test_error_line_and_exit_status(error: BaseException, line: str, status: int
 @pytest.mark.parametrize(
     ("error", "failure"),
     [
-        (RateLimitError("daily", error_code=17), Failure.QUOTA),
-        (RateLimitError("total", error_code=19), Failure.QUOTA),
-        (RateLimitError("qps", error_code=18), Failure.RATE_LIMIT),
-        (RateLimitError("429"), Failure.RATE_LIMIT),
-        (InternalServerError("busy", error_code=336100), Failure.SERVER_ERROR),
-        (MalformedResponseError("not JSON"), Failure.MALFORMED_RESPONSE),
-        (InvalidRequestError("bad", error_code=336003), Failure.HTTP_ERROR),
-        (APIError("teapot", error_code=987654), Failure.HTTP_ERROR),
-        (ValueError("?"), Failure.UNEXPECTED),
+        (RateLimitError("daily", error_code=17), Outcome.QUOTA),
+        (RateLimitError("total", error_code=19), Outcome.QUOTA),
+        (RateLimitError("qps", error_code=18), Outcome.RATE_LIMIT),
+        (RateLimitError("429"), Outcome.RATE_LIMIT),
+        (InternalServerError("busy", error_code=336100), Outcome.SERVER_ERROR),
+        (MalformedResponseError("not JSON"), Outcome.MALFORMED_RESPONSE),
+        (InvalidRequestError("bad", error_code=336003), Outcome.HTTP_ERROR),
+        (APIError("teapot", error_code=987654), Outcome.HTTP_ERROR),
+        (ValueError("?"), Outcome.UNEXPECTED),
     ],
 )
-def test_failures_come_from_the_code_table(error: BaseException, failure: Failure) -> None:
+def test_failures_come_from_the_code_table(error: BaseException, failure: Outcome) -> None:
     """A rate limit the table never retries is a quota; unknown codes are plain refusals."""
-    assert failure_of(error) is failure
+    assert outcome_of(error) is failure
 
 
 def test_what_stops_a_batch_and_what_a_rerun_retries() -> None:
     """Quotas and refused credentials stop a run; limits and bad requests do not."""
-    stops = {f for f in Failure if f.stops_every_call}
+    stops = {f for f in Outcome if f.stops_every_call}
     assert stops == {
-        Failure.CONFIGURATION,
-        Failure.AUTHENTICATION,
-        Failure.PERMISSION,
-        Failure.NOT_FOUND,
-        Failure.QUOTA,
+        Outcome.CONFIGURATION,
+        Outcome.AUTHENTICATION,
+        Outcome.PERMISSION,
+        Outcome.NOT_FOUND,
+        Outcome.QUOTA,
     }
-    assert Failure.QUOTA.transient
-    assert not Failure.INVALID_JSON.transient
-    assert {f for f in Failure if f.callers_fault} == {
-        Failure.INVALID_REQUEST,
-        Failure.CONFIGURATION,
+    assert Outcome.QUOTA.transient
+    assert not Outcome.INVALID_JSON.transient
+    assert {f for f in Outcome if f.callers_fault} == {
+        Outcome.INVALID_REQUEST,
+        Outcome.CONFIGURATION,
     }
 
 

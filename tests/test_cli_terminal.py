@@ -192,7 +192,7 @@ def test_ctrl_c_at_the_prompt_ends_the_chat_with_130(
 def test_readline_is_loaded_only_for_a_person_at_a_terminal() -> None:
     """Neither the CLI's import nor a chat over a pipe loads readline."""
     code = (
-        "import sys; from mpt_async.__main__ import main; status = main(['chat']); "
+        "import sys; from mpt_async.__main__ import main; status = main(['chat', '--emulator']); "
         "print('readline' in sys.modules, status)"
     )
     done = subprocess.run(

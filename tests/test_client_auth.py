@@ -10,7 +10,7 @@ import pytest
 import mpt_async
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, aksk_client, cancel_when, chat_requests, token_client
+from .clientkit import HI, aksk_client, chat_requests, token_client, until
 
 pytestmark = pytest.mark.anyio
 
@@ -78,15 +78,33 @@ async def test_refresh_that_does_not_cure_raises(emulator: Emulator) -> None:
     assert emulator.stats.token_requests == 2
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_token_is_refreshed_before_it_expires() -> None:
-    """A token is replaced ahead of expires_in, so no call is refused for expiry."""
-    with Emulator(token_ttl=1) as emu:
+    """A token is replaced once four fifths of its life are gone, before the service refuses it."""
+    with Emulator(token_ttl=1000) as emu:
         async with token_client(emu) as client:
+            # The client's clock moves by hand; the service's does not, so no token expires.
+            assert client._transport.tokens is not None
+            clock = client._transport.tokens._clock = _Clock()
             await client.chat(HI)
-            await anyio.sleep(0.95)  # past the refresh margin (a tenth), before expiry
+            clock.now += 750  # within the token's first four fifths: kept
+            await client.chat(HI)
+            assert emu.stats.token_requests == 1
+            clock.now += 100  # past them, well before expiry: replaced
             await client.chat(HI)
         assert emu.stats.token_requests == 2
         assert emu.stats.error_responses == 0
+        first, kept, replaced = (r.query["access_token"] for r in chat_requests(emu))
+        assert first == kept != replaced
 
 
 async def test_fixed_token_is_never_refreshed(emulator: Emulator) -> None:
@@ -172,7 +190,7 @@ async def test_aksk_is_accepted_and_signs_the_wire_host(emulator: Emulator) -> N
 async def test_aksk_wrong_secret_is_refused(emulator: Emulator) -> None:
     """A wrong IAM secret gets error 14 as an AuthenticationError, not retried."""
     auth = mpt_async.AKSKAuth(emulator.access_key, "not-the-secret")
-    async with mpt_async.Client(auth=auth, base_url=emulator.base_url) as client:
+    async with mpt_async.Client(auth=auth, base_url=emulator.base_url, api="v1") as client:
         with pytest.raises(mpt_async.AuthenticationError) as info:
             await client.chat(HI)
     assert info.value.error_code == 14
@@ -232,19 +250,26 @@ async def test_secrets_stay_out_of_repr_errors_and_logs(
 
 async def test_cancelled_token_fetch_lets_a_waiter_fetch(emulator: Emulator) -> None:
     """If the task fetching the token is cancelled, a waiting call fetches and succeeds."""
-    emulator.inject(Fault.stall(5, target="token"))
+    emulator.inject(Fault.stall(600, target="token"))  # ends when the client hangs up
     results: list[str] = []
+    fetching = anyio.CancelScope()
+
+    async def fetcher(client: mpt_async.Client) -> None:
+        with fetching:
+            await client.chat(HI)
 
     async def waiter(client: mpt_async.Client) -> None:
         results.append((await client.chat(HI)).result)
 
     async with token_client(emulator) as client:
         async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as scope:
-                tg.start_soon(waiter, client)
-                # Measured from the right event: the fetch has reached the (stalling) service.
-                tg.start_soon(cancel_when, scope, lambda: emulator.stats.token_requests > 0)
-                await client.chat(HI)  # takes the fetch, then is cancelled waiting for it
-            assert scope.cancelled_caught
+            tg.start_soon(fetcher, client)
+            await until(lambda: emulator.stats.token_requests == 1)  # the fetch is stalled
+            tg.start_soon(waiter, client)
+            await anyio.wait_all_tasks_blocked()  # the waiter waits for that fetch
+            assert emulator.stats.token_requests == 1
+            fetching.cancel()
+    assert fetching.cancelled_caught
     assert len(results) == 1
     assert emulator.stats.token_requests == 2
+    assert emulator.stats.chat_requests == 1

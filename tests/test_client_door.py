@@ -40,7 +40,7 @@ BAD_CLIENT_ARGUMENTS: list[tuple[str, dict[str, Any], str]] = [
     ("base-url-ws", {"base_url": "ws://h"}, "must start with http:// or https://"),
     ("base-url-no-host", {"base_url": "http://"}, "base_url has no host"),
     ("base-url-query", {"base_url": "http://h/?a=1"}, "must not hold a query"),
-    ("auth-number", {"auth": 123}, "auth must be an AccessTokenAuth"),
+    ("auth-number", {"auth": 123}, "auth must be an APIKeyAuth, AccessTokenAuth"),
     ("auth-bytes", {"auth": b"tok"}, "not bytes"),
     ("auth-empty", {"auth": " "}, "FixedTokenAuth.access_token must be a non-empty string"),
     ("max-connections-str", {"max_connections": "x"}, "max_connections must be a positive"),

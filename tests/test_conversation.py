@@ -101,11 +101,30 @@ async def test_trimming_keeps_the_newest_rounds_and_the_question(emulator: Emula
 
 
 async def test_max_chars_trims_sooner(emulator: Emulator) -> None:
-    """A smaller max_chars keeps only the rounds that fit under it."""
+    """A smaller max_chars keeps only the rounds that fit within it (exactly max_chars fits)."""
     async with token_client(emulator) as client:
         conv = Conversation(client, max_chars=25, history=_rounds(("a" * 10, "b" * 10), ("c", "d")))
-        await conv.ask("q" * 20)
-    assert _sent(emulator) == _wire([*_rounds(("c", "d")), Message("user", "q" * 20)])
+        await conv.ask("q" * 23)  # with "c" and "d": 25 characters
+    assert _sent(emulator) == _wire([*_rounds(("c", "d")), Message("user", "q" * 23)])
+
+
+async def test_a_question_of_max_chars_is_sent_alone(emulator: Emulator) -> None:
+    """A question of exactly max_chars is accepted; the whole history makes room for it."""
+    async with token_client(emulator) as client:
+        conv = Conversation(client, max_chars=100, history=_rounds(("q", "a")))
+        await conv.ask("x" * 100)
+    assert _sent(emulator) == [{"role": "user", "content": "x" * 100}]
+
+
+async def test_an_empty_answer_adds_no_round(emulator: Emulator) -> None:
+    """An empty answer cannot be history (the API refuses empty messages): nothing is kept."""
+    emulator.add_reply("")
+    async with token_client(emulator) as client:
+        conv = Conversation(client, history=_rounds(("q0", "a0")))
+        assert (await conv.ask("q1")).result == ""
+        await conv.ask("q2")
+    assert conv.messages[:2] == tuple(_rounds(("q0", "a0")))
+    assert _sent(emulator) == _wire([*_rounds(("q0", "a0")), Message("user", "q2")])
 
 
 @pytest.mark.parametrize(("max_chars", "length"), [(4800, 4801), (100, 101)])
@@ -262,19 +281,24 @@ async def test_stream_needs_async_with(emulator: Emulator) -> None:
 # -- flagged answers ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("ban_round", [-1, 2], ids=["minus-one", "rounds-plus-one"])
 @pytest.mark.parametrize("stream", [False, True])
-async def test_flagged_question_is_not_kept(emulator: Emulator, stream: bool) -> None:
-    """ban_round -1: the flagged question is left out; the earlier history stays."""
+async def test_flagged_question_is_not_kept(
+    emulator: Emulator, stream: bool, ban_round: int
+) -> None:
+    """ban_round -1, or one past the rounds sent: the question is left out; the history stays."""
     async with token_client(emulator) as client:
         conv = Conversation(client, history=_rounds(("q0", "a0")))
-        emulator.inject(Fault.flag(ban_round=-1))
+        emulator.inject(Fault.flag(ban_round=ban_round))
         if stream:
             async with conv.ask_stream("bad words") as s:
                 reply = await s.get_final_response()
         else:
             reply = await conv.ask("bad words")
         assert reply.need_clear_history
-        assert conv.last_flag == mpt_async.ConversationFlag(ban_round=-1, removed=(), cleared=False)
+        assert conv.last_flag == mpt_async.ConversationFlag(
+            ban_round=ban_round, removed=(), cleared=False
+        )
         assert conv.messages == tuple(_rounds(("q0", "a0")))
         await conv.ask("fine")
         assert conv.last_flag is None
@@ -314,15 +338,18 @@ async def test_flag_naming_no_sent_round_clears_everything(emulator: Emulator) -
             )
 
 
-async def test_clear_on_flag_drops_everything(emulator: Emulator) -> None:
-    """With clear_on_flag, any flag clears the history, even one on the question alone."""
+@pytest.mark.parametrize("ban_round", [-1, 1])
+async def test_clear_on_flag_drops_everything(emulator: Emulator, ban_round: int) -> None:
+    """With clear_on_flag, any flag clears the history: on the question alone or on a round."""
+    history = _rounds(("q1", "a1"), ("q2", "a2"))
     async with token_client(emulator) as client:
-        conv = Conversation(client, clear_on_flag=True, history=_rounds(("q1", "a1")))
-        emulator.inject(Fault.flag(ban_round=-1))
+        conv = Conversation(client, clear_on_flag=True, history=history)
+        emulator.inject(Fault.flag(ban_round=ban_round))
         await conv.ask("bad words")
     assert conv.messages == ()
-    assert conv.last_flag is not None
-    assert conv.last_flag.cleared
+    assert conv.last_flag == mpt_async.ConversationFlag(
+        ban_round=ban_round, removed=tuple(history), cleared=True
+    )
 
 
 # -- turns --------------------------------------------------------------------------------

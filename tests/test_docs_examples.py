@@ -29,6 +29,7 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Emulator)
     for name, content in docs_examples.FILES.items():
         (tmp_path / name).write_text(content, encoding="utf-8")
     clear_credentials(monkeypatch)
+    monkeypatch.setenv("QIANFAN_API_KEY", emulator.v2_api_key)  # read first: examples speak v2
     monkeypatch.setenv("QIANFAN_AK", emulator.api_key)
     monkeypatch.setenv("QIANFAN_SK", emulator.secret_key)
     monkeypatch.setenv("QIANFAN_BASE_URL", emulator.base_url)

@@ -20,6 +20,9 @@ from mpt_async.testing._records import RECORD_BYTES, Records
 CHAT = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt-30b-instruct"
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 
+#: The controls take only bodies declared JSON (anything else is a 403).
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.mark.parametrize(
     "body",
@@ -58,7 +61,7 @@ def test_the_largest_stream_is_served(http: httpx.Client, emulator: Emulator, to
 @pytest.mark.parametrize("ttl", [b"1e999", b"-1e999", b"1e300", b"-1e300", b"1" + b"0" * 5000])
 def test_odd_token_ttls_get_400(http: httpx.Client, emulator: Emulator, ttl: bytes) -> None:
     """POST /_emulator/tokens with an infinite, huge or 5000-digit ttl answers 400."""
-    answer = http.post("/_emulator/tokens", content=b'{"ttl": ' + ttl + b"}")
+    answer = http.post("/_emulator/tokens", content=b'{"ttl": ' + ttl + b"}", headers=JSON)
     assert answer.status_code == 400
     assert answer.json()["error"]
     assert emulator.stats.tokens_issued == 0
@@ -123,7 +126,7 @@ def test_odd_control_bodies_get_4xx_never_500(http: httpx.Client, emulator: Emul
     bodies = [b"[" * 100_000, b'{"stream_chunks": NaN}', b"\xff\xfe", b'"just a string"', b"[1]"]
     for path in ("/_emulator/config", "/_emulator/faults", "/_emulator/replies"):
         for body in bodies:
-            answer = http.post(path, content=body)
+            answer = http.post(path, content=body, headers=JSON)
             assert answer.status_code == 400, (path, body[:20], answer.text)
 
 

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What a user writes: fixtures from the plugin, nothing else (no conftest.py anywhere).
 USER_TESTS = """
+import os
+
 import pytest
 
 from mpt_async import APIError
@@ -71,6 +73,26 @@ async def test_errors_surface(mpt_emulator, mpt_client):
     mpt_emulator.inject(Fault.error(336003, "bad"))
     with pytest.raises(APIError):
         await mpt_client.chat(HI)
+
+
+@pytest.mark.anyio
+async def test_v2_scripted_stream(mpt_emulator, mpt_v2_client):
+    assert mpt_v2_client.api == "v2"
+    assert mpt_emulator.v2_api_key != os.environ["QIANFAN_API_KEY"]  # the user's own key
+    mpt_emulator.add_reply(["Hello ", "world"])
+    async with mpt_v2_client.chat_stream(HI) as stream:
+        pieces = [chunk.result async for chunk in stream]
+    assert pieces == ["Hello ", "world"]
+    assert [r.path for r in mpt_emulator.requests] == ["/v2/chat/completions"]
+
+
+@pytest.mark.anyio
+async def test_v2_quota_refusal_is_retried_without_waiting(mpt_emulator, mpt_v2_client):
+    mpt_emulator.inject(Fault.error(18))  # the QPS limit: 429 user_rate_limit_exceeded on v2
+    mpt_emulator.add_reply("after the refusal")
+    reply = await mpt_v2_client.chat(HI)
+    assert reply.result == "after the refusal"
+    assert mpt_emulator.stats.chat_requests == 2
 """
 
 
@@ -80,13 +102,18 @@ def _plugin_registered() -> bool:
 
 
 def test_a_user_test_file_needs_no_conftest(tmp_path: Path) -> None:
-    """A user's test file uses mpt_emulator, mpt_client and add_reply on asyncio and trio."""
+    """A user's test file uses mpt_emulator, mpt_client, mpt_v2_client and add_reply on both.
+
+    A v2 API key of the user's own in the environment is not the emulator's: the plugin's
+    emulator takes its own keys, so the v2 tests pass with a decoy set.
+    """
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
     # Installed with its entry point (as on CI), the plugin loads by itself; in a venv
     # installed before the entry point existed, name it once on the command line.
     load = [] if _plugin_registered() else ["-p", PLUGIN]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env = {k: v for k, v in env.items() if not k.startswith(("QIANFAN_", "PYTEST_"))}
+    env["QIANFAN_API_KEY"] = "bce-v3/ALTAK-users-own/not-the-emulators"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", *load],
         cwd=tmp_path,
@@ -97,7 +124,7 @@ def test_a_user_test_file_needs_no_conftest(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "10 passed" in result.stdout
+    assert "14 passed" in result.stdout
 
 
 def test_the_entry_point_names_the_plugin_module() -> None:

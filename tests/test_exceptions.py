@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -45,9 +46,50 @@ RATE = {4, 17, 18, 19, 336501, 336502}
 AUTH = {13, 14, 100, 110, 111}
 
 
+V2_RETRY = {"internal_error", "dispatch_internal_error"}
+V2_WAIT = {
+    *(f"{kind}rate_limit_exceeded" for kind in ("user_", "cluster_", "rpm_", "tpm_")),
+    *(f"{kind}_rate_limit_exceeded" for kind in ("input_tpm", "output_tpm", "preemptible")),
+    "cluster_rpm_rate_limit_exceeded",
+    "cluster_tpm_rate_limit_exceeded",
+}
+V2_RAISE = {
+    "malformed_json",
+    "invalid_argument",
+    "invalid_messages",
+    "characters_too_long",
+    "tokens_too_long",
+    "method_not_supported",
+    "invalid_model",
+    "invalid_appid",
+    "account_overdue",
+    "model_offline",
+}
+
+
 def test_table_covers_every_spec_code() -> None:
-    """The table holds exactly the codes of the error-code page."""
-    assert set(CODE_TABLE) == RETRY | WAIT | REFRESH | RAISE
+    """The table holds exactly the codes of both error-code pages (v1's numbers, v2's names)."""
+    assert {c for c in CODE_TABLE if isinstance(c, int)} == RETRY | WAIT | REFRESH | RAISE
+    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_RETRY | V2_WAIT | V2_RAISE | {
+        "invalid_iam_token"
+    }
+
+
+@pytest.mark.parametrize("code", sorted(V2_RETRY | V2_WAIT | V2_RAISE | {"invalid_iam_token"}))
+def test_v2_code_actions(code: str) -> None:
+    """v2 server codes are retried, quota codes wait, a refused token is refreshed, the rest raise."""
+    action, _ = classify_code(code)
+    expected = (
+        Action.RETRY
+        if code in V2_RETRY
+        else Action.WAIT
+        if code in V2_WAIT
+        else Action.REFRESH
+        if code == "invalid_iam_token"
+        else Action.RAISE
+    )
+    assert action is expected
+    assert (classify_code(code)[1] is mpt_async.RateLimitError) == code.endswith("_exceeded")
 
 
 @pytest.mark.parametrize("code", sorted(RETRY | WAIT | REFRESH | RAISE))
@@ -172,4 +214,33 @@ def test_rate_limit_errors_name_their_quota(
 def test_every_rate_limit_code_has_a_quota() -> None:
     """The quota column covers every rate-limit row of the table, and nothing else."""
     rate_codes = {c for c, row in CODE_TABLE.items() if row[1] is mpt_async.RateLimitError}
-    assert rate_codes == {c for c in QUOTA_KINDS if isinstance(c, int)} == RATE
+    assert {c for c in rate_codes if isinstance(c, int)} == RATE
+    assert rate_codes == set(QUOTA_KINDS)
+
+
+def _drawn_tree() -> list[tuple[str, str | None, str]]:
+    """(class, the class drawn above it, the rest of its line) for each line of the tree."""
+    doc = _exceptions.__doc__ or ""
+    drawing = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    above: list[tuple[int, str]] = []
+    tree = []
+    for line in drawing.splitlines():
+        found = re.search(r"[A-Za-z]\w*", line)
+        assert found is not None, line
+        while above and above[-1][0] >= found.start():
+            above.pop()
+        tree.append((found.group(), above[-1][1] if above else None, line[found.end() :]))
+        above.append((found.start(), found.group()))
+    return tree
+
+
+def test_the_docstring_tree_is_the_class_tree() -> None:
+    """Each error class subclasses the one drawn above it; the ValueErrors say so; all drawn."""
+    tree = _drawn_tree()
+    assert sorted(name for name, _, _ in tree) == sorted(_exceptions.__all__)
+    for name, parent, rest in tree:
+        cls = getattr(_exceptions, name)
+        base = Exception if parent is None else getattr(_exceptions, parent)
+        assert cls.__bases__[0] is base, name
+        says = "ValueError" in rest or issubclass(base, ValueError)
+        assert issubclass(cls, ValueError) == says, name

@@ -163,7 +163,8 @@ async def test_echoed_signature_is_masked() -> None:
 
     with hostile(echo) as server:
         auth = mpt_async.AKSKAuth("access-key", SECRET_KEY)
-        async with mpt_async.Client(auth=auth, base_url=server.url, max_retries=0) as client:
+        client = mpt_async.Client(auth=auth, base_url=server.url, max_retries=0, api="v1")
+        async with client:
             error = await failure(lambda: client.chat(HI))
     assert isinstance(error, mpt_async.AuthenticationError)
     assert_secret_free(error, *signatures)

@@ -17,6 +17,7 @@ A = {"role": "assistant", "content": "hello"}
 VIOLATIONS: list[tuple[str, dict[str, Any], str, str]] = [
     ("messages-empty", {"messages": []}, "messages", "must not be empty"),
     ("messages-not-list", {"messages": "hi"}, "messages", "list of messages"),
+    ("messages-mapping", {"messages": U}, "messages", "list of messages"),
     ("messages-even", {"messages": [U, A]}, "messages", "odd number"),
     ("first-not-user", {"messages": [A, U, A]}, "messages[0].role", "alternate"),
     ("no-alternation", {"messages": [U, U, U]}, "messages[1].role", "alternate"),
@@ -85,6 +86,7 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str, str]] = [
     ("stop-surrogate", {"stop": ["\udfff"]}, "stop[0]", "surrogate"),
     ("user-id-surrogate", {"user_id": "\ud800"}, "user_id", "surrogate"),
     ("metadata-surrogate", {"metadata": {"k": "\ud800"}}, "metadata['k']", "surrogate"),
+    ("metadata-key-surrogate", {"metadata": {"\ud800": "v"}}, "metadata['\\ud800']", "surrogate"),
 ]
 
 
@@ -141,10 +143,16 @@ async def test_violation_is_refused_before_io(
     ],
 )
 def test_boundary_values_are_accepted(kwargs: dict[str, Any]) -> None:
-    """Values on the edge of each range are valid."""
+    """Values on the edge of each range are valid, and kept as given (``1`` stays an int)."""
     messages, params = _call_args(kwargs)
     request = ChatRequest(messages=messages, **params)
-    assert request.messages[-1].role == "user"
+    assert request.messages == tuple(
+        m if isinstance(m, Message) else Message(**m) for m in messages
+    )
+    for name, value in params.items():
+        kept = getattr(request, name)
+        assert kept == (tuple(value) if isinstance(value, list) else value)
+        assert type(kept) is (tuple if isinstance(value, list) else type(value))
 
 
 def test_message_checks_itself() -> None:

@@ -30,6 +30,7 @@ def test_check_options_drops_none_checks_and_copies() -> None:
     stop, metadata = ["END"], {"k": "v"}
     checked = check_options({"temperature": 1, "top_k": None, "stop": stop, "metadata": metadata})
     assert checked == {"temperature": 1, "stop": ("END",), "metadata": {"k": "v"}}
+    assert type(checked["temperature"]) is int  # sent as given: 1, not 1.0
     metadata["k"] = "changed"
     assert checked["metadata"] == {"k": "v"}
     with pytest.raises(RequestValidationError) as info:
@@ -116,11 +117,19 @@ async def test_options_reach_the_wire_from_every_call(emulator: Emulator) -> Non
 
 def test_with_options_copies_every_attribute() -> None:
     """A copy has exactly the original's attributes (so none can be forgotten) and its transport."""
-    client = mpt_async.Client(auth="t", base_url="http://127.0.0.1:1")
+    backoff = mpt_async.Backoff(initial=0.5)
+    client = mpt_async.Client(
+        auth="t", base_url="http://127.0.0.1:1", timeout=7, max_retries=3, backoff=backoff
+    )
     copy = client.with_options(max_retries=5, endpoint="other")
     assert vars(copy).keys() == vars(client).keys()
     assert copy._transport is client._transport
-    assert (copy.max_retries, copy.endpoint, client.max_retries) == (5, "other", 2)
+    assert (copy.max_retries, copy.endpoint, client.max_retries) == (5, "other", 3)
+    assert (copy.timeout, copy._options.backoff) == (client.timeout, backoff)  # kept
+    other = copy.with_options(timeout=2, backoff=mpt_async.Backoff(initial=0.1))
+    assert (other.timeout.read, other.max_retries, other.endpoint) == (2, 5, "other")
+    assert other._options.backoff == mpt_async.Backoff(initial=0.1)
+    assert client.timeout.read == 7
     with pytest.raises(mpt_async.ConfigurationError, match="backoff"):
         client.with_options(backoff=5)  # type: ignore[arg-type]
 

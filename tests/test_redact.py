@@ -23,6 +23,8 @@ SIGNATURE = "bce-auth-v1/AK123/2024-01-01T00:00:00Z/1800/host;x-bce-date/deadbee
         (f"Authorization: {SIGNATURE}", "deadbeefcafe"),
         (f"signed with {SIGNATURE} at noon", "deadbeefcafe"),
         ("header Bearer opaque-token-7", "opaque-token-7"),
+        ("authorization: bearer lower-case-8", "lower-case-8"),
+        ("sent with bearer lower-9 inside", "lower-9"),
     ],
 )
 def test_each_rule_masks_its_secret(text: str, secret: str) -> None:
@@ -38,6 +40,12 @@ def test_literal_secrets_are_masked_anywhere() -> None:
     assert redact(text, ["s3cr3t-key"]) == "the server said: invalid key *** (echoed ***)"
 
 
+def test_a_secret_inside_another_is_masked_whole() -> None:
+    """The longer of two nested secrets is masked first, so no tail of it is left."""
+    text = "key s3cr3t-key-long and s3cr3t"
+    assert redact(text, ["s3cr3t", "s3cr3t-key-long"]) == "key *** and ***"
+
+
 def test_short_literals_and_plain_text_are_left_alone() -> None:
     """Ordinary text, public ids and too-short literals pass unchanged."""
     text = "client_id=my-api-key&grant_type=client_credentials: ok"
@@ -46,10 +54,17 @@ def test_short_literals_and_plain_text_are_left_alone() -> None:
 
 def test_pairs_mask_secret_names_only() -> None:
     """Query parameters and headers keep their names; only secret values are masked."""
-    pairs = {"access_token": "t", "Authorization": "sig", "client_id": "ak", "Host": "h"}
+    pairs = {
+        "access_token": "t",
+        "Authorization": "sig",
+        "client_secret": "sk",
+        "client_id": "ak",
+        "Host": "h",
+    }
     assert redact_pairs(pairs, "<redacted>") == {
         "access_token": "<redacted>",
         "Authorization": "<redacted>",
+        "client_secret": "<redacted>",
         "client_id": "ak",
         "Host": "h",
     }

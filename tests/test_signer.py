@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import string
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from mpt_async._signer import (
     canonical_request,
     default_signed_headers,
     format_timestamp,
+    sign_request,
     uri_encode,
 )
 
@@ -72,6 +74,44 @@ def test_known_answer_baidu_bos_example() -> None:
         f"bce-auth-v1/{'a' * 32}/2015-04-27T08:23:49Z/1800//"
         "d74a04362e6a848f5b39b15421cb449427f419c95a480fd6b8cf9fc783e2999e"
     )
+
+
+def test_sign_request_signs_the_request_as_sent() -> None:
+    """The date goes on the request first, then a signature over its query, host and headers."""
+    request = httpx.Request(
+        "POST",
+        "http://127.0.0.1:8866/chat/x y?b=&a=1",
+        headers={"Content-Type": "application/json"},
+        content=b"{}",
+    )
+    signature = sign_request(
+        request, access_key="ak", secret_key="sk", expiration=120, now=1704067200
+    )
+    assert request.headers["x-bce-date"] == "2024-01-01T00:00:00Z"
+    expected = authorization(
+        access_key="ak",
+        secret_key="sk",
+        method="POST",
+        path="/chat/x y",
+        query=[("a", "1"), ("b", "")],
+        headers={
+            "Host": "127.0.0.1:8866",
+            "Content-Type": "application/json",
+            "x-bce-date": "2024-01-01T00:00:00Z",
+        },
+        timestamp="2024-01-01T00:00:00Z",
+        expiration=120,
+    )
+    assert request.headers["Authorization"] == expected
+    assert expected.startswith("bce-auth-v1/ak/2024-01-01T00:00:00Z/120/")
+    assert signature == expected.rsplit("/", 1)[1]
+    assert len(signature) == 64
+
+
+def test_header_values_are_trimmed_of_ascii_whitespace_only() -> None:
+    """Tabs and spaces around a value go; a no-break space is part of the value."""
+    text, _ = canonical_headers({"Host": "\t h \u00a0"}, ["host"])
+    assert text == "host:h%20%C2%A0"
 
 
 def test_default_signed_headers_are_host_content_type_and_x_bce() -> None:

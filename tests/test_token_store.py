@@ -83,7 +83,7 @@ async def test_stored_token_due_for_refresh_is_replaced(emulator: Emulator) -> N
     """A stored token inside its refresh margin is not used; a new one is fetched and saved."""
     store = mpt_async.MemoryTokenStore()
     old, now = emulator.issue_token(), time.time()
-    # A 1000-second life with 50 seconds left: past the margin (a tenth of the life).
+    # A 1000-second life with 50 seconds left: past the margin (a fifth of the life).
     await store.save(_key(emulator), _sealed(emulator, old, now + 50, now - 950))
     async with token_client(emulator, token_store=store) as client:
         await client.chat(HI)

@@ -50,8 +50,11 @@ def test_check_int_refuses(value: object, low: int | None, high: int | None, wor
 
 
 def test_check_int_accepts_and_describes_huge_values_briefly() -> None:
-    """An int in range comes back as is; a huge one is described, not printed whole."""
+    """An int in range comes back as is; a huge one, or a long text, is not shown whole."""
     assert check_int(7, "n", low=1, high=7) == 7
+    with pytest.raises(ConfigurationError) as long_text:
+        check_int("x" * 500, "n")
+    assert str(long_text.value) == f"n must be an integer, not '{'x' * 56}..."
     with pytest.raises(RequestValidationError) as info:
         check_int(10**5000, "top_k", high=10, error=RequestValidationError)
     assert info.value.field == "top_k"

@@ -105,10 +105,13 @@ class CodeTable(SphinxDirective):
                 action, cls = _codes.classify_status(status)
                 rows.append([str(status), f":class:`~mpt_async.{cls.__name__}`", action.value])
         else:
-            header = ["code", "Baidu's message", "error", "the client"]
+            header = ["code", "message", "error", "the client"]
+            # v1's integer codes first, then v2's string codes.
             rows = [
-                [str(code), message, f":class:`~mpt_async.{cls.__name__}`", action.value]
-                for code, (action, cls, message) in sorted(_codes.CODE_TABLE.items())
+                [f"``{code}``", message, f":class:`~mpt_async.{cls.__name__}`", action.value]
+                for code, (action, cls, message) in sorted(
+                    _codes.CODE_TABLE.items(), key=lambda item: (isinstance(item[0], str), item[0])
+                )
             ]
         for row in rows:
             row[-1] = _ACTIONS.get(row[-1], row[-1])

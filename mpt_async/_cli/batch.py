@@ -10,19 +10,21 @@ error record, and the run goes on.
 Output, JSON Lines appended and flushed as each answer completes (in completion order)::
 
     {"line": 3, "result": "...", "usage": {...}, "id": "...", "is_truncated": false,
-     "need_clear_history": false}
+     "need_clear_history": false, "service": "https://qianfan.baidubce.com",
+     "model": "mpt-30b-instruct"}
     {"line": 4, "error": {"code": 336003, "message": "..."}}
 
 ``line`` is the input's line number from 1; ``code`` is the API's ``error_code``, else the
-name of a :class:`~mpt_async._codes.Failure`: ``invalid_json``, ``invalid_request``,
+name of a :class:`~mpt_async._cli.outcome.Outcome`: ``invalid_json``, ``invalid_request``,
 ``connection``, ``timeout``, ``rate_limit``, ``server_error``, ``malformed_response``,
 ``stream`` or ``http_error``.
 
 A rerun with the same output resumes (:mod:`mpt_async._cli.journal`): lines with a result
 or a permanent error are skipped; lines whose error was transient (connection, timeout,
-rate limit, server error: see :func:`mpt_async._codes.is_transient`) are tried again, their
-old error record removed first; a partial last record (a run killed mid-write) is dropped.
-So each input line has at most one record.
+rate limit, server error: see :func:`mpt_async._cli.outcome.is_transient`), and lines answered by
+another service or model (``--emulator``'s made-up answers, another ``--endpoint``), are
+tried again, their old record removed first; a partial last record (a run killed
+mid-write) is dropped. So each input line has at most one record.
 
 Errors that would fail every line (refused credentials, no permission, no such endpoint,
 the daily or total quota) stop the run with one error line; a rerun resumes it.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -45,7 +48,17 @@ from mpt_async._batch import BatchInput
 from mpt_async._cli.argtypes import add_count_option
 from mpt_async._cli.common import EXIT_API, EXIT_OK, UsageError, note, redact
 from mpt_async._cli.inputs import MAX_LINE_BYTES, BadLine, decode, read_lines
-from mpt_async._cli.journal import FAILED, TODO, Resume, Writer, read_output, repair_output
+from mpt_async._cli.journal import (
+    FAILED,
+    TODO,
+    AnsweredBy,
+    Resume,
+    Writer,
+    read_output,
+    remove_stale_copies,
+    repair_output,
+)
+from mpt_async._cli.outcome import Outcome, outcome_of, record_code
 from mpt_async._cli.progress import Counts, Progress, summary
 from mpt_async._cli.quota import add_quota_options, quota_settings
 from mpt_async._cli.service import (
@@ -53,9 +66,9 @@ from mpt_async._cli.service import (
     add_service_options,
     client_options,
     run_service_command,
+    service_name,
 )
 from mpt_async._client import Client
-from mpt_async._codes import Failure, failure_of, record_code
 from mpt_async._options import ChatOptions, options_from
 
 __all__ = ["add_batch_parser", "run_batch_command"]
@@ -128,6 +141,7 @@ class _Plan:
     resume: Resume
     options: ChatOptions
     concurrency: int
+    answered_by: AnsweredBy
 
 
 def _prepare(args: argparse.Namespace) -> _Plan:
@@ -139,22 +153,47 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     except OSError as exc:
         msg = f"cannot read {args.input}: {exc.strerror or exc}"
         raise UsageError(msg) from None
-    if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
-        msg = "the output file must not be the input file"
-        raise UsageError(msg)
-    resume = read_output(args.output)
+    _check_output(args.input, args.output)
+    answered_by = AnsweredBy(service_name(args), args.endpoint)
+    resume = read_output(args.output, answered_by)
     try:
-        repair_output(args.output, resume)
+        target = os.path.realpath(args.output)
+        remove_stale_copies(*os.path.split(target))
+        repair_output(args.output, resume, answered_by)
         with open(args.output, "ab"):
             pass
     except OSError as exc:
         msg = f"cannot write {args.output}: {exc.strerror or exc}"
         raise UsageError(msg) from None
     if resume.records:
-        again = f", {resume.retried} to try again after a transient error" if resume.retried else ""
+        again = (
+            f", {resume.retried} to do again (a transient error, or another service's answer)"
+            if resume.retried
+            else ""
+        )
         done = resume.records - resume.retried
         note(f"resuming {args.output}: {done} lines done by an earlier run{again}")
-    return _Plan(args.input, args.output, resume, options, args.concurrency)
+    return _Plan(args.input, args.output, resume, options, args.concurrency, answered_by)
+
+
+def _check_output(source: str, output: str) -> None:
+    """The output must be a regular file (or not exist yet), and not the input.
+
+    A FIFO would block the run forever, a device could be read without end.
+    """
+    try:
+        mode = os.stat(output).st_mode  # through a symbolic link: its target
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        msg = f"cannot use {output}: {exc.strerror or exc}"
+        raise UsageError(msg) from None
+    if not stat.S_ISREG(mode):
+        msg = f"the output {output} is not a regular file (a FIFO, a device, a folder?)"
+        raise UsageError(msg)
+    if os.path.samefile(source, output):
+        msg = "the output file must not be the input file"
+        raise UsageError(msg)
 
 
 def _count_to_do(path: str, resume: Resume) -> int:
@@ -217,7 +256,7 @@ class _Inputs:
 def _decode(raw: bytes | None) -> object:
     if raw is None:
         msg = f"the line is longer than {MAX_LINE_BYTES:,} bytes, far more than a request"
-        raise BadLine(Failure.INVALID_REQUEST, msg)
+        raise BadLine(Outcome.INVALID_REQUEST, msg)
     return decode(raw)
 
 
@@ -231,7 +270,7 @@ async def _send(client: Client, inputs: _Inputs, plan: _Plan, state: _Run) -> No
                 state.writer.result(number, item.response)
                 state.counts.answered += 1
             elif item.error is not None:
-                if failure_of(item.error).stops_every_call:
+                if outcome_of(item.error).stops_every_call:
                     raise item.error
                 state.writer.error(number, record_code(item.error), redact(str(item.error)))
                 state.counts.failed += 1
@@ -250,7 +289,7 @@ async def _run(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]
         open(plan.output, "ab", buffering=0) as out,  # noqa: ASYNC230
         open(plan.input, "rb") as source,  # noqa: ASYNC230
     ):
-        state = _Run(Writer(out), counts, progress)
+        state = _Run(Writer(out, plan.answered_by), counts, progress)
         inputs = _Inputs(source, plan.resume, state)
         async with (
             AsyncExitStack() as stack,

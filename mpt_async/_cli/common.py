@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mpt_async import _redact
-from mpt_async._codes import Failure, failure_of
+from mpt_async._cli.outcome import Outcome, outcome_of
 from mpt_async._exceptions import ConfigurationError
 
 __all__ = [
@@ -41,13 +41,14 @@ EXIT_INTERRUPTED = 130
 
 #: Any of these set means "talk to the real service" (half a pair is reported as an error).
 CREDENTIAL_VARS = (
+    "QIANFAN_API_KEY",
     "QIANFAN_ACCESS_TOKEN",
     "QIANFAN_AK",
     "QIANFAN_SK",
     "QIANFAN_ACCESS_KEY",
     "QIANFAN_SECRET_KEY",
 )
-_SECRET_VARS = ("QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
+_SECRET_VARS = ("QIANFAN_API_KEY", "QIANFAN_ACCESS_TOKEN", "QIANFAN_SK", "QIANFAN_SECRET_KEY")
 
 
 class UsageError(ConfigurationError):
@@ -75,23 +76,23 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
 
 #: The words before the message, by kind of failure (none: the message says it all).
 _PREFIXES = {
-    Failure.INVALID_REQUEST: "invalid request",
-    Failure.AUTHENTICATION: "authentication failed",
-    Failure.QUOTA: "rate limited",
-    Failure.RATE_LIMIT: "rate limited",
-    Failure.PERMISSION: "the service refused the request",
-    Failure.NOT_FOUND: "the service refused the request",
-    Failure.SERVER_ERROR: "the service refused the request",
-    Failure.MALFORMED_RESPONSE: "the service refused the request",
-    Failure.HTTP_ERROR: "the service refused the request",
-    Failure.TIMEOUT: "timed out",
+    Outcome.INVALID_REQUEST: "invalid request",
+    Outcome.AUTHENTICATION: "authentication failed",
+    Outcome.QUOTA: "rate limited",
+    Outcome.RATE_LIMIT: "rate limited",
+    Outcome.PERMISSION: "the service refused the request",
+    Outcome.NOT_FOUND: "the service refused the request",
+    Outcome.SERVER_ERROR: "the service refused the request",
+    Outcome.MALFORMED_RESPONSE: "the service refused the request",
+    Outcome.HTTP_ERROR: "the service refused the request",
+    Outcome.TIMEOUT: "timed out",
 }
 
 
 def _describe(exc: BaseException) -> str:
     message = " ".join(str(exc).split())
-    failure = failure_of(exc)
-    if failure is Failure.UNEXPECTED:
+    failure = outcome_of(exc)
+    if failure is Outcome.UNEXPECTED:
         kind = type(exc).__name__
         return f"unexpected {kind}: {message}" if message else f"unexpected {kind}"
     prefix = _PREFIXES.get(failure)
@@ -116,4 +117,4 @@ def exit_code(exc: BaseException) -> int:
     Args:
         exc: The error.
     """
-    return EXIT_USAGE if failure_of(exc).callers_fault else EXIT_API
+    return EXIT_USAGE if outcome_of(exc).callers_fault else EXIT_API

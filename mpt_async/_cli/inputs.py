@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import IO, NoReturn
 
-from mpt_async._codes import Failure
+from mpt_async._cli.outcome import Outcome
 
 __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_LINE_BYTES", "BadLine", "decode", "read_lines"]
 
@@ -29,11 +29,11 @@ class BadLine(Exception):
     """An input line that cannot be a request: what its error record says.
 
     Attributes:
-        code: The record's ``code`` (a :class:`~mpt_async._codes.Failure` name).
+        code: The record's ``code`` (a :class:`~mpt_async._cli.outcome.Outcome` name).
         message: The record's message, in plain words.
     """
 
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Outcome, message: str) -> None:
         super().__init__(message)
         self.code = failure.value
         self.message = message
@@ -62,7 +62,7 @@ def read_lines(source: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
 def _int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         msg = f"holds an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})"
-        raise BadLine(Failure.INVALID_REQUEST, msg)
+        raise BadLine(Outcome.INVALID_REQUEST, msg)
     return int(text)
 
 
@@ -70,13 +70,13 @@ def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         msg = f"holds a number too large for a request: {text[:20]}"
-        raise BadLine(Failure.INVALID_REQUEST, msg)
+        raise BadLine(Outcome.INVALID_REQUEST, msg)
     return value
 
 
 def _constant(text: str) -> NoReturn:
     msg = f"not a JSON value: {text} is not JSON"
-    raise BadLine(Failure.INVALID_JSON, msg)
+    raise BadLine(Outcome.INVALID_JSON, msg)
 
 
 def _text(raw: bytes) -> str:
@@ -87,7 +87,7 @@ def _text(raw: bytes) -> str:
             f"not UTF-8 text: byte {exc.start + 1} of the line (0x{raw[exc.start]:02x}) is "
             "not part of a UTF-8 character; save the file as UTF-8"
         )
-        raise BadLine(Failure.INVALID_JSON, msg) from None
+        raise BadLine(Outcome.INVALID_JSON, msg) from None
 
 
 def _check(value: object, *, strings: bool) -> None:
@@ -98,14 +98,14 @@ def _check(value: object, *, strings: bool) -> None:
         if isinstance(item, (dict, list)):
             if depth > MAX_DEPTH:
                 msg = f"nested more than {MAX_DEPTH} levels deep"
-                raise BadLine(Failure.INVALID_REQUEST, msg)
+                raise BadLine(Outcome.INVALID_REQUEST, msg)
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
         elif strings and isinstance(item, str):
             try:
                 item.encode()
             except UnicodeEncodeError:
-                raise BadLine(Failure.INVALID_REQUEST, "text holds a lone surrogate") from None
+                raise BadLine(Outcome.INVALID_REQUEST, "text holds a lone surrogate") from None
 
 
 def decode(raw: bytes) -> object:
@@ -122,9 +122,9 @@ def decode(raw: bytes) -> object:
         value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:
         msg = f"nested more than {MAX_DEPTH} levels deep"
-        raise BadLine(Failure.INVALID_REQUEST, msg) from None
+        raise BadLine(Outcome.INVALID_REQUEST, msg) from None
     except ValueError as exc:
-        raise BadLine(Failure.INVALID_JSON, f"not a JSON value: {exc}") from None
+        raise BadLine(Outcome.INVALID_JSON, f"not a JSON value: {exc}") from None
     # A lone surrogate can only come from a \u escape: look for one only then.
     _check(value, strings="\\u" in text)
     return value

@@ -1,9 +1,12 @@
 """The ``batch`` command's output file: one JSON record per input line, and resuming it.
 
-A record is ``{"line": N, "result": ...}`` or ``{"line": N, "error": {"code": ...,
-"message": ...}}``. A rerun skips the lines with a result or a permanent error, tries again
-those whose error was transient (:func:`mpt_async._codes.is_transient`), after removing
-their old record, and drops a partial last record (a run killed mid-write).
+A record is ``{"line": N, "result": ..., "service": ..., "model": ...}`` or ``{"line": N,
+"error": {"code": ..., "message": ...}}``. A rerun skips the lines with a result or a
+permanent error, tries again those whose error was transient
+(:func:`mpt_async._cli.outcome.is_transient`) and those answered by another service or model (the
+embedded emulator's answers are not the real service's), after removing their old record,
+and drops a partial last record (a run killed mid-write). A result written before records
+named their service is kept as it is.
 """
 
 from __future__ import annotations
@@ -17,17 +20,42 @@ from typing import IO, Any
 import attrs
 
 from mpt_async._cli.common import UsageError
-from mpt_async._codes import is_transient
+from mpt_async._cli.outcome import is_transient
 from mpt_async._models import ChatResponse
 from mpt_async._validate import is_int
 
-__all__ = ["ANSWERED", "FAILED", "TODO", "Resume", "Writer", "read_output", "repair_output"]
+__all__ = [
+    "ANSWERED",
+    "FAILED",
+    "TODO",
+    "AnsweredBy",
+    "Resume",
+    "Writer",
+    "read_output",
+    "remove_stale_copies",
+    "repair_output",
+]
 
 TODO, ANSWERED, FAILED = 0, 1, 2  # a line's status, ordered: the highest record wins
 _DENSE_LINES = 1 << 26
 
 
-def _record_status(raw: bytes) -> tuple[int, int] | None:
+@attrs.frozen
+class AnsweredBy:
+    """The service and model a run asks: an answer from any other is not this run's."""
+
+    service: str
+    model: str
+
+    def gave(self, record: dict[str, Any]) -> bool:
+        """Whether ``record``'s answer came from here (a record that does not say: yes)."""
+        service, model = record.get("service"), record.get("model")
+        if service is None and model is None:
+            return True
+        return service == self.service and model == self.model
+
+
+def _record_status(raw: bytes, answered_by: AnsweredBy | None = None) -> tuple[int, int] | None:
     """``(line, status)`` of one output record, or ``None`` if it is not one."""
     try:
         record = json.loads(raw)
@@ -39,7 +67,8 @@ def _record_status(raw: bytes) -> tuple[int, int] | None:
     if not is_int(line) or line < 1:
         return None
     if isinstance(record.get("result"), str):
-        return line, ANSWERED
+        ours = answered_by is None or answered_by.gave(record)
+        return line, ANSWERED if ours else TODO
     error = record.get("error")
     if isinstance(error, dict) and "code" in error:
         return line, TODO if is_transient(error["code"]) else FAILED
@@ -74,8 +103,8 @@ class Resume:
         self.status[line] = max(self.status[line], value)
 
 
-def read_output(path: str) -> Resume:
-    """Read an earlier run's output.
+def read_output(path: str, answered_by: AnsweredBy | None = None) -> Resume:
+    """Read an earlier run's output (answers from another service or model are to redo).
 
     Raises:
         UsageError: The file holds a line that is not a record of this command.
@@ -93,7 +122,7 @@ def read_output(path: str) -> Resume:
         for number, raw in enumerate(file, 1):
             complete = raw.endswith(b"\n")
             if raw.strip():
-                found = _record_status(raw)
+                found = _record_status(raw, answered_by)
                 if found is None:
                     if complete:
                         msg = (
@@ -112,10 +141,10 @@ def read_output(path: str) -> Resume:
     return resume
 
 
-def repair_output(path: str, resume: Resume) -> None:
-    """Drop transient errors and a partial last record; end the file with a newline."""
+def repair_output(path: str, resume: Resume, answered_by: AnsweredBy | None = None) -> None:
+    """Drop the records to redo and a partial last record; end the file with a newline."""
     if resume.retried:
-        _rewrite_without_retried(path)
+        _rewrite_without_retried(path, answered_by)
     elif resume.keep_until is not None:
         os.truncate(path, resume.keep_until)
     elif resume.add_newline:
@@ -123,14 +152,19 @@ def repair_output(path: str, resume: Resume) -> None:
             file.write(b"\n")
 
 
-def _rewrite_without_retried(path: str) -> None:
-    """Rewrite the output without the records of lines to try again (atomically)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".mpt_async-batch-")
+def _rewrite_without_retried(path: str, answered_by: AnsweredBy | None) -> None:
+    """Rewrite the output without the records of lines to try again (atomically).
+
+    Through a symbolic link, the file it points to is rewritten; the link stays.
+    """
+    path = os.path.realpath(path)
+    folder, name = os.path.split(path)
+    remove_stale_copies(folder, name)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=_copy_prefix(name, os.getpid()))
     try:
         with open(handle, "wb") as out, open(path, "rb") as source:
             for raw in source:
-                found = _record_status(raw) if raw.strip() else None
+                found = _record_status(raw, answered_by) if raw.strip() else None
                 if found is not None and found[1] != TODO:
                     out.write(raw if raw.endswith(b"\n") else raw + b"\n")
             out.flush()
@@ -144,11 +178,48 @@ def _rewrite_without_retried(path: str) -> None:
         raise
 
 
-class Writer:
-    """Appends one record per line to the output, each written whole and at once."""
+def _copy_prefix(name: str, pid: int) -> str:
+    return f".mpt_async-batch-{name}.{pid}."
 
-    def __init__(self, file: IO[bytes]) -> None:
+
+def remove_stale_copies(folder: str, name: str) -> None:
+    """Delete the half-written copies of ``name`` left by runs killed mid-rewrite.
+
+    A copy's name holds its run's process id; a copy of a process that still runs (another
+    run rewriting the same file now) is left alone.
+    """
+    prefix = f".mpt_async-batch-{name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            pid = entry.name[len(prefix) :].split(".", 1)[0]
+            if not entry.name.startswith(prefix) or not pid.isdigit():
+                continue
+            if not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+class Writer:
+    """Appends one record per line to the output, each written whole and at once.
+
+    Args:
+        file: The output, opened for appending.
+        answered_by: The service and model named in each answer's record.
+    """
+
+    def __init__(self, file: IO[bytes], answered_by: AnsweredBy | None = None) -> None:
         self._file = file
+        self._answered_by = answered_by
 
     def _append(self, record: dict[str, Any]) -> None:
         try:
@@ -176,6 +247,9 @@ class Writer:
         }
         if response.ban_round is not None:
             record["ban_round"] = response.ban_round
+        if self._answered_by is not None:
+            record["service"] = self._answered_by.service
+            record["model"] = self._answered_by.model
         self._append(record)
 
     def error(self, line: int, code: int | str, message: str) -> None:

@@ -1,8 +1,8 @@
 """The options and set-up shared by the commands that call the service (chat, batch).
 
-:func:`run_service_command` chooses the service (the embedded emulator without
-credentials or with ``--emulator``; else the environment's credentials, ``--base-url``
-and the token cache), runs the command under anyio, and turns every error into one line
+:func:`run_service_command` chooses the service (the embedded emulator with
+``--emulator`` only; else the environment's credentials, ``--base-url`` and the token
+cache), runs the command under anyio, and turns every error into one line
 and an exit status.
 """
 
@@ -15,11 +15,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from mpt_async._auth import AccessTokenAuth, base_url_from_env
+from mpt_async._auth import APIKeyAuth, auth_from_env, base_url_from_env, default_api
 from mpt_async._cli.argtypes import add_count_option, positive_number
 from mpt_async._cli.common import (
     CREDENTIAL_VARS,
     EXIT_INTERRUPTED,
+    UsageError,
     error_line,
     exit_code,
     note,
@@ -30,6 +31,7 @@ from mpt_async._token_store import TokenStore
 
 __all__ = [
     "add_sampling_options",
+    "service_name",
     "add_service_options",
     "add_token_cache_options",
     "client_options",
@@ -63,6 +65,7 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         help="stop generating at WORD (repeatable; at most 4 of at most 20 characters)",
     )
     sampling.add_argument("--user-id", help="the end user's id, passed to the service")
+    sampling.add_argument("--system", help="a system prompt (the v2 interface only)")
 
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +102,7 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
     service.add_argument(
         "--emulator",
         action="store_true",
-        help="talk to the embedded emulator even when credentials are set",
+        help="talk to the embedded emulator (a local stand-in for the service), not Baidu",
     )
     add_token_cache_options(service)
 
@@ -153,34 +156,60 @@ def token_store_from_args(
         return None  # no home directory: run without the cache
 
 
+def service_name(args: argparse.Namespace) -> str:
+    """Which service a run talks to, as its records name it: ``emulator``, or an address.
+
+    Known before any network I/O, so that a resumed batch can tell its earlier answers'
+    service from this run's.
+    """
+    if args.emulator:
+        return "emulator"
+    if args.base_url or os.environ.get("QIANFAN_BASE_URL"):
+        return str(args.base_url or os.environ["QIANFAN_BASE_URL"]).rstrip("/")
+    try:
+        api = default_api(auth_from_env())
+    except ConfigurationError:
+        api = "v2"
+    return base_url_from_env(api)
+
+
 def _use_emulator(args: argparse.Namespace) -> bool:
-    return bool(args.emulator) or not any(os.environ.get(name) for name in CREDENTIAL_VARS)
+    """Only when asked: answers made up locally must never pass for the service's."""
+    if args.emulator:
+        return True
+    if not any(os.environ.get(name) for name in CREDENTIAL_VARS):
+        msg = (
+            "no credentials: set QIANFAN_API_KEY (a v2 API key), or QIANFAN_ACCESS_KEY and "
+            "QIANFAN_SECRET_KEY, QIANFAN_AK and QIANFAN_SK, or QIANFAN_ACCESS_TOKEN; or pass "
+            "--emulator to try the local emulator"
+        )
+        raise UsageError(msg)
+    return False
 
 
 @contextlib.contextmanager
-def _embedded_emulator(forced: bool) -> Iterator[dict[str, Any]]:
+def _embedded_emulator() -> Iterator[dict[str, Any]]:
     """Start the emulator; yield the client's ``auth`` and ``base_url`` for it."""
     try:
         from mpt_async.testing import DEFAULT_API_KEY, DEFAULT_SECRET_KEY, Emulator
 
+        # It speaks v2, as Baidu does today, and accepts QIANFAN_API_KEY's key if set.
         emulator = Emulator(api_key=DEFAULT_API_KEY, secret_key=DEFAULT_SECRET_KEY)
         emulator.start()
     except ImportError as exc:
-        why = "--emulator was given" if forced else "no credentials in the environment"
         msg = (
-            f"{why}, and the embedded emulator is not installed ({exc}): run "
-            f"{_INSTALL_HINT}, or set QIANFAN_AK and QIANFAN_SK (or QIANFAN_ACCESS_KEY and "
-            "QIANFAN_SECRET_KEY, or QIANFAN_ACCESS_TOKEN)"
+            f"--emulator was given, and the embedded emulator is not installed ({exc}): run "
+            f"{_INSTALL_HINT}, or set QIANFAN_API_KEY (or QIANFAN_ACCESS_KEY and "
+            "QIANFAN_SECRET_KEY, QIANFAN_AK and QIANFAN_SK, or QIANFAN_ACCESS_TOKEN)"
         )
         raise ConfigurationError(msg) from None
     except (OSError, RuntimeError, ValueError) as exc:
         msg = f"cannot start the embedded emulator: {exc}"
         raise APIConnectionError(msg) from None
     try:
-        why = "--emulator" if forced else "no credentials in the environment"
-        note(f"{why}; using the embedded emulator at {emulator.base_url}")
+        note(f"--emulator; using the embedded emulator at {emulator.base_url}")
         yield {
-            "auth": AccessTokenAuth(emulator.api_key, emulator.secret_key),
+            "auth": APIKeyAuth(emulator.v2_api_key),
             "base_url": emulator.base_url,
         }
     finally:
@@ -212,8 +241,8 @@ def run_service_command(
     """Run a command that talks to the service, with ``chat``'s credentials and errors.
 
     ``prepare(args)`` checks the command's input first, before any network I/O. Then the
-    service is chosen as for ``chat`` (the embedded emulator without credentials or with
-    ``--emulator``; else the environment's credentials, ``--base-url`` and the token
+    service is chosen as for ``chat`` (the embedded emulator with ``--emulator`` only;
+    else the environment's credentials, ``--base-url`` and the token
     cache), and ``command(args, prepared, connection)`` runs (its calls under anyio, with
     ``anyio.run`` or a blocking portal); it makes its client with
     ``Client(**client_options(args, connection))``.
@@ -233,8 +262,8 @@ def run_service_command(
         with contextlib.ExitStack() as stack:
             connection: dict[str, Any] = {}
             if _use_emulator(args):
-                connection = stack.enter_context(_embedded_emulator(bool(args.emulator)))
-                extra_secrets.append(connection["auth"].secret_key)
+                connection = stack.enter_context(_embedded_emulator())
+                extra_secrets.append(connection["auth"].api_key)
             else:
                 if args.base_url:
                     connection["base_url"] = args.base_url

@@ -8,7 +8,6 @@ measure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -82,7 +81,7 @@ class Request:
         receive: The ASGI receive channel (to notice a client that hangs up).
     """
 
-    __slots__ = ("client", "headers", "method", "path", "query", "raw_body", "receive")
+    __slots__ = ("client", "headers", "method", "path", "query", "raw_body", "receive", "server")
 
     def __init__(self, scope: Scope, raw_body: bytes, receive: Receive) -> None:
         self.method: str = scope["method"]
@@ -91,6 +90,8 @@ class Request:
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.raw_body = raw_body
         self.client: object = scope.get("client")
+        #: The (host, port) the server listens on, when the server says.
+        self.server: object = scope.get("server")
         self.receive = receive
 
     def record(self, kind: str, body: Any) -> RecordedRequest:
@@ -185,11 +186,15 @@ async def _until_disconnected(receive: Receive) -> None:
         pass
 
 
-async def stall(receive: Receive, seconds: float) -> None:
-    """Sleep ``seconds``, but stop early if the client hangs up.
+async def stall(receive: Receive, seconds: float) -> bool:
+    """Sleep ``seconds``, but stop early if the client hangs up; ``True`` if it did.
 
     A client that timed out is not waiting any more; ending the stall then keeps
-    abandoned requests from piling up on the server, and keeps ``stop()`` quick.
+    abandoned requests from piling up on the server, and keeps ``stop()`` quick. Its
+    request is then answered no further: it takes no scripted reply and no quota.
     """
-    with contextlib.suppress(asyncio.TimeoutError):
+    try:
         await asyncio.wait_for(_until_disconnected(receive), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True

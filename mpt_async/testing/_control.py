@@ -2,13 +2,19 @@
 
 Each control takes the state and the decoded JSON body (or ``None``) and returns the
 JSON answer; ``ValueError``/``TypeError`` (bad input, out of range) become HTTP 400.
+
+The controls answer tests, not web pages: a request with a foreign ``Host`` (DNS
+rebinding), a foreign ``Origin``, or a body not declared ``application/json`` (a
+cross-site form or ``text/plain`` POST) is refused with 403 before it acts.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from mpt_async._validate import is_number
 from mpt_async.testing._asgi import Request, Send, dumps, loads, respond
@@ -32,6 +38,10 @@ async def control(state: EmulatorState, request: Request, send: Send) -> None:
         request: The request, its path under :data:`CONTROL_PREFIX`.
         send: The ASGI send channel.
     """
+    refusal = _foreign(request)
+    if refusal is not None:
+        await respond(send, 403, dumps({"error": refusal}))
+        return
     route = (request.method, request.path[len(CONTROL_PREFIX) :].strip("/"))
     handler = _CONTROLS.get(route)
     if handler is None:
@@ -46,6 +56,46 @@ async def control(state: EmulatorState, request: Request, send: Send) -> None:
         await respond(send, 400, dumps({"error": str(exc)}))
         return
     await respond(send, 200, dumps(answer))
+
+
+def _is_local(host: str | None, request: Request) -> bool:
+    """Whether ``host`` names this machine's loopback, or the address the server listens on."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    server = request.server
+    if isinstance(server, (tuple, list)) and server and str(server[0]).lower() == host:
+        return True  # an emulator listening on another address, on purpose
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _foreign(request: Request) -> str | None:
+    """Why a control request may come from a web page rather than a test; ``None`` if not.
+
+    A page the user opens can send a ``text/plain`` POST to any address, and a host name it
+    controls can resolve to 127.0.0.1 (DNS rebinding). So the controls answer only a
+    request whose ``Host`` is this machine's loopback (or the server's own address), with
+    no foreign ``Origin``, and whose body, if any, is declared JSON.
+    """
+    headers = request.headers
+    host = headers.get("host")
+    if host is None or not _is_local(urlsplit(f"//{host}").hostname, request):
+        return "the controls answer requests for a loopback Host only"
+    origin = headers.get("origin")
+    if origin is not None and not _is_local(urlsplit(origin).hostname, request):
+        return "the controls refuse requests from web pages of other sites"
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "the controls refuse cross-site requests"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    sends_body = request.method != "GET" and (request.raw_body.strip() or content_type)
+    if sends_body and content_type != "application/json":
+        return "a control's body must be sent as application/json"
+    return None
 
 
 def _objects(data: Any, example: str) -> list[dict[str, Any]]:

@@ -19,11 +19,14 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_SECRET_ACCESS_KEY",
     "DEFAULT_SECRET_KEY",
+    "DEFAULT_V2_API_KEY",
     "Emulator",
 ]
 
 #: API Key accepted by the token endpoint when none is given or set in ``QIANFAN_AK``.
 DEFAULT_API_KEY = "emulator-api-key"
+#: The v2 API key the emulator accepts (else ``QIANFAN_API_KEY``), shaped like Baidu's.
+DEFAULT_V2_API_KEY = "bce-v3/ALTAK-emulator/0123456789abcdef0123456789abcdef01234567"
 #: Secret Key paired with :data:`DEFAULT_API_KEY` (else ``QIANFAN_SK``).
 DEFAULT_SECRET_KEY = "emulator-secret-key"
 #: IAM access key accepted in signatures (else ``QIANFAN_ACCESS_KEY``).
@@ -56,6 +59,8 @@ class Emulator:
         secret_key: Its Secret Key.
         access_key: The IAM access key accepted in ``bce-auth-v1`` signatures.
         secret_access_key: Its secret key.
+        v2_api_key: The v2 API key accepted as ``Authorization: Bearer`` on
+            ``/v2/chat/completions`` (bearer tokens from the IAM route are accepted too).
 
     Args:
         host: The address to listen on: loopback by default; any other address (for a
@@ -65,6 +70,8 @@ class Emulator:
         secret_key: Its Secret Key.
         access_key: The IAM access key accepted in ``bce-auth-v1`` signatures.
         secret_access_key: Its secret key.
+        v2_api_key: The v2 API key accepted on ``/v2/chat/completions`` (else
+            ``QIANFAN_API_KEY``, else :data:`DEFAULT_V2_API_KEY`).
         token_ttl: Lifetime of issued access tokens, in seconds (real clock).
         stream_chunks: Chunks per streamed answer (changeable while running).
         chunk_delay: Seconds between two stream chunks (changeable while running).
@@ -95,6 +102,7 @@ class Emulator:
     secret_key: str
     access_key: str
     secret_access_key: str
+    v2_api_key: str
 
     def __init__(
         self,
@@ -105,6 +113,7 @@ class Emulator:
         secret_key: str | None = None,
         access_key: str | None = None,
         secret_access_key: str | None = None,
+        v2_api_key: str | None = None,
         token_ttl: float = 2592000,
         stream_chunks: int = 3,
         chunk_delay: float = 0.0,
@@ -125,6 +134,7 @@ class Emulator:
         self.secret_access_key = _pick(
             secret_access_key, "QIANFAN_SECRET_KEY", DEFAULT_SECRET_ACCESS_KEY
         )
+        self.v2_api_key = _pick(v2_api_key, "QIANFAN_API_KEY", DEFAULT_V2_API_KEY)
         self._requested_port = check_int("port", port, 0, 65535)
         self._idle_timeout = check_number("idle_timeout", idle_timeout, 0.001, 86400)
         self._port: int | None = None
@@ -132,18 +142,13 @@ class Emulator:
             api_keys={self.api_key: self.secret_key},
             access_keys={self.access_key: self.secret_access_key},
             token_ttl=token_ttl,
-            config=Config(
-                stream_chunks=stream_chunks,
-                chunk_delay=chunk_delay,
-                qps=qps,
-                rpm=rpm,
-                tpm=tpm,
-                rate_window=rate_window,
-            ),
+            # In Config's order: stream_chunks, chunk_delay, qps, rpm, tpm, rate_window.
+            config=Config(stream_chunks, chunk_delay, qps, rpm, tpm, rate_window),
             endpoints=endpoints,
             max_records=check_int("max_records", max_records, 0, 1_000_000),
             record_bytes=check_int("max_record_bytes", max_record_bytes, 0, 2**40),
         )
+        self._state.bearer_keys.add(self.v2_api_key)
         self._server: ServerThread | None = None
 
     def __repr__(self) -> str:
@@ -364,17 +369,19 @@ class Emulator:
         """Drop every queued scripted reply."""
         self._state.clear_replies()
 
-    def issue_token(self, ttl: float | None = None) -> str:
+    def issue_token(self, ttl: float | None = None, *, bearer: bool = False) -> str:
         """Mint a valid access token without calling the token endpoint.
 
         Args:
             ttl: Lifetime in seconds (negative: already expired); ``None`` uses
                 ``token_ttl``.
+            bearer: Mint an IAM bearer token (``bce-v3/...``) for the v2 interface rather
+                than a v1 access token; each is refused on the other interface.
 
         Raises:
             ValueError: ``ttl`` is not a number within ten years either way.
         """
-        return self._state.issue_token(ttl)
+        return self._state.issue_token(ttl, bearer=bearer)
 
     def revoke_tokens(self) -> None:
         """Invalidate every current token: chat answers error 110 for them."""

@@ -110,7 +110,10 @@ def _header_value(name: str, value: object) -> str:
     return text
 
 
-def _headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+def _headers(headers: object) -> tuple[tuple[str, str], ...]:
+    if headers is not None and not isinstance(headers, Mapping):
+        msg = 'headers must be a mapping of names to values, e.g. {"Retry-After": "1"}'
+        raise TypeError(msg)
     items = tuple((headers or {}).items())
     if len(items) > MAX_HEADERS:
         msg = f"at most {MAX_HEADERS} headers"

@@ -71,7 +71,11 @@ class Service:
         await respond(send, status, dumps({"error": error, "error_description": description}))
 
     async def _arrival_fault(self, fault: Fault, request: Request, send: Send) -> bool:
-        """Apply a fault that acts before anything else; ``True`` if it answered."""
+        """Apply a fault that acts before anything else; ``True`` if the request is done.
+
+        A request is done once answered, and also once its client hung up during a stall:
+        an abandoned request must not take the scripted reply due to the next one.
+        """
         if fault.kind is FaultKind.ERROR:
             assert fault.code is not None
             await self.error(send, fault.code, fault.msg)
@@ -87,9 +91,8 @@ class Service:
             )
         elif fault.kind is FaultKind.DROP:
             await drop_connection(send)
-        else:  # a stall: wait, then answer as usual
-            await stall(request.receive, fault.seconds or 0.0)
-            return False
+        else:  # a stall: wait, then answer as usual, unless the client has gone
+            return await stall(request.receive, fault.seconds or 0.0)
         return True
 
     def _authenticate(self, request: Request) -> int | None:

@@ -30,10 +30,12 @@ from mpt_async.testing._quota import Quota, RateHeaders
 from mpt_async.testing._records import RECORD_BYTES, EmulatorStats, RecordedRequest, Records
 from mpt_async.testing._script import ScriptedReply
 
-__all__ = ["MAX_TIMES", "EmulatorState"]
+__all__ = ["BEARER_PREFIX", "MAX_TIMES", "EmulatorState"]
 
 #: The largest ``times`` of one fault or scripted reply.
 MAX_TIMES = 1_000_000
+#: How IAM bearer tokens (and v2 API keys) begin; v1 access tokens never do.
+BEARER_PREFIX = "bce-v3/"
 #: The most entries (faults, or scripted replies) waiting at once.
 MAX_QUEUED = 10_000
 
@@ -82,6 +84,8 @@ class EmulatorState:
     ) -> None:
         self.api_keys = dict(api_keys)
         self.access_keys = dict(access_keys)
+        #: The v2 API keys accepted as ``Authorization: Bearer``.
+        self.bearer_keys: set[str] = set()
         self.token_ttl = check_token_ttl(token_ttl)
         self.endpoints = None if endpoints is None else frozenset(endpoints)
         self.open_connections = open_connections
@@ -138,29 +142,41 @@ class EmulatorState:
 
     # -- tokens ----------------------------------------------------------------------
 
-    def issue_token(self, ttl: float | None = None) -> str:
+    def issue_token(self, ttl: float | None = None, *, bearer: bool = False) -> str:
         """Mint an access token valid for ``ttl`` seconds (default: the token TTL).
 
         Args:
             ttl: Lifetime in seconds (negative: already expired).
+            bearer: Mint an IAM bearer token for the v2 interface instead of a v1 access
+                token: the two are not interchangeable.
 
         Raises:
             ValueError: ``ttl`` is not a number within ten years either way.
         """
         ttl = self.token_ttl if ttl is None else check_token_ttl(ttl, positive=False)
         now = time.time()
-        # Shaped like Baidu's: 24.<hex>.<ttl>.<expiry>.<digits>-<app id>.
-        token = (
-            f"24.{secrets.token_hex(16)}.{int(ttl)}.{int(now + ttl)}"
-            f".{secrets.randbelow(10**6):06d}-{secrets.randbelow(10**8):08d}"
-        )
+        if bearer:
+            # Shaped like IAM's: bce-v3/ALTAK-<id>/<hex>, as a permanent API key is.
+            token = f"{BEARER_PREFIX}ALTAK-{secrets.token_hex(10)}/{secrets.token_hex(20)}"
+        else:
+            # Shaped like Baidu's: 24.<hex>.<ttl>.<expiry>.<digits>-<app id>.
+            token = (
+                f"24.{secrets.token_hex(16)}.{int(ttl)}.{int(now + ttl)}"
+                f".{secrets.randbelow(10**6):06d}-{secrets.randbelow(10**8):08d}"
+            )
         with self._lock:
             self._tokens[token] = now + ttl
             self._counts["tokens_issued"] += 1
         return token
 
-    def check_token(self, token: str) -> int | None:
-        """``None`` if ``token`` is valid, else the error code: 110 unknown, 111 expired."""
+    def check_token(self, token: str, *, bearer: bool = False) -> int | None:
+        """``None`` if ``token`` is valid, else the error code: 110 unknown, 111 expired.
+
+        A v1 access token is unknown on the v2 interface (``bearer``), and an IAM bearer
+        token on v1, as on Baidu's service.
+        """
+        if token.startswith(BEARER_PREFIX) is not bearer:
+            return _errors.ACCESS_TOKEN_INVALID
         with self._lock:
             expiry = self._tokens.get(token)
         if expiry is None:

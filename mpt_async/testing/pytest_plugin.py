@@ -13,8 +13,10 @@ Installed with mpt-async, this plugin registers itself with pytest (entry point
 
 ``mpt_emulator`` is one :class:`~mpt_async.testing.Emulator` for the whole session, reset
 before each test. ``mpt_client`` is a :class:`~mpt_async.Client` wired to it that retries
-without waiting; it is async, so it runs under anyio's pytest plugin (``@pytest.mark.anyio``,
-on the ``anyio_backend`` you choose: asyncio, trio). Loading the plugin imports nothing
+without waiting, on the v1 interface (token auth); ``mpt_v2_client`` is the same on the v2
+interface (the emulator's API key, ``/v2/chat/completions``). Both are async, so they run
+under anyio's pytest plugin (``@pytest.mark.anyio``, on the ``anyio_backend`` you choose:
+asyncio, trio). Loading the plugin imports nothing
 but pytest: the emulator (and uvicorn) load when a test first asks for it.
 """
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from mpt_async import Client
     from mpt_async.testing import Emulator
 
-__all__ = ["mpt_client", "mpt_emulator"]
+__all__ = ["mpt_client", "mpt_emulator", "mpt_v2_client"]
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,7 @@ def _mpt_emulator_session() -> Iterator[Emulator]:
         secret_key=_emulator.DEFAULT_SECRET_KEY,
         access_key=_emulator.DEFAULT_ACCESS_KEY,
         secret_access_key=_emulator.DEFAULT_SECRET_ACCESS_KEY,
+        v2_api_key=_emulator.DEFAULT_V2_API_KEY,
     )
     with emulator:
         yield emulator
@@ -70,5 +73,19 @@ async def mpt_client(mpt_emulator: Emulator, anyio_backend: object) -> AsyncIter
 
     no_wait = Backoff(initial=0, maximum=0, jitter=0, max_retry_after=0)
     auth = AccessTokenAuth(mpt_emulator.api_key, mpt_emulator.secret_key)
+    async with Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait) as client:
+        yield client
+
+
+@pytest.fixture
+async def mpt_v2_client(mpt_emulator: Emulator, anyio_backend: object) -> AsyncIterator[Client]:
+    """A v2 :class:`~mpt_async.Client` for ``mpt_emulator`` (its API key, no wait between retries).
+
+    It is closed after the test.
+    """
+    from mpt_async import APIKeyAuth, Backoff, Client
+
+    no_wait = Backoff(initial=0, maximum=0, jitter=0, max_retry_after=0)
+    auth = APIKeyAuth(mpt_emulator.v2_api_key)
     async with Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait) as client:
         yield client

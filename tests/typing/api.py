@@ -59,7 +59,7 @@ async def errors() -> None:
     try:
         await client.chat([{"role": "user", "content": "Hi"}])
     except mpt_async.RateLimitError as exc:
-        code: int | None = exc.error_code
+        code: int | str | None = exc.error_code
         print(code, exc.status_code, exc.request_id, exc.error_msg)
     except mpt_async.APIConnectionError:
         pass
