@@ -1,13 +1,17 @@
-"""Sessions: ``tests`` (asyncio and trio), ``lint``, ``typing``, ``docs``.
+"""Sessions: ``tests`` (asyncio and trio), ``installs``, ``lint``, ``typing``, ``docs``.
 
-``bench`` and ``qianfan`` run only when named.
+``tests`` runs the whole suite with every extra installed. ``installs`` runs, once per
+install a user may have (the plain ``pip install mpt-async``, and each extra alone), the
+tests whose outcome depends on that install: which HTTP transport the client picks (mpt_async's
+pool with h11 on a plain install, aiohttp and httptools with ``speed``), and each extra's own
+feature. ``bench`` and ``qianfan`` run only when named.
 """
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.sessions = ["tests", "installs", "lint", "typing", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 RUFF = "ruff==0.17.6"
@@ -20,6 +24,41 @@ def tests(session: nox.Session) -> None:
     """Run the suite; every async test runs once on asyncio and once on trio."""
     session.install("-e", ".[tests]")
     session.run("pytest", *session.posargs)
+
+
+#: What the tests need beside the package: the emulator's server comes without httptools
+#: (the ``emulator`` and ``speed`` extras bring it), so a plain install keeps h11 only.
+TEST_TOOLS = ("pytest>=8", "trio>=0.26", "hypothesis>=6.100", "uvicorn>=0.30")
+#: The tests whose outcome depends on the transport the client picks (marked ``transport``).
+TRANSPORT_TESTS = (
+    "tests/test_client_chat.py",
+    "tests/test_client_faults.py",
+    "tests/test_hostile.py",
+)
+#: Each install, stamina style: (what to install beside TEST_TOOLS, the tests to run).
+INSTALLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # No extra: no aiohttp, no httptools: the pool parses with h11 on asyncio and trio.
+    "plain": ((), (*TRANSPORT_TESTS, "tests/test_import.py")),
+    # aiohttp on asyncio, the pool with httptools on trio, orjson.
+    "speed": ((), TRANSPORT_TESTS),
+    "redis": ((), ("tests/test_redis_store.py", "tests/test_redis_lies.py")),
+    "otel": (
+        ("opentelemetry-sdk>=1.27", "opentelemetry-instrumentation-httpx>=0.48b0"),
+        ("tests/test_telemetry.py",),
+    ),
+    # The command line has no extra of its own: it runs on the plain install.
+    "cli": ((), ("tests/test_cli.py", "tests/test_cli_errors.py", "tests/test_cli_batch.py")),
+}
+
+
+@nox.session
+@nox.parametrize("install", list(INSTALLS), ids=list(INSTALLS))
+def installs(session: nox.Session, install: str) -> None:
+    """The tests that depend on one install (the plain one, or one extra), on that install."""
+    tools, tests = INSTALLS[install]
+    package = "." if install in ("plain", "cli") else f".[{install}]"
+    session.install("-e", package, *TEST_TOOLS, *tools)
+    session.run("pytest", *tests, *session.posargs)
 
 
 @nox.session
@@ -82,5 +121,7 @@ def bench(session: nox.Session) -> None:
 
     extras = tomllib.loads(Path("pyproject.toml").read_text())["project"]["optional-dependencies"]
     everything = ",".join(sorted(extras))
-    session.install("-e", f".[{everything}]", "qianfan", "aiohttp", "matplotlib", "trio")
+    session.install(
+        "-e", f".[{everything}]", "qianfan", "aiohttp", "httpx-aiohttp", "matplotlib", "trio"
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -222,6 +222,10 @@ def run(spec: dict) -> dict:
         from benchmarks import _v2
 
         return _v2.worker(spec)
+    if spec["task"] == "httpx_aiohttp":
+        from benchmarks import _httpx_aiohttp
+
+        return _httpx_aiohttp.worker(spec)
     if spec["task"] == "decode_replay":
         from benchmarks import _decode
 

@@ -78,6 +78,39 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
     return AutoTransport(limits)
 
 
+def _on_trio() -> bool:
+    trio = sys.modules.get("trio")  # if trio was never imported, it is not running
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _pool_name(wire: object) -> str:
+    parser = getattr(wire, "_parser", None)
+    if parser is None:  # what the pool picks at its first connection
+        import importlib.util
+
+        parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"pool+{parser}"
+
+
+def _transport_in_use(http: httpx.AsyncClient, owned: bool) -> str:
+    """What :attr:`Client.http_transport` says of ``http`` (see there)."""
+    wire = getattr(http, "_transport", None) if owned else None
+    if isinstance(wire, AutoTransport):
+        return _pool_name(None) if _on_trio() else "aiohttp"
+    pool = sys.modules.get("mpt_async._pool")  # loaded if a pool was made
+    if pool is not None and isinstance(wire, pool.PoolTransport):
+        return _pool_name(wire)
+    if isinstance(wire, httpx.AsyncHTTPTransport):
+        return "httpx"
+    return "custom"
+
+
 def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
     """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
     max_connections = check_int(max_connections, "max_connections", low=1)
@@ -397,6 +430,18 @@ class Client:
     def learned_limits(self) -> LearnedLimits:
         """The limits calls are held to now: learned, announced, and your ceilings."""
         return self._transport.limiter.learned()
+
+    @property
+    def http_transport(self) -> str:
+        """The HTTP transport that carries this client's calls from the running event loop.
+
+        ``"aiohttp"`` (on asyncio, when aiohttp is installed), ``"pool+httptools"`` or
+        ``"pool+h11"`` (mpt_async's pool, and what parses the answers: httptools when it is
+        installed), ``"httpx"`` (httpx's own, only when asked: ``MPT_ASYNC_TRANSPORT=httpx``),
+        or ``"custom"`` (the ``http_client`` you passed). Outside an event loop: the
+        transport that asyncio would use.
+        """
+        return _transport_in_use(self._transport.http, self._transport.owns_http)
 
     @property
     def is_closed(self) -> bool:

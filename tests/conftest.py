@@ -27,18 +27,49 @@ def _strict_wire() -> Iterator[None]:
     _converter.CONVERTER = tolerant
 
 
-@pytest.fixture(params=["asyncio", "asyncio+httpx", "trio"])
-def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every ``@pytest.mark.anyio`` test on asyncio and on trio.
+#: The backends of every ``@pytest.mark.anyio`` test; a test marked ``transport`` also runs
+#: on ``asyncio+httpx``: asyncio over httpx's own transport, which the client never picks
+#: unless asked (``MPT_ASYNC_TRANSPORT=httpx``).
+BACKENDS = ("asyncio", "trio")
+TRANSPORT_BACKENDS = ("asyncio", "asyncio+httpx", "trio")
 
-    On asyncio, clients send through aiohttp when it is installed (the ``speed`` extra);
-    ``asyncio+httpx`` runs the same tests on httpx's own transport.
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "transport: the outcome depends on the HTTP transport under the client (it runs on "
+        "asyncio+httpx too, and in nox's per-install sessions)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``anyio_backend``: two backends, or three for a test marked ``transport``.
+
+    Left alone where a test parametrizes it itself, or its module defines its own fixture.
     """
-    if request.param == "asyncio+httpx":
+    if "anyio_backend" not in metafunc.fixturenames or "anyio_backend" in vars(metafunc.module):
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "anyio_backend" in (names.split(",") if isinstance(names, str) else names):
+            return
+    marked = metafunc.definition.get_closest_marker("transport") is not None
+    metafunc.parametrize("anyio_backend", TRANSPORT_BACKENDS if marked else BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend of an ``@pytest.mark.anyio`` test (see :func:`pytest_generate_tests`).
+
+    The client sends through the transport it picks by itself (aiohttp on asyncio when
+    installed, mpt_async's pool otherwise); ``asyncio+httpx`` sets ``MPT_ASYNC_TRANSPORT=httpx``.
+    """
+    backend = str(getattr(request, "param", "asyncio"))
+    if backend == "asyncio+httpx":
         monkeypatch.setenv("MPT_ASYNC_TRANSPORT", "httpx")
         return "asyncio"
     monkeypatch.delenv("MPT_ASYNC_TRANSPORT", raising=False)
-    return str(request.param)
+    return backend
 
 
 @pytest.fixture

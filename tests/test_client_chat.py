@@ -10,7 +10,7 @@ from mpt_async.testing import Emulator
 
 from .clientkit import HI, chat_requests, token_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.transport]
 
 HISTORY = [
     {"role": "user", "content": "Please introduce The Great Wall"},
@@ -193,26 +193,3 @@ def test_auth_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(mpt_async.Client()._transport.auth, mpt_async.AccessTokenAuth)
     monkeypatch.setenv("QIANFAN_ACCESS_TOKEN", "24.t")
     assert isinstance(mpt_async.Client()._transport.auth, mpt_async.FixedTokenAuth)
-
-
-async def test_transport_follows_the_event_loop(
-    emulator: Emulator, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On asyncio calls go through aiohttp when installed; on trio, or when asked, httpx's."""
-    import os
-
-    from mpt_async._aiohttp_transport import AutoTransport
-
-    async with token_client(emulator) as client:
-        await client.chat(HI)
-        transport = client._transport.http._transport
-    forced_httpx = os.environ.get("MPT_ASYNC_TRANSPORT") == "httpx"
-    if forced_httpx:
-        assert not isinstance(transport, AutoTransport)
-        return
-    assert isinstance(transport, AutoTransport)
-    used_aiohttp = transport._aiohttp is not None
-    assert used_aiohttp == (anyio_backend == "asyncio")
-    monkeypatch.setenv("MPT_ASYNC_TRANSPORT", "carrier-pigeon")
-    with pytest.raises(mpt_async.ConfigurationError, match="MPT_ASYNC_TRANSPORT"):
-        token_client(emulator)

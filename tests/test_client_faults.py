@@ -13,7 +13,7 @@ from mpt_async.testing import Emulator, Fault
 
 from .clientkit import HI, cancel_when, token_client, wait_no_connections
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.transport]
 
 #: v1's codes (v2's string codes are tested in test_v2.py).
 V1_CODES = {c: entry for c, entry in CODE_TABLE.items() if isinstance(c, int)}

@@ -34,7 +34,7 @@ from .hostile import (
     json_reply,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.transport]
 
 HI = [{"role": "user", "content": "hi"}]
 SSE = {"content_type": "text/event-stream"}
