@@ -46,14 +46,26 @@ API = Literal["v1", "v2"]
 APIS: tuple[API, ...] = ("v1", "v2")
 V2_CHAT_PATH = "/v2/chat/completions"
 _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+#: The options only the v2 interface takes: refused on v1 before any I/O.
+_V2_ONLY = ("system", "seed", "max_completion_tokens", "frequency_penalty", "presence_penalty")
+#: The options v2 sends under their own names, as they are.
+_V2_SAME_NAME = (
+    "temperature",
+    "top_p",
+    "penalty_score",
+    "metadata",
+    "seed",
+    "max_completion_tokens",
+    "frequency_penalty",
+    "presence_penalty",
+)
 #: The body fields each interface's encoder writes itself; ``extra_body`` may not set them
 #: (a ``stream`` or ``model`` of its own would contradict the call).
 OWN_FIELDS: Mapping[API, frozenset[str]] = {
-    # Every field of a request but ``system``, which v1 refuses (v2 sends it as a message).
-    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)) - {"system"},
+    # Every field of a request but those v1 refuses (v2 sends ``system`` as a message).
+    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)).difference(_V2_ONLY),
     "v2": frozenset(
-        {"model", "messages", "stream", "stream_options", "temperature", "top_p"}
-        | {"penalty_score", "metadata", "stop", "user"}
+        {"model", "messages", "stream", "stream_options", "stop", "user", *_V2_SAME_NAME}
     ),
 }
 #: The usage of a chunk before the last (v2 reports it once, at the end).
@@ -71,11 +83,13 @@ def encode_v1(request: ChatRequest, extra: Mapping[str, Any] | None = None) -> b
     """The v1 body of ``request`` (the endpoint is in the URL), with ``extra`` fields added.
 
     Raises:
-        RequestValidationError: For ``system``, which the v1 interface does not take.
+        RequestValidationError: For an option the v1 interface does not take (``system``,
+            ``seed``, ``max_completion_tokens``, ``frequency_penalty``, ``presence_penalty``).
     """
-    if request.system is not None:
-        msg = "is not part of this service's v1 interface (use api='v2', or leave it out)"
-        raise RequestValidationError("system", msg)
+    for name in _V2_ONLY:
+        if getattr(request, name) is not None:
+            msg = "is not part of this service's v1 interface (use api='v2', or leave it out)"
+            raise RequestValidationError(name, msg)
     if not extra:
         return _converter.encode_request(request)
     return _with_extra(_converter.CONVERTER.unstructure(request), extra)
@@ -100,7 +114,7 @@ def encode_v2(request: ChatRequest, model: str, extra: Mapping[str, Any] | None 
     if request.stream:
         data["stream"] = True
         data["stream_options"] = {"include_usage": True}
-    for name in ("temperature", "top_p", "penalty_score", "metadata"):
+    for name in _V2_SAME_NAME:
         value = getattr(request, name)
         if value is not None:
             data[name] = value
