@@ -63,10 +63,10 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
             "PROMPT, chat over standard input, one question per line, keeping the history, "
             "until end of input (Ctrl-D), an empty line or /exit; on a terminal, lines can "
             "be edited, the up arrow recalls earlier questions, and Ctrl-C stops the answer "
-            "in progress. Credentials come from "
-            "QIANFAN_AK/QIANFAN_SK, QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY or "
-            "QIANFAN_ACCESS_TOKEN (and QIANFAN_BASE_URL); with none set, the embedded "
-            "emulator answers instead."
+            "in progress. Credentials come from QIANFAN_API_KEY (a v2 API key), "
+            "QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY, QIANFAN_AK/QIANFAN_SK or "
+            "QIANFAN_ACCESS_TOKEN (and QIANFAN_BASE_URL); --emulator asks the embedded "
+            "emulator instead."
         ),
     )
     parser.add_argument(
