@@ -37,6 +37,8 @@ MAX_METADATA_ENTRIES = 16
 MAX_TOP_K = 2**31 - 1
 #: v2's ``seed`` lies strictly between 0 and 2**31 - 1.
 MAX_SEED = 2**31 - 2
+#: The largest ``max_completion_tokens`` sent (a 32-bit integer; each model caps it lower).
+MAX_COMPLETION_TOKENS = 2**31 - 1
 _BAD = RequestValidationError
 
 
@@ -167,7 +169,7 @@ def to_max_completion_tokens(value: int | None) -> int | None:
     """Check ``max_completion_tokens`` (the service knows each model's own ceiling)."""
     if value is None:
         return None
-    return check_int(value, "max_completion_tokens", low=1, high=MAX_TOP_K, error=_BAD)
+    return check_int(value, "max_completion_tokens", low=1, high=MAX_COMPLETION_TOKENS, error=_BAD)
 
 
 def to_frequency_penalty(value: float | None) -> float | None:
