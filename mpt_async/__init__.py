@@ -28,6 +28,7 @@ from mpt_async._exceptions import (
 )
 from mpt_async._options import ChatOptions
 from mpt_async._public import claim as _claim
+from mpt_async._quota_kind import QuotaKind
 from mpt_async._timeouts import TimeoutLike, Timeouts
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
         Role,
         Usage,
     )
-    from mpt_async._ratelimit import RateLimitInfo, RateLimits
+    from mpt_async._ratelimit import LearnedLimits, RateLimitInfo, RateLimits
     from mpt_async._redis_store import RedisStore
     from mpt_async._stream import ChatStream
     from mpt_async._token_file import FileTokenStore
@@ -69,6 +70,7 @@ _LAZY = {
     "MessageLike": "mpt_async._models",
     "Role": "mpt_async._models",
     "Usage": "mpt_async._models",
+    "LearnedLimits": "mpt_async._ratelimit",
     "RateLimitInfo": "mpt_async._ratelimit",
     "RateLimits": "mpt_async._ratelimit",
     "ChatStream": "mpt_async._stream",
@@ -122,6 +124,7 @@ __all__ = [
     "FixedTokenAuth",
     "InternalServerError",
     "InvalidRequestError",
+    "LearnedLimits",
     "MPTError",
     "MalformedResponseError",
     "MemoryTokenStore",
@@ -131,6 +134,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ProgressHook",
+    "QuotaKind",
     "RateLimitError",
     "RateLimitInfo",
     "RateLimits",

@@ -216,7 +216,9 @@ class Batch:
 
     Use it as ``async with client.batch(requests) as results: async for item in results``.
     Results come as they complete (``item.index`` is the input's position), each with its
-    answer or its error: a failed or invalid input does not stop the others. Inputs are
+    answer or its error: a failed or invalid input does not stop the others. A call a rate
+    quota refuses waits for capacity, with no bound (``Timeouts.quota`` is ``None`` here):
+    it is never an error. Inputs are
     read lazily, and at most ``concurrency`` calls are in flight. Leaving the block early
     cancels the calls in flight (and closes an async generator given as input).
 
@@ -250,8 +252,10 @@ class Batch:
         total: int | None = None,
         **options: Unpack[ChatOptions],
     ) -> None:
-        self._client = check_instance(client, "client", Client, what="a mpt_async.Client")
+        client = check_instance(client, "client", Client, what="a mpt_async.Client")
         _check_arguments(requests, concurrency, on_progress, total)
+        # A batch waits for quota capacity as long as it takes: a refusal is never a result.
+        self._client = client.with_options(timeout=attrs.evolve(client.timeout, quota=None))
         self._options = check_options(options)
         if total is None and isinstance(requests, Sized):
             total = len(requests)

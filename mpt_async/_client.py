@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
     from mpt_async._models import ChatRequest, ChatResponse, MessageLike
-    from mpt_async._ratelimit import RateLimits
+    from mpt_async._ratelimit import LearnedLimits, RateLimits
     from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
     from mpt_async._transport import CallOptions, OpenStream
@@ -196,14 +196,14 @@ def _check_base_url(value: object) -> str:
     return text
 
 
-def _limiter(value: object, base_url: str, auth: Auth, endpoint: str) -> Limiter | None:
-    """The limiter for a client's ``rate_limits`` (checked), if it has any."""
-    if value is None:
-        return None
+def _limiter(value: object, base_url: str, auth: Auth, endpoint: str) -> Limiter:
+    """The limiter for a client's ``rate_limits`` (checked); every client has one."""
     from mpt_async._limiter import new_limiter
     from mpt_async._ratelimit import RateLimits
 
-    limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
+    limits = None
+    if value is not None:
+        limits = check_instance(value, "rate_limits", RateLimits, what="a RateLimits or None")
     return new_limiter(limits, base_url, auth, endpoint)
 
 
@@ -294,8 +294,10 @@ class Client:
             :class:`TokenStore` (:class:`MemoryTokenStore`, :class:`FileTokenStore`); only
             used with :class:`AccessTokenAuth`, and :class:`AKSKAuth` on v2 (IAM bearer
             tokens).
-        rate_limits: Hold calls back to these :class:`RateLimits` (shared with the copies
-            made by :meth:`with_options`); ``None`` limits nothing.
+        rate_limits: Ceilings and settings for the quota limiter (shared with the copies
+            made by :meth:`with_options`). ``None``: the defaults of :class:`RateLimits`,
+            which learn the rate the service grants; a quota refusal then waits for
+            capacity instead of failing (up to ``Timeouts.quota``).
         telemetry: Trace and measure every call with OpenTelemetry, when its API is installed
             (the ``otel`` extra); ``False`` turns it off (for the copies too).
         api: The service's interface: ``"v2"`` (``/v2/chat/completions``, the only one Baidu
@@ -391,6 +393,10 @@ class Client:
     def max_retries(self) -> int:
         """How many times a retryable failure is tried again."""
         return self._options.max_retries
+
+    def learned_limits(self) -> LearnedLimits:
+        """The limits calls are held to now: learned, announced, and your ceilings."""
+        return self._transport.limiter.learned()
 
     @property
     def is_closed(self) -> bool:

@@ -22,9 +22,11 @@ from mpt_async._exceptions import (
     PermissionDeniedError,
     RateLimitError,
 )
+from mpt_async._quota_kind import QuotaKind
 
 __all__ = [
     "CODE_TABLE",
+    "QUOTA_KINDS",
     "Action",
     "classify_code",
     "classify_status",
@@ -41,9 +43,12 @@ class Action(enum.Enum):
     """Fetch a new access token and replay once (not counted as a retry)."""
     RAISE = "raise"
     """Give up at once."""
+    WAIT = "wait"
+    """A quota refused the call: wait for capacity and try again (not counted as a retry;
+    bounded by ``Timeouts.quota``)."""
 
 
-R, F, X = Action.RETRY, Action.REFRESH, Action.RAISE
+R, F, X, W = Action.RETRY, Action.REFRESH, Action.RAISE, Action.WAIT
 
 #: code -> (action, error class, the message Baidu documents for it). The v1 interface's codes
 #: are integers (https://cloud.baidu.com/doc/WENXINWORKSHOP/s/tlmyncueh); the v2 interface's
@@ -52,13 +57,13 @@ CODE_TABLE: Mapping[int | str, tuple[Action, type[APIError], str]] = {
     1: (R, InternalServerError, "Unknown error"),
     2: (R, InternalServerError, "Service temporarily unavailable"),
     3: (X, InvalidRequestError, "Unsupported openapi method"),
-    4: (R, RateLimitError, "Open api request limit reached"),
+    4: (W, RateLimitError, "Open api request limit reached"),
     6: (X, PermissionDeniedError, "No permission to access data"),
     13: (X, AuthenticationError, "Get service token failed"),
     14: (X, AuthenticationError, "IAM Certification failed"),
     15: (R, InternalServerError, "app not exists or create failed"),
     17: (X, RateLimitError, "Open api daily request limit reached"),
-    18: (R, RateLimitError, "Open api qps request limit reached"),
+    18: (W, RateLimitError, "Open api qps request limit reached"),
     19: (X, RateLimitError, "Open api total request limit reached"),
     100: (X, AuthenticationError, "Invalid parameter"),
     110: (F, AuthenticationError, "Access token invalid or no longer valid"),
@@ -76,8 +81,8 @@ CODE_TABLE: Mapping[int | str, tuple[Action, type[APIError], str]] = {
     336103: (X, InvalidRequestError, "input too long"),
     336104: (X, InvalidRequestError, "invalid argument (system setting)"),
     336105: (X, InvalidRequestError, "invalid argument (user setting)"),
-    336501: (R, RateLimitError, "Rate limit reached for RPM"),
-    336502: (R, RateLimitError, "Rate limit reached for TPM"),
+    336501: (W, RateLimitError, "Rate limit reached for RPM"),
+    336502: (W, RateLimitError, "Rate limit reached for TPM"),
     # -- v2 --------------------------------------------------------------------------
     "malformed_json": (X, InvalidRequestError, "the body is not JSON"),
     "invalid_argument": (X, InvalidRequestError, "a parameter breaks the service's rules"),
@@ -106,17 +111,39 @@ CODE_TABLE: Mapping[int | str, tuple[Action, type[APIError], str]] = {
     ),
     "internal_error": (R, InternalServerError, "Internal error"),
     "dispatch_internal_error": (R, InternalServerError, "Internal error"),
-    "user_rate_limit_exceeded": (R, RateLimitError, "qps request limit by APP ID reached"),
-    "cluster_rate_limit_exceeded": (R, RateLimitError, "request limit by resource cluster reached"),
-    "rpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for RPM"),
-    "tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for TPM"),
-    "input_tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for input TPM"),
-    "output_tpm_rate_limit_exceeded": (R, RateLimitError, "Rate limit reached for output TPM"),
-    "cluster_rpm_rate_limit_exceeded": (R, RateLimitError, "cluster RPM limit reached"),
-    "cluster_tpm_rate_limit_exceeded": (R, RateLimitError, "cluster TPM limit reached"),
-    "preemptible_rate_limit_exceeded": (R, RateLimitError, "preemptible traffic limit reached"),
+    "user_rate_limit_exceeded": (W, RateLimitError, "qps request limit by APP ID reached"),
+    "cluster_rate_limit_exceeded": (W, RateLimitError, "request limit by resource cluster reached"),
+    "rpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for RPM"),
+    "tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for TPM"),
+    "input_tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for input TPM"),
+    "output_tpm_rate_limit_exceeded": (W, RateLimitError, "Rate limit reached for output TPM"),
+    "cluster_rpm_rate_limit_exceeded": (W, RateLimitError, "cluster RPM limit reached"),
+    "cluster_tpm_rate_limit_exceeded": (W, RateLimitError, "cluster TPM limit reached"),
+    "preemptible_rate_limit_exceeded": (W, RateLimitError, "preemptible traffic limit reached"),
 }
-del R, F, X
+del R, F, X, W
+
+#: The quota column of the table: which quota each rate-limit code names (v1 codes; the
+#: v2 interface's 429 ``code`` strings join it). Whether a refusal waits follows from the
+#: kind (:attr:`QuotaKind.waits`); the quota model learns the limit of that kind.
+QUOTA_KINDS: Mapping[int | str, QuotaKind] = {
+    4: QuotaKind.SECOND,  # the cluster's limit: a rate, like 18
+    17: QuotaKind.DAY,
+    18: QuotaKind.SECOND,
+    19: QuotaKind.TOTAL,
+    336501: QuotaKind.MINUTE,
+    336502: QuotaKind.TOKENS,
+    # v2's 429 codes (https://cloud.baidu.com/doc/qianfan-api/s/Om9b4yj3w)
+    "user_rate_limit_exceeded": QuotaKind.SECOND,
+    "cluster_rate_limit_exceeded": QuotaKind.SECOND,
+    "preemptible_rate_limit_exceeded": QuotaKind.SECOND,
+    "rpm_rate_limit_exceeded": QuotaKind.MINUTE,
+    "cluster_rpm_rate_limit_exceeded": QuotaKind.MINUTE,
+    "tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "input_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "output_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+    "cluster_tpm_rate_limit_exceeded": QuotaKind.TOKENS,
+}
 
 
 def classify_code(code: int | str) -> tuple[Action, type[APIError]]:
@@ -130,7 +157,7 @@ def classify_code(code: int | str) -> tuple[Action, type[APIError]]:
 def classify_status(status: int) -> tuple[Action, type[APIError]]:
     """The action and error class for an HTTP error status without an API error body."""
     if status == 429:
-        return Action.RETRY, RateLimitError
+        return Action.WAIT, RateLimitError
     if status >= 500:
         return Action.RETRY, InternalServerError
     if status in (401, 403):
@@ -151,4 +178,14 @@ def make_error(
 ) -> tuple[Action, APIError]:
     """Build the error for an error envelope and say what to do about it."""
     action, cls = classify_code(code)
-    return action, cls(message, error_code=code, status_code=status_code, request_id=request_id)
+    if issubclass(cls, RateLimitError):
+        error: APIError = cls(
+            message,
+            error_code=code,
+            status_code=status_code,
+            request_id=request_id,
+            quota=QUOTA_KINDS.get(code),
+        )
+    else:
+        error = cls(message, error_code=code, status_code=status_code, request_id=request_id)
+    return action, error

@@ -24,6 +24,8 @@ Which code maps to which class, and whether it is retried, is decided in one tab
 
 from __future__ import annotations
 
+from mpt_async._quota_kind import QuotaKind
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -125,7 +127,65 @@ class AuthenticationError(APIError):
 
 
 class RateLimitError(APIError):
-    """A quota or rate limit was hit (HTTP 429, codes 4/17/18/19/336501/336502)."""
+    """A quota or rate limit was hit (HTTP 429, codes 4/17/18/19/336501/336502).
+
+    A refusal by a rate (per second, per minute, tokens) is not raised: the call waits
+    for capacity and tries again, up to ``Timeouts.quota``. This error says why it came.
+
+    Attributes:
+        quota: Which quota refused (per second, minute, tokens, day, total); ``None``
+            when the service did not say.
+        can_wait: Whether waiting can help: ``False`` for a daily or total quota.
+    """
+
+    def __init__(
+        self,
+        error_msg: str,
+        *,
+        error_code: int | str | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        quota: QuotaKind | None = None,
+    ) -> None:
+        super().__init__(
+            error_msg, error_code=error_code, status_code=status_code, request_id=request_id
+        )
+        self.quota = quota
+
+    @property
+    def can_wait(self) -> bool:
+        """Whether waiting can help (``True`` unless the quota is a daily or total one)."""
+        return self.quota is None or self.quota.waits
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_rate_limit_error,
+            (
+                type(self),
+                self.error_msg,
+                self.error_code,
+                self.status_code,
+                self.request_id,
+                self.quota,
+            ),
+        )
+
+
+def _rebuild_rate_limit_error(
+    cls: type[RateLimitError],
+    error_msg: str,
+    error_code: int | str | None,
+    status_code: int | None,
+    request_id: str | None,
+    quota: QuotaKind | None,
+) -> RateLimitError:
+    return cls(
+        error_msg,
+        error_code=error_code,
+        status_code=status_code,
+        request_id=request_id,
+        quota=quota,
+    )
 
 
 class PermissionDeniedError(APIError):

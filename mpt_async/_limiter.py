@@ -1,134 +1,123 @@
-"""Rate limits in one process: hold calls back so that the service's quotas hold.
+"""The limiter: every client has one; calls queue in it until the quota model lets them go.
 
 One :class:`Limiter` belongs to a client and every copy made by ``with_options``. The
-request loop asks it for a place before each attempt (retries included) and tells it
-about each reply. It keeps three limits:
+request loop asks it for a place right before each attempt is sent (retries and quota
+waits included), and tells it about each reply and refusal through the attempt's
+:class:`Ticket`. What the limits are is the quota model's business
+(``mpt_async._quota_model``); what has been counted is the quota store's
+(``mpt_async._quota_store``, or Redis). This module only queues.
 
-- QPS: calls are spaced ``1/qps`` seconds apart (GCRA without burst), so no window of one
-  second ever holds more than ``qps`` of them, however many are started at once;
-- RPM: at most ``rpm`` calls in any window of a minute;
-- TPM: at most ``tpm`` tokens in any window of a minute. A call is charged an estimate
-  when it starts and its real ``usage.total_tokens`` when the answer ends.
-
-A call in flight counts in the minute windows until its reply arrives, and leaves them a
-minute after that: the service saw it before the reply left, so by then it has surely
-left the service's window too. Waiters queue in FIFO order; a cancelled waiter gives back
-its place, and nothing is charged for it.
+The waiters queue per priority (``INTERACTIVE`` before ``BATCH``), first come first served
+within one. Only the head of the queue asks the store for a place and sleeps until the
+store's answer (or until something changes: a reply, a settled charge); the others sleep
+until they are the head. A cancelled waiter leaves the queue and holds nothing: the store
+counts a call only when it starts.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
 
-from mpt_async._ratelimit import RateLimitInfo, RateLimits
+from mpt_async._logging import logger
+from mpt_async._quota_model import QuotaModel, TokenEstimate
+from mpt_async._quota_store import RATE, MemoryQuotaStore, QuotaStore
+from mpt_async._ratelimit import LearnedLimits, RateLimitInfo, RateLimits
 
 if TYPE_CHECKING:
     from mpt_async._auth import Auth
+    from mpt_async._exceptions import RateLimitError
 
-__all__ = ["Limiter", "Ticket", "TokenEstimate", "new_limiter", "stricter"]
+__all__ = ["BATCH", "INTERACTIVE", "Limiter", "Ticket", "TokenEstimate", "new_limiter"]
 
-#: How much one new observation moves the learned token estimates.
-_LEARNING_RATE = 0.25
-#: The answer's tokens guessed before any answer has been seen (at most a quarter of
-#: the TPM budget), so that a first call never holds the whole budget.
-_FIRST_ANSWER_GUESS = 512
-
-
-def stricter(mine: int | None, theirs: int | None) -> int | None:
-    """The stricter of two limits (``None``: no limit)."""
-    if mine is None:
-        return theirs
-    return mine if theirs is None else min(mine, theirs)
+#: Priorities: a waiting interactive call starts before any waiting batch call.
+INTERACTIVE, BATCH = 0, 1
+#: At most one log line about the learned limits in this many seconds.
+LOG_EVERY = 10.0
 
 
-def new_limiter(limits: RateLimits, base_url: str, auth: Auth, endpoint: str) -> Limiter:
-    """The limiter of a new client: in this process, or shared through ``limits.shared``."""
+def new_limiter(
+    limits: RateLimits | None,
+    base_url: str,
+    auth: Auth,
+    endpoint: str,
+    *,
+    window: float = 60.0,
+) -> Limiter:
+    """The limiter of a new client: counted in this process, or in ``limits.shared``."""
+    limits = limits or RateLimits()
+    model = QuotaModel(limits, clock=anyio.current_time, window=window)
     if limits.shared is None:
-        return Limiter(limits)
-    from mpt_async._shared_limiter import SharedLimiter  # only with a shared store
+        return Limiter(model, MemoryQuotaStore(model))
+    from mpt_async._redis_quota import RedisQuotaStore  # only with a shared store
 
-    return SharedLimiter(limits, limits.shared, base_url=base_url, auth=auth, endpoint=endpoint)
+    store = RedisQuotaStore(
+        model, limits.shared, base_url=base_url.rstrip("/"), auth=auth, endpoint=endpoint
+    )
+    return Limiter(model, store)
 
 
-class TokenEstimate:
-    """What a call will cost in tokens, learned from the calls that reported their usage."""
-
-    __slots__ = ("_completion", "_prompt_ratio")
+class _Waiter:
+    __slots__ = ("event",)
 
     def __init__(self) -> None:
-        self._prompt_ratio = 1.0  # prompt tokens per request body byte
-        self._completion: float | None = None  # answer tokens
-
-    def __call__(self, size: int, tpm: int | None) -> tuple[int, int]:
-        """The tokens to charge a call now, and those to charge if it never reports usage.
-
-        Args:
-            size: The request body's length in bytes.
-            tpm: The TPM limit in force, if any.
-        """
-        prompt = math.ceil(size * self._prompt_ratio)
-        if self._completion is None:
-            guess = _FIRST_ANSWER_GUESS if tpm is None else min(_FIRST_ANSWER_GUESS, tpm // 4)
-            return prompt + guess, prompt
-        return prompt + math.ceil(self._completion), prompt
-
-    def learn(self, size: int, prompt_tokens: int, completion_tokens: int) -> bool:
-        """Improve the estimate from a settled call; ``False`` when it taught nothing."""
-        if size <= 0 or prompt_tokens < 0 or completion_tokens < 0:
-            return False
-        ratio = prompt_tokens / size
-        if self._completion is None:
-            self._prompt_ratio, self._completion = ratio, float(completion_tokens)
-        else:
-            self._prompt_ratio += _LEARNING_RATE * (ratio - self._prompt_ratio)
-            self._completion += _LEARNING_RATE * (completion_tokens - self._completion)
-        return True
-
-
-class _Entry:
-    """One admitted call's charge: in flight, in the window, or expired."""
-
-    __slots__ = ("expires", "flying", "tokens")
-
-    def __init__(self, tokens: int) -> None:
-        self.tokens: int = tokens
-        self.flying: bool = True
-        self.expires: float | None = None
+        self.event: anyio.Event | None = None
 
 
 class Ticket:
-    """One admitted attempt's place in the limiter's windows.
+    """One admitted attempt's place: the request loop reports how it ended.
 
-    The request loop calls :meth:`reply` when an answer starts arriving, :meth:`settle`
-    with the real token count, and :meth:`finish` when the attempt ends without one.
+    :meth:`reply` when an answer starts arriving, :meth:`settle` with the real token count,
+    :meth:`refused` when a quota refused it, and :meth:`finish` when the attempt is over.
     """
 
-    __slots__ = ("_entry", "_fallback", "_limiter", "_settled", "_size")
+    __slots__ = ("_epoch", "_fallback", "_flying", "_handle", "_limiter", "_settled", "_size")
 
-    def __init__(self, limiter: Limiter, entry: _Entry, size: int, fallback: int) -> None:
+    def __init__(
+        self, limiter: Limiter, handle: object, size: int, fallback: int, epoch: int
+    ) -> None:
         self._limiter = limiter
-        self._entry = entry
+        self._handle = handle
         self._size = size
         self._fallback = fallback
+        self._epoch = epoch
         self._settled = False
+        self._flying = True
 
     def __repr__(self) -> str:
-        state = "in flight" if self._entry.flying else "answered"
-        return f"<Ticket {state}, {self._entry.tokens} tokens>"
+        return f"<Ticket {'in flight' if self._flying else 'answered'}>"
 
     def reply(self, info: RateLimitInfo | None) -> None:
         """A reply arrived (with this quota in its headers, if any)."""
-        self._limiter.observe(info)
-        self._answered()
+        limiter = self._limiter
+        limiter.model.replied(info)
+        limiter.store.replied()
+        if info is not None:
+            limiter.note()
+        self.answered()
 
     def answered(self) -> None:
-        """The attempt is over on the wire: start the minute after which it is forgotten."""
-        self._answered()
+        """The attempt is over on the wire (idempotent)."""
+        if self._flying:
+            self._flying = False
+            self._limiter.landed()
+
+    def refused(self, error: RateLimitError | None, retry_after: float | None = None) -> None:
+        """A quota refused the call: it is not counted, and the model learns from it."""
+        if self._settled:
+            return
+        self._settled = True
+        limiter = self._limiter
+        limiter.store.settle(self._handle, -1)
+        quota = None if error is None else error.quota
+        limiter.model.refused(
+            quota, epoch=self._epoch, usage=limiter.store.usage(), retry_after=retry_after
+        )
+        limiter.note()
+        self.answered()
 
     def settle(self, total_tokens: int, prompt_tokens: int | None = None) -> None:
         """Charge the real token count (``0`` for a call the service refused).
@@ -137,195 +126,142 @@ class Ticket:
             total_tokens: The call's ``usage.total_tokens``.
             prompt_tokens: Its ``usage.prompt_tokens``, to improve later estimates.
         """
+        if self._settled:
+            return
         self._settled = True
-        self._charge(total_tokens)
+        limiter = self._limiter
+        limiter.store.settle(self._handle, limiter.model.charge(total_tokens))
         if prompt_tokens is not None:
-            self._limiter.learn(self._size, prompt_tokens, total_tokens - prompt_tokens)
+            limiter.model.learn(self._size, prompt_tokens, total_tokens - prompt_tokens)
+        limiter.poke()
 
     def finish(self) -> None:
         """The attempt ended; without a real count, charge what its prompt likely cost."""
-        self._answered()
+        self.answered()
         if not self._settled:
-            self._settled = True
-            self._charge(self._fallback)
-
-    # What a ticket of another kind of limiter does differently:
-
-    def _answered(self) -> None:
-        self._limiter.answered(self._entry)
-
-    def _charge(self, tokens: int) -> None:
-        self._limiter.charge(self._entry, tokens)
+            self.settle(self._fallback)
 
 
 class Limiter:
-    """Holds calls back to a client's :class:`RateLimits` (and those the service announces).
+    """Queues calls until the quota model and its store let them start.
 
     Args:
-        limits: The user's limits.
-        window: The length of the RPM and TPM windows in seconds (shorter in tests).
-        clock: The time source; the event loop's clock by default.
+        model: The policy.
+        store: The counters.
     """
 
-    def __init__(
-        self,
-        limits: RateLimits,
-        *,
-        window: float = 60.0,
-        clock: Callable[[], float] = anyio.current_time,
-    ) -> None:
-        self.limits = limits
-        self._window = window
-        self._clock = clock
-        self._interval = 1.0 / limits.qps if limits.qps is not None else None
-        self._server_rpm: int | None = None
-        self._server_tpm: int | None = None
-        self._seen_reply = not limits.adopt_server_limits
-        self._next_slot = -math.inf  # the GCRA's theoretical arrival time
-        self._paused_until = -math.inf
+    def __init__(self, model: QuotaModel, store: QuotaStore) -> None:
+        self.model = model
+        self.store = store
+        self._queues: tuple[collections.deque[_Waiter], ...] = (
+            collections.deque(),
+            collections.deque(),
+        )
+        self._waiting = 0
         self._flying = 0
-        self._flying_tokens = 0
-        self._recent: collections.deque[_Entry] = collections.deque()
-        self._recent_tokens = 0
-        self.estimate: TokenEstimate = TokenEstimate()
-        self._lock: anyio.Lock | None = None
-        self._wake: anyio.Event | None = None
+        self._logged = model.learned()
+        self._next_log = -math.inf
 
     def __repr__(self) -> str:
-        return (
-            f"<Limiter qps={self.limits.qps} rpm={self.rpm} tpm={self.tpm},"
-            f" {self._flying} in flight>"
-        )
+        return f"<Limiter {self.model!r}, {self._flying} in flight, {self._waiting} waiting>"
 
     @property
-    def rpm(self) -> int | None:
-        """The calls-per-minute limit in force: the stricter of the user's and the server's."""
-        return stricter(self.limits.rpm, self._server_rpm)
+    def limits(self) -> RateLimits:
+        """The user's limits."""
+        return self.model.limits
+
+    def learned(self) -> LearnedLimits:
+        """The limits calls are held to now."""
+        return self.model.learned()
 
     @property
-    def tpm(self) -> int | None:
-        """The tokens-per-minute limit in force."""
-        return stricter(self.limits.tpm, self._server_tpm)
+    def waiting(self) -> int:
+        """How many calls wait for a place."""
+        return self._waiting
 
-    # -- waiting ----------------------------------------------------------------------
-
-    async def acquire(self, size: int) -> Ticket:
-        """Wait for a place for one attempt, in FIFO order.
+    async def acquire(self, size: int, priority: int = INTERACTIVE) -> Ticket:
+        """Wait for a place for one attempt, by priority then in arrival order.
 
         Args:
             size: The request body's length in bytes (the basis of the token estimate).
+            priority: :data:`INTERACTIVE` or :data:`BATCH`.
         """
-        if self._lock is None:
-            self._lock = anyio.Lock()  # made here, inside the event loop that uses it
-        # Only the head of the queue holds the lock; it sleeps until its place is free or
-        # something changes. A cancelled waiter simply leaves the lock's queue.
-        async with self._lock:
+        model = self.model
+        cost, fallback = model.estimate(size, model.tpm)
+        if not self._waiting and not (self._flying and model.first_reply_wait()):
+            grant = await self.store.take(model, cost)
+            if grant.wait <= 0:
+                return self._admit(grant.handle, size, fallback, held=False)
+        waiter = _Waiter()
+        queue = self._queues[priority]
+        queue.append(waiter)
+        self._waiting += 1
+        held = False
+        try:
             while True:
-                now = self._clock()
-                wait = self._wait(size, now)
-                if wait <= 0:
-                    return self._admit(size, now)
-                wake = self._wake = anyio.Event()
-                with anyio.move_on_after(wait):
-                    await wake.wait()
+                if self._head() is waiter:
+                    first = self._flying and model.first_reply_wait()
+                    if first:
+                        wait = first  # the first reply may bring the real limits
+                    else:
+                        # Estimated afresh: the limits and the estimate may have moved.
+                        cost, fallback = model.estimate(size, model.tpm)
+                        grant = await self.store.take(model, cost)
+                        if grant.wait <= 0:
+                            break
+                        wait = grant.wait
+                        held = held or grant.reason == RATE
+                    event = waiter.event = anyio.Event()
+                    with anyio.move_on_after(wait):
+                        await event.wait()
+                else:
+                    event = waiter.event = anyio.Event()
+                    await event.wait()
+        finally:
+            queue.remove(waiter)
+            self._waiting -= 1
+            self.poke()  # the next head, if any
+        return self._admit(grant.handle, size, fallback, held=held)
 
-    def _wait(self, size: int, now: float) -> float:
-        """Seconds until a call may start; ``inf``: until something changes."""
-        if not self._seen_reply and self._flying:
-            return math.inf  # the first call is still out: it may bring the real limits
-        wait = self._paused_until - now
-        if self._interval is not None:
-            wait = max(wait, self._next_slot - now)
-        recent = self._recent
-        while recent and recent[0].expires is not None and recent[0].expires <= now:
-            self._forget(recent.popleft())
-        rpm = self.rpm
-        if rpm is not None:
-            excess = self._flying + len(recent) - rpm + 1
-            if excess > 0:
-                if excess > len(recent):
-                    return math.inf
-                wait = max(wait, self._expiry(recent[excess - 1]) - now)
-        tpm = self.tpm
-        if tpm is not None:
-            wait = max(wait, self._tokens_wait(self.estimate(size, tpm)[0], tpm, now))
-        return wait
+    def _head(self) -> _Waiter | None:
+        for queue in self._queues:
+            if queue:
+                return queue[0]
+        return None
 
-    def _tokens_wait(self, estimate: int, tpm: int, now: float) -> float:
-        live = self._flying_tokens + self._recent_tokens
-        if live + estimate <= tpm or (not self._flying and not self._recent):
-            return 0.0
-        for entry in self._recent:
-            live -= entry.tokens
-            if live + estimate <= tpm or (not self._flying and entry is self._recent[-1]):
-                return self._expiry(entry) - now
-        return math.inf
-
-    @staticmethod
-    def _expiry(entry: _Entry) -> float:
-        assert entry.expires is not None  # entries in the window have answered
-        return entry.expires
-
-    def _admit(self, size: int, now: float) -> Ticket:
-        if self._interval is not None:
-            self._next_slot = max(self._next_slot, now) + self._interval
-        estimate, fallback = self.estimate(size, self.tpm)
-        entry = _Entry(estimate)
+    def _admit(self, handle: object, size: int, fallback: int, *, held: bool) -> Ticket:
         self._flying += 1
-        self._flying_tokens += estimate
-        return Ticket(self, entry, size, fallback)
+        model = self.model
+        model.admitted(held=held)
+        if held:
+            self.note()
+        return Ticket(self, handle, size, fallback, model.epoch)
 
-    def _poke(self) -> None:
-        """Wake the head of the queue: its wait may be over sooner than it planned."""
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.set()
-
-    # -- what replies tell -------------------------------------------------------------
-
-    def answered(self, entry: _Entry) -> None:
-        """Move an entry from in flight to the window (idempotent)."""
-        if not entry.flying:
+    def note(self) -> None:
+        """Log the limits in force when they changed (one INFO line in LOG_EVERY seconds)."""
+        now = self.model.clock()
+        if now < self._next_log:
             return
-        entry.flying = False
-        entry.expires = self._clock() + self._window
+        learned = self.model.learned()
+        if learned == self._logged:
+            return
+        self._logged, self._next_log = learned, now + LOG_EVERY
+        rate = "unlimited" if learned.qps is None else f"{learned.qps:.3g}"
+        logger.info(
+            "quota: calls held to %s a second (rpm %s, tpm %s)%s",
+            rate,
+            learned.rpm,
+            learned.tpm,
+            ", learned" if learned.adaptive else "",
+        )
+
+    def poke(self) -> None:
+        """Wake the head of the queue: its wait may be over sooner than it planned."""
+        head = self._head()
+        if head is not None and head.event is not None:
+            head.event.set()
+
+    def landed(self) -> None:
+        """A call is no longer in flight."""
         self._flying -= 1
-        self._flying_tokens -= entry.tokens
-        self._recent.append(entry)
-        self._recent_tokens += entry.tokens
-        self._poke()
-
-    def charge(self, entry: _Entry, tokens: int) -> None:
-        """Replace an entry's token charge."""
-        tokens = max(0, tokens)
-        delta = tokens - entry.tokens
-        entry.tokens = tokens
-        if entry.flying:
-            self._flying_tokens += delta
-        elif entry.expires is not None:
-            self._recent_tokens += delta
-        if delta < 0:
-            self._poke()
-
-    def _forget(self, entry: _Entry) -> None:
-        self._recent_tokens -= entry.tokens
-        entry.expires = None  # out of every window: later charges change nothing
-
-    def learn(self, size: int, prompt_tokens: int, completion_tokens: int) -> None:
-        """Improve the token estimate from a settled call."""
-        if self.estimate.learn(size, prompt_tokens, completion_tokens):
-            self._poke()
-
-    def observe(self, info: RateLimitInfo | None) -> None:
-        """Adopt the per-minute limits a reply announced (if the user allows it)."""
-        self._seen_reply = True
-        if info is not None and self.limits.adopt_server_limits:
-            if info.limit_requests:
-                self._server_rpm = info.limit_requests
-            if info.limit_tokens:
-                self._server_tpm = info.limit_tokens
-        self._poke()
-
-    def pause(self, seconds: float) -> None:
-        """Hold every new call back for ``seconds`` (the service said it was over a limit)."""
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self.poke()

@@ -1,9 +1,9 @@
-"""Rate limits as users set them and as replies announce them.
+"""Rate limits as users set them, as replies announce them, and as the client learned them.
 
 :class:`RateLimits` is what a user asks for; :class:`RateLimitInfo` is what a reply's
-``X-Ratelimit-*`` headers say. The algorithm that enforces them lives in
-``mpt_async._limiter`` (in one process) and ``mpt_async._shared_limiter`` (across
-processes, through a :class:`~mpt_async.RedisStore`); this module imports neither.
+``X-Ratelimit-*`` headers say; :class:`LearnedLimits` is what a client holds calls to now.
+The policy lives in ``mpt_async._quota_model``, the waiting in ``mpt_async._limiter``, the
+counters in ``mpt_async._quota_store`` (or Redis); this module imports none of them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mpt_async._validate import check_bool, check_instance, check_int, check_num
 __all__ = [
     "LIMIT_REQUESTS",
     "LIMIT_TOKENS",
+    "LearnedLimits",
     "REMAINING_REQUESTS",
     "REMAINING_TOKENS",
     "RateLimitInfo",
@@ -66,20 +67,28 @@ def _check_shared(_: object, attribute: attrs.Attribute[Any], value: object) -> 
 class RateLimits:
     """How fast a client may call the service; pass it as ``Client(rate_limits=...)``.
 
-    Calls over a limit wait (before each attempt, retries included) instead of failing.
-    The wait is not part of any timeout. ``None`` leaves a limit unset.
+    Every client has a limiter, even without this: it learns the rate the service grants
+    from its answers and refusals (``adaptive``), and adopts the per-minute limits replies
+    announce. Calls over a limit wait (before each attempt, retries included) instead of
+    failing, and a refusal by a rate quota sends the call back to wait, not counted as a
+    retry. ``Timeouts.quota`` bounds that wait; it is not part of any other timeout. The
+    limits given here are ceilings: adaptation works below them. ``None`` leaves a limit
+    unset.
 
     Args:
-        qps: Calls per second, evenly spaced.
-        rpm: Calls per minute.
-        tpm: Tokens (prompt and answer) per minute.
+        qps: Calls per second, evenly spaced (a ceiling).
+        rpm: Calls per minute (a ceiling).
+        tpm: Tokens (prompt and answer) per minute (a ceiling).
         adopt_server_limits: Also obey the per-minute limits that replies announce in their
             ``X-Ratelimit-Limit-*`` headers (the stricter of yours and the service's
             wins). Until the first reply has arrived, calls go one at a time (with
             ``shared``: the limits any process has seen apply at once).
         shared: Share these limits with every client, process and host that uses the same
             :class:`RedisStore`, the same credentials and the same endpoint: they all draw
-            from one budget. ``None`` counts per client.
+            from one budget, and what one learns holds for all. ``None`` counts per client.
+        adaptive: Learn the service's rate from its refusals (slow start, then cut to the
+            rate it granted, hold, probe). ``False`` turns learning off: only the limits
+            given here (and those announced, with ``adopt_server_limits``) hold calls back.
 
     Raises:
         ConfigurationError: A limit that is not a positive number (``rpm`` and ``tpm``:
@@ -91,6 +100,26 @@ class RateLimits:
     tpm: int | None = attrs.field(default=None, validator=_check_count)
     adopt_server_limits: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
     shared: RedisStore | None = attrs.field(default=None, validator=_check_shared, kw_only=True)
+    adaptive: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
+
+
+@attrs.frozen
+class LearnedLimits:
+    """The limits a client holds its calls to now (``Client.learned_limits()``).
+
+    Attributes:
+        qps: Calls per second: learned, under the ``RateLimits.qps`` ceiling (``None``: no
+            limit, with adaptation off and no ceiling).
+        rpm: Calls per minute: the strictest of the ceiling, the announced and the learned
+            limit, or ``None``.
+        tpm: Tokens per minute, likewise.
+        adaptive: Whether the client is learning.
+    """
+
+    qps: float | None
+    rpm: int | None
+    tpm: int | None
+    adaptive: bool
 
 
 @attrs.frozen
@@ -134,4 +163,6 @@ def read_rate_limit(headers: httpx.Headers) -> RateLimitInfo | None:
     return None if found is None else RateLimitInfo(**found)
 
 
-claim(globals(), "RateLimitInfo", "RateLimits")  # public as mpt_async.X, even loaded on first use
+claim(
+    globals(), "LearnedLimits", "RateLimitInfo", "RateLimits"
+)  # public as mpt_async.X, even loaded on first use

@@ -1,137 +1,137 @@
-"""The Lua scripts that keep the shared rate limits on the Redis server, atomically.
+"""The Lua scripts that keep the shared quota's counters on the Redis server, atomically.
 
-Each admit decision is one run of :data:`ADMIT`, timed by the server's clock (``TIME``),
-so clients whose clocks disagree still share one budget. Times are integer microseconds.
+They keep counters and learned values, never the policy: what the limits are is decided
+by each process's quota model (``mpt_async._quota_model``), and sent with each call. Each
+run of :data:`TAKE` is timed by the server's clock (``TIME``), so clients whose clocks
+disagree still share one budget. Times are integer microseconds, rates milli-calls a second.
 
 The keys of one budget (all hash-tagged with one application, so one Redis Cluster slot):
 
-1. a hash: ``q`` the QPS schedule's next free time (GCRA without burst), ``last`` the start
-   of the latest reservation (reservations start in arrival order), ``pause`` the time
-   before which nothing starts (the service said "too many");
-2. the RPM log: a sorted set of reservation ids scored by their start;
-3. the TPM log: the same, and 4. a hash of each reservation's tokens;
-5. a hash of the limits the service announced (``rpm``, ``tpm``).
+1. a hash: ``tat`` the schedule's next free start, ``pause`` the time before which nothing
+   starts (a ``Retry-After``), ``rate`` and ``epoch`` the fleet's learned rate and the count
+   of its cuts, ``rpm``/``tpm`` the limits replies announced, ``tokens`` the log's tokens;
+2. the log: a sorted set of the calls of the last window, scored by their start;
+3. a hash of each logged call's tokens.
 
-RPM and TPM are one mechanism, a sliding window with a cost (1 per call, or its tokens):
-a reservation starts at the first time at which the costs that started within the last
-window, plus its own, fit the limit. Lowering a cost (a settled estimate, a cancelled
-call) can only make later windows lighter, so it is always safe. Every key expires a
-window after its last reservation, so a process that died leaves nothing behind.
+A call starts at once (and is logged) or is told how long to wait (and nothing is kept):
+a waiter holds no capacity. State beyond a sane horizon (a clock step, a failover to a
+host behind) is corrupt and reset. Every key expires a window after its last call.
 """
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "CANCEL", "UNLOCK"]
+__all__ = ["TAKE", "UNLOCK"]
 
-#: KEYS: the five keys above. ARGV: id ("" only records), qps interval, user rpm, user tpm,
-#: window, margin, tokens, adopt (0/1), announced rpm, announced tpm, pause, then pairs of
-#: (reservation id, real tokens). Returns {start, now}, in microseconds.
-ADMIT = """
-local state, rpm_log, tpm_log, costs, server = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+#: KEYS: the three keys above. ARGV: 1 id ("": only record), 2 interval, 3 calls per
+#: second, 4 rpm, 5 tpm (0: none), 6 the window (with its margin), 7 the call's tokens,
+#: 8 a pause from now, 9 this process's rate and 10 epoch (seed a lost state), 11 a cut
+#: rate and 12 the epoch it was made in, 13 the rate grown since (0: none), 14 announced
+#: rpm, 15 announced tpm (0: none), 16 the burst (calls that may start at once), 17 "1" to
+#: obey the limits announced to any process, then pairs (logged id, real tokens; -1: forget
+#: it).
+#: Returns {wait (0: started), why (0 none, 1 rate, 2 window, 3 pause), now, rate, epoch,
+#: calls in the last second, calls in the window, tokens in the window, announced rpm,
+#: announced tpm}.
+TAKE = """
+local state, log, costs = KEYS[1], KEYS[2], KEYS[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local id, interval = ARGV[1], tonumber(ARGV[2])
-local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
-local horizon = tonumber(ARGV[5]) + tonumber(ARGV[6])
-local cost = tonumber(ARGV[7])
+local id, horizon = ARGV[1], tonumber(ARGV[6])
+local tokens = tonumber(redis.call('HGET', state, 'tokens') or '0') or 0
 
-if ARGV[9] ~= '0' then redis.call('HSET', server, 'rpm', ARGV[9]) end
-if ARGV[10] ~= '0' then redis.call('HSET', server, 'tpm', ARGV[10]) end
-if ARGV[9] ~= '0' or ARGV[10] ~= '0' then redis.call('PEXPIRE', server, 86400000) end
-local pause = tonumber(ARGV[11])
-if pause > 0 and now + pause > tonumber(redis.call('HGET', state, 'pause') or '0') then
-  redis.call('HSET', state, 'pause', now + pause)
-end
-for i = 12, #ARGV, 2 do
-  if redis.call('ZSCORE', tpm_log, ARGV[i]) then redis.call('HSET', costs, ARGV[i], ARGV[i + 1]) end
-end
-if id == '' then return {now, now} end
-
-if ARGV[8] == '1' then
-  local seen = redis.call('HMGET', server, 'rpm', 'tpm')
-  local srpm, stpm = tonumber(seen[1] or '0'), tonumber(seen[2] or '0')
-  if srpm > 0 and (rpm == 0 or srpm < rpm) then rpm = srpm end
-  if stpm > 0 and (tpm == 0 or stpm < tpm) then tpm = stpm end
-end
-
-local function prune(log, weights)
-  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', now - horizon)
-  for _, member in ipairs(gone) do
-    redis.call('ZREM', log, member)
-    if weights then redis.call('HDEL', weights, member) end
+for i = 18, #ARGV, 2 do
+  local member, real = ARGV[i], tonumber(ARGV[i + 1])
+  local old = tonumber(redis.call('HGET', costs, member) or '')
+  if old then
+    if real < 0 then
+      redis.call('ZREM', log, member)
+      redis.call('HDEL', costs, member)
+      tokens = tokens - old
+    else
+      redis.call('HSET', costs, member, real)
+      tokens = tokens + real - old
+    end
   end
 end
 
--- The first start >= floor at which the window's costs plus this one fit the limit.
-local function fit(log, weights, limit, need, floor)
-  if limit <= 0 then return floor end
+local gone = redis.call('ZRANGEBYSCORE', log, '-inf', now - horizon)
+for _, member in ipairs(gone) do
+  tokens = tokens - (tonumber(redis.call('HGET', costs, member) or '0') or 0)
+  redis.call('HDEL', costs, member)
+end
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - horizon) end
+local calls = redis.call('ZCARD', log)
+if calls == 0 or tokens < 0 then tokens = 0 end
+
+local fleet = redis.call('HMGET', state, 'rate', 'epoch')
+local rate, epoch = tonumber(fleet[1] or ''), tonumber(fleet[2] or '')
+if not rate or not epoch or rate <= 0 then rate, epoch = tonumber(ARGV[9]), tonumber(ARGV[10]) end
+local cut = tonumber(ARGV[11])
+if cut > 0 and tonumber(ARGV[12]) == epoch then
+  if cut < rate then rate = cut end
+  epoch = epoch + 1
+elseif tonumber(ARGV[13]) > 0 and tonumber(ARGV[10]) == epoch then
+  rate = rate + tonumber(ARGV[13])
+end
+if ARGV[14] ~= '0' then redis.call('HSET', state, 'rpm', ARGV[14]) end
+if ARGV[15] ~= '0' then redis.call('HSET', state, 'tpm', ARGV[15]) end
+local announced = redis.call('HMGET', state, 'rpm', 'tpm')
+local arpm, atpm = tonumber(announced[1] or '0') or 0, tonumber(announced[2] or '0') or 0
+
+local pause = tonumber(redis.call('HGET', state, 'pause') or '0') or 0
+local tat = tonumber(redis.call('HGET', state, 'tat') or '0') or 0
+if pause > now + horizon then pause = 0 end
+if tat > now + horizon then tat = 0 end
+local hold = tonumber(ARGV[8])
+if hold > 0 and now + hold > pause then pause = now + hold end
+
+local last_second = redis.call('ZCOUNT', log, '(' .. (now - 1000000), '+inf')
+local function answer(wait, why)
+  redis.call('HSET', state, 'rate', rate, 'epoch', epoch, 'pause', pause, 'tat', tat)
+  redis.call('HSET', state, 'tokens', tokens)
+  local ttl = math.floor(horizon / 1000) + 1000
+  for _, key in ipairs({state, log, costs}) do redis.call('PEXPIRE', key, ttl) end
+  return {wait, why, now, rate, epoch, last_second, calls, tokens, arpm, atpm}
+end
+if id == '' then return answer(0, 0) end
+
+if pause > now then return answer(pause - now, 3) end
+local early = tat - (tonumber(ARGV[16]) - 1) * tonumber(ARGV[2])
+if early > now then return answer(early - now, 1) end
+local per_second = tonumber(ARGV[3])
+if per_second > 0 and last_second >= per_second then
+  local nth = redis.call('ZREVRANGE', log, per_second - 1, per_second - 1, 'WITHSCORES')
+  local frees = tonumber(nth[2]) + 1000000 + math.floor(horizon / 51)
+  if frees > now then return answer(frees - now, 1) end
+end
+local rpm, tpm, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+if ARGV[17] == '1' then  -- the limits another process saw announced hold here too
+  if arpm > 0 and (rpm == 0 or arpm < rpm) then rpm = arpm end
+  if atpm > 0 and (tpm == 0 or atpm < tpm) then tpm = atpm end
+end
+if rpm > 0 and calls >= rpm then
+  local nth = redis.call('ZRANGE', log, calls - rpm, calls - rpm, 'WITHSCORES')
+  return answer(tonumber(nth[2]) + horizon - now, 2)
+end
+if tpm > 0 and calls > 0 and tokens + cost > tpm then
   local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-  local cost_of = {}
-  if weights then
-    local flat = redis.call('HGETALL', weights)
-    for i = 1, #flat, 2 do cost_of[flat[i]] = tonumber(flat[i + 1]) end
+  local left, leaves = tokens, now
+  for i = 1, #entries, 2 do
+    left = left - (tonumber(redis.call('HGET', costs, entries[i]) or '0') or 0)
+    leaves = tonumber(entries[i + 1]) + horizon
+    if left + cost <= tpm then break end
   end
-  local n, total = #entries / 2, 0
-  local function weight(i) return cost_of[entries[2 * i - 1]] or 1 end
-  for i = 1, n do total = total + weight(i) end
-  local start, i = floor, 1
-  while i <= n and tonumber(entries[2 * i]) <= start - horizon do
-    total = total - weight(i)
-    i = i + 1
-  end
-  while i <= n and total + need > limit do
-    total = total - weight(i)
-    local leaves = tonumber(entries[2 * i]) + horizon
-    if leaves > start then start = leaves end
-    i = i + 1
-  end
-  return start
+  return answer(leaves - now, 2)
 end
 
-prune(rpm_log, nil)
-prune(tpm_log, costs)
-local floor = now
-for _, field in ipairs({'last', 'pause'}) do
-  local value = tonumber(redis.call('HGET', state, field) or '0')
-  if value > floor then floor = value end
-end
-if interval > 0 then
-  local tat = tonumber(redis.call('HGET', state, 'q') or '0')
-  if tat > floor then floor = tat end
-end
-local start = fit(rpm_log, nil, rpm, 1, floor)
-start = fit(tpm_log, costs, tpm, cost, start)
-
-if interval > 0 then redis.call('HSET', state, 'q', start + interval) end
-redis.call('HSET', state, 'last', start)
-local logged = {state}
-if rpm > 0 or ARGV[8] == '1' then
-  redis.call('ZADD', rpm_log, start, id)
-  table.insert(logged, rpm_log)
-end
-if tpm > 0 or ARGV[8] == '1' then
-  redis.call('ZADD', tpm_log, start, id)
-  redis.call('HSET', costs, id, cost)
-  table.insert(logged, tpm_log)
-  table.insert(logged, costs)
-end
-local ttl = math.floor((start - now + horizon) / 1000) + 1000
-for _, key in ipairs(logged) do redis.call('PEXPIRE', key, ttl) end
-return {start, now}
-"""
-
-#: KEYS: as for ADMIT. ARGV: id, start, qps interval. A reservation that has not started
-#: gives its place back: out of the windows, and the QPS slot, if it is the latest.
-CANCEL = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-local interval = tonumber(ARGV[3])
-local start = tonumber(ARGV[2])
-if interval > 0 and tonumber(redis.call('HGET', KEYS[1], 'q') or '0') == start + interval then
-  redis.call('HSET', KEYS[1], 'q', start)
-end
-return 1
+redis.call('ZADD', log, now, id)
+redis.call('HSET', costs, id, cost)
+tokens = tokens + cost
+calls = calls + 1
+last_second = last_second + 1
+if tat < now then tat = now end
+tat = tat + tonumber(ARGV[2])
+return answer(0, 0)
 """
 
 #: KEYS: the lock. ARGV: the holder's id. Deletes the lock only if this holder still has it.

@@ -42,7 +42,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - a dependency of anyio there
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from mpt_async._shared_limiter import SharedLimiter
+    from mpt_async._redis_quota import RedisQuotaStore
 
 __all__ = ["RedisStore"]
 
@@ -394,7 +394,7 @@ class RedisStore:
         self._down_until = -math.inf
         self._warned = False
         self._closed = False
-        self._limiters: weakref.WeakSet[SharedLimiter] = weakref.WeakSet()
+        self._limiters: weakref.WeakSet[RedisQuotaStore] = weakref.WeakSet()
         self._local_locks: dict[str, anyio.Lock] = {}
 
     def __repr__(self) -> str:
@@ -515,8 +515,8 @@ class RedisStore:
     ) -> None:
         await self.aclose()
 
-    def register(self, limiter: SharedLimiter) -> None:
-        """Remember a limiter whose owed corrections :meth:`aclose` sends."""
+    def register(self, limiter: RedisQuotaStore) -> None:
+        """Remember a quota store whose owed corrections :meth:`aclose` sends."""
         self._limiters.add(limiter)
 
     # -- the TokenStore protocol -----------------------------------------------------------

@@ -17,7 +17,8 @@ What is recorded:
   well-known values), ``gen_ai.request.*``, ``gen_ai.response.id``, ``gen_ai.usage.*``,
   ``server.address``/``server.port`` and, on failure, ``error.type`` (the class name of
   the mpt_async error, ``cancelled``, or the qualified name of any other exception);
-- events ``mpt_async.retry`` and ``mpt_async.token_refused``, and child spans
+- events ``mpt_async.retry``, ``mpt_async.quota_refused`` (with the quota's kind and the
+  rate learned since) and ``mpt_async.token_refused``, and child spans
   ``mpt_async.token_fetch`` and ``mpt_async.rate_limit_wait`` (only when the call really
   waited);
 - the histograms ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` and,
@@ -466,6 +467,19 @@ class CallObserver:
                     "mpt_async.retry.attempt": attempt,
                     "mpt_async.retry.delay": delay,
                     "error.type": _error_type(error),
+                },
+            )
+
+    def quota_refused(self, error: BaseException, quota: str, rate: float) -> None:
+        """A quota refused the call: it waits for capacity (``rate``: learned calls/s)."""
+        span = self._span
+        if span is not None and span.is_recording():
+            span.add_event(
+                "mpt_async.quota_refused",
+                {
+                    "error.type": _error_type(error),
+                    "mpt_async.quota.kind": quota,
+                    "mpt_async.quota.learned_rate": rate,
                 },
             )
 

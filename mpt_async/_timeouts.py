@@ -13,10 +13,19 @@ import httpx
 
 from mpt_async._validate import check_number, is_number, refuse
 
-__all__ = ["DEFAULT_TIMEOUTS", "DEFAULT_TOTAL", "TimeoutLike", "Timeouts", "as_timeouts"]
+__all__ = [
+    "DEFAULT_QUOTA_WAIT",
+    "DEFAULT_TIMEOUTS",
+    "DEFAULT_TOTAL",
+    "TimeoutLike",
+    "Timeouts",
+    "as_timeouts",
+]
 
 #: A call's default total deadline: 10 minutes, retries included.
 DEFAULT_TOTAL = 600.0
+#: A call's default bound on waiting for quota capacity.
+DEFAULT_QUOTA_WAIT = 60.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -47,6 +56,11 @@ class Timeouts:
         total: The longest a whole call may take, retries, backoff and token fetches
             included (the wait for the client's own rate limits excluded); for a stream,
             until its last chunk. ``None`` for no such bound.
+        quota: The longest a call waits, in all, for capacity under a quota (the rate
+            the client learned, the limits announced, your ceilings, the service's
+            refusals): then it fails with :class:`RateLimitError`. A minute by default,
+            for callers who wait on an answer; ``None`` waits as long as it takes (the
+            batch runner's default). Not part of ``total``.
     """
 
     connect: float = attrs.field(default=10.0, validator=_positive)
@@ -55,6 +69,7 @@ class Timeouts:
     read: float = attrs.field(default=300.0, validator=_positive)
     stream_read: float = attrs.field(default=60.0, validator=_positive)
     total: float | None = attrs.field(default=DEFAULT_TOTAL, validator=_positive_or_none)
+    quota: float | None = attrs.field(default=DEFAULT_QUOTA_WAIT, validator=_positive_or_none)
 
     def for_httpx(self, *, stream: bool) -> httpx.Timeout:
         """The httpx timeout for one request."""

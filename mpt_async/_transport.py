@@ -105,10 +105,24 @@ class _Deadline:
     progress (an attempt's phases run one after the other, and a call's attempts too).
     """
 
-    __slots__ = ("at", "loop_at", "offset", "phase", "phase_at", "scope", "total")
+    __slots__ = (
+        "at",
+        "loop_at",
+        "offset",
+        "phase",
+        "phase_at",
+        "quota_left",
+        "refusal",
+        "scope",
+        "total",
+    )
 
-    def __init__(self, total: float | None) -> None:
+    def __init__(self, total: float | None, quota: float | None = None) -> None:
         self.total = total
+        #: What is left of the call's bound on waiting for quota capacity (``Timeouts.quota``).
+        self.quota_left = math.inf if quota is None else quota
+        #: The last quota refusal, raised if the bound passes before a place comes.
+        self.refusal: Failure | None = None
         span = math.inf if total is None else total
         now = time.monotonic()
         #: The event loop's clock minus ``time.monotonic()``.
@@ -171,7 +185,10 @@ class _Call:
     observer: CallObserver | None = None
     #: Starts when the call does.
     deadline: _Deadline = attrs.field(
-        init=False, default=attrs.Factory(lambda self: _Deadline(self.options.timeouts.total), True)
+        init=False,
+        default=attrs.Factory(
+            lambda self: _Deadline(self.options.timeouts.total, self.options.timeouts.quota), True
+        ),
     )
 
 
@@ -188,7 +205,7 @@ class Transport:
         base_url: The service's scheme, host and optional path prefix.
         auth: The credentials.
         token_store: Where access tokens are shared beyond this transport, if anywhere.
-        limiter: Holds calls back to the client's rate limits, if it has any.
+        limiter: Holds calls back to the quotas (learned, announced, the user's ceilings).
         api: The service's interface, ``"v1"`` or ``"v2"``.
         appid: The v2 application to bill, if not the key's default one.
         iam_base_url: Where IAM issues v2 bearer tokens for IAM AK/SK.
@@ -201,8 +218,8 @@ class Transport:
         owns_http: bool,
         base_url: str,
         auth: Auth,
+        limiter: Limiter,
         token_store: TokenStore | None = None,
-        limiter: Limiter | None = None,
         api: API = "v1",
         appid: str | None = None,
         iam_base_url: str | None = None,
@@ -233,7 +250,7 @@ class Transport:
         self._headers = headers
         self.closed = False
         self._urls: dict[tuple[str, str | None], httpx.URL] = {}
-        #: The client's rate limits, if any; shared by its copies.
+        #: The client's limiter; shared by its copies.
         self.limiter = limiter
         #: The credentials' secrets, masked in every error.
         self._secrets = (
@@ -268,10 +285,9 @@ class Transport:
         deadline = call.deadline
         failure: Failure | None = None
         while True:
-            ticket = None if self.limiter is None else await self._place(self.limiter, call)
             with deadline.attempt() as scope:
                 try:
-                    return await self._attempt(attempt, call, ticket)
+                    return await self._attempt(attempt, call)
                 except Failure as caught:
                     failure = caught
             if scope.cancelled_caught:
@@ -280,6 +296,10 @@ class Transport:
                     break  # the total deadline: the last failure, if any, says what went on
                 failure = timed_out
             assert failure is not None  # caught, or the phase's
+            if failure.action is Action.WAIT:
+                deadline.refusal = failure
+                self._refused(failure, call)
+                continue  # a quota refused it: back to wait for capacity, not a retry
             delay = self._decide(failure, retries, refreshed, call)
             if delay is None or delay > deadline.left():
                 break  # the wait is within the deadline: it needs no scope of its own
@@ -287,24 +307,50 @@ class Transport:
                 refreshed = True  # a refused token is replaced once; not a retry
                 continue
             retries += 1
-            if self.limiter is not None and isinstance(failure.error, RateLimitError):
-                self.limiter.pause(delay)  # over the service's quota: the client holds back
             await anyio.sleep(delay)
         raise self._final(failure, call)
 
-    @staticmethod
-    async def _place(limiter: Limiter, call: _Call) -> Ticket:
-        """Wait for the attempt's place under the rate limits.
+    async def _place(self, call: _Call) -> Ticket:
+        """Wait for the attempt's place under the quotas, right before it is sent.
 
         That wait is not part of the timeouts, nor of the total deadline: it pushes it back.
+        ``Timeouts.quota`` bounds it (all of a call's waits together).
+
+        Raises:
+            Failure: The bound passed first (a :class:`RateLimitError`, not retried).
         """
+        deadline = call.deadline
+        scope = deadline.scope
+        if scope is not None:
+            scope.deadline = math.inf  # the wait pushes the total deadline back
         started = time.monotonic()
-        if call.observer is None:
-            ticket = await limiter.acquire(len(call.body))
-        else:
-            ticket = await call.observer.rate_limit_wait(limiter.acquire(len(call.body)))
-        call.deadline.extend(time.monotonic() - started)
-        return ticket
+        acquiring = self.limiter.acquire(len(call.body))
+        try:
+            with anyio.move_on_after(deadline.quota_left):
+                if call.observer is None:
+                    return await acquiring
+                return await call.observer.rate_limit_wait(acquiring)
+        finally:
+            waited = time.monotonic() - started
+            deadline.extend(waited)
+            deadline.quota_left -= waited
+            deadline.unbound()
+        refusal = deadline.refusal
+        if refusal is not None:  # the service's own words, with its code
+            refusal.action = Action.RAISE
+            raise refusal
+        bound = call.options.timeouts.quota
+        error = RateLimitError(f"no quota capacity within Timeouts.quota ({bound:g} s)")
+        raise Failure(error, Action.RAISE)
+
+    def _refused(self, failure: Failure, call: _Call) -> None:
+        """Tell the logs and the trace that a quota refused the call, which waits again."""
+        error, rate = failure.error, self.limiter.model.rate
+        quota = getattr(error, "quota", None)
+        kind = "second" if quota is None else quota.value
+        if call.observer is not None:
+            call.observer.quota_refused(error, kind, rate)
+        logger.debug("quota refused (%s, per %s); waiting at %.3g calls/s", error, kind, rate)
 
     def _decide(self, failure: Failure, retries: int, refreshed: bool, call: _Call) -> float | None:
         """How long to wait before the next attempt, or ``None`` to give up."""
@@ -353,11 +399,13 @@ class Transport:
         signature = authorization.rpartition("/")[2]
         return (*self._secrets, *(s for s in (token, signature) if s))
 
-    async def _attempt(self, attempt: _Attempt[T], call: _Call, ticket: Ticket | None) -> T:
+    async def _attempt(self, attempt: _Attempt[T], call: _Call) -> T:
         """Run one attempt, and settle its rate-limit charge however it ends."""
         succeeded = False
+        ticket: Ticket | None = None
         try:
             request, token = await self._request(call)
+            ticket = await self._place(call)  # after the token: admitted right before sending
             if call.observer is not None:
                 call.observer.sending(self.carried(request))
             try:
@@ -367,9 +415,13 @@ class Transport:
                 raise
         except Failure as failure:
             error = failure.error
-            refused = isinstance(error, APIError) and not isinstance(error, MalformedResponseError)
-            if ticket is not None and refused:
-                ticket.settle(0)  # the service refused the call: it used no tokens
+            if ticket is None and failure.action is Action.WAIT:
+                failure.action = Action.RETRY  # the token endpoint's 429: a plain retry
+            if ticket is not None:
+                if isinstance(error, RateLimitError):
+                    ticket.refused(error, failure.retry_after)  # not counted; learned from
+                elif isinstance(error, APIError) and not isinstance(error, MalformedResponseError):
+                    ticket.settle(0)  # the service refused the call: it used no tokens
             raise
         else:
             succeeded = True

@@ -79,7 +79,11 @@ async def test_html_5xx_is_retried_then_raised(emulator: Emulator, status: int) 
 
 
 async def test_429_honours_retry_after(emulator: Emulator) -> None:
-    """HTTP 429 is a RateLimitError, retried after the server's Retry-After."""
+    """HTTP 429 waits the server's Retry-After, not as a retry; then a RateLimitError.
+
+    The call goes again after the wait, without using up ``max_retries``; past
+    ``Timeouts.quota`` it raises.
+    """
     emulator.inject(Fault.http(429, "{}", "application/json", {"Retry-After": "0.3"}))
     async with token_client(emulator) as client:
         started = time.monotonic()
@@ -87,11 +91,16 @@ async def test_429_honours_retry_after(emulator: Emulator) -> None:
         waited = time.monotonic() - started
     assert reply.result
     assert waited >= 0.25
-    emulator.inject(Fault.http(429, "{}", "application/json"), times=3)
+    emulator.inject(Fault.http(429, "{}", "application/json"), times=2)
     async with token_client(emulator, max_retries=0) as client:
+        assert (await client.chat(HI)).result  # two refusals, no retry used
+    emulator.inject(Fault.http(429, "{}", "application/json", {"Retry-After": "5"}))
+    timeout = mpt_async.Timeouts(quota=0.01)
+    async with token_client(emulator, max_retries=0, timeout=timeout) as client:
         with pytest.raises(mpt_async.RateLimitError) as info:
             await client.chat(HI)
     assert info.value.status_code == 429
+    assert info.value.can_wait
 
 
 async def test_retry_after_is_capped(emulator: Emulator) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 
 from mpt_async.testing import Emulator, _replies
 from mpt_async.testing._cli import add_emulator_parser
+from mpt_async.testing._quota import Quota
 
 CHAT = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/mpt-30b-instruct"
 QUESTION = "Please introduce The Great Wall"
@@ -45,16 +45,23 @@ def test_no_limit_no_headers(emulator: Emulator, http: httpx.Client, token: str)
 
 def test_qps_limit_answers_error_18(emulator: Emulator, http: httpx.Client, token: str) -> None:
     """Over the QPS limit the emulator answers HTTP 200 with error 18, like Baidu."""
-    emulator.set_rate_limits(qps=2)
-    first, second, third = (chat(http, token) for _ in range(3))
+    emulator.set_rate_limits(qps=0.01)  # one call, then one more in 100 s: never in this test
+    first, second = (chat(http, token) for _ in range(2))
     assert "result" in first.json()
-    assert "result" in second.json()
-    assert third.status_code == 200
-    assert third.json()["error_code"] == 18
-    assert third.json()["error_msg"] == "Open api qps request limit reached"
+    assert second.status_code == 200
+    assert second.json()["error_code"] == 18
+    assert second.json()["error_msg"] == "Open api qps request limit reached"
     assert emulator.stats.error_responses == 1
-    time.sleep(0.55)  # the bucket refills at 2 calls a second
-    assert "result" in chat(http, token).json()
+
+
+def test_qps_bucket_refills_at_the_limit() -> None:
+    """The QPS bucket holds a second's worth and refills continuously (on a given clock)."""
+    quota = Quota()
+    kwargs: dict[str, Any] = {"qps": 2, "rpm": None, "tpm": None, "window": 60.0, "tokens": 1}
+    codes = [quota.admit(now=100.0, **kwargs)[0] for _ in range(3)]
+    assert codes == [None, None, 18]
+    assert quota.admit(now=100.4, **kwargs)[0] == 18  # 0.8 of a call refilled
+    assert quota.admit(now=100.5, **kwargs)[0] is None
 
 
 def test_rpm_limit_answers_336501_with_headers(
@@ -112,12 +119,11 @@ def test_refused_calls_do_not_count(emulator: Emulator, http: httpx.Client, toke
 
 def test_window_expires() -> None:
     """A call leaves the RPM window rate_window seconds after it was accepted."""
-    with Emulator(rpm=1, rate_window=0.3) as emu, httpx.Client(base_url=emu.base_url) as http:
-        token = emu.issue_token()
-        assert "result" in chat(http, token).json()
-        assert chat(http, token).json()["error_code"] == 336501
-        time.sleep(0.35)
-        assert "result" in chat(http, token).json()
+    quota = Quota()
+    kwargs: dict[str, Any] = {"qps": None, "rpm": 1, "tpm": None, "window": 0.3, "tokens": 1}
+    assert quota.admit(now=10.0, **kwargs)[0] is None
+    assert quota.admit(now=10.29, **kwargs)[0] == 336501
+    assert quota.admit(now=10.3, **kwargs)[0] is None
 
 
 def test_limits_change_at_run_time_and_reset(emulator: Emulator) -> None:

@@ -9,9 +9,18 @@ import pytest
 
 import mpt_async
 from mpt_async import _exceptions
-from mpt_async._codes import CODE_TABLE, Action, classify_code, classify_status, make_error
+from mpt_async._codes import (
+    CODE_TABLE,
+    QUOTA_KINDS,
+    Action,
+    classify_code,
+    classify_status,
+    make_error,
+)
 
-RETRY = {1, 2, 4, 15, 18, 336000, 336100, 336501, 336502}
+RETRY = {1, 2, 15, 336000, 336100}
+#: A rate quota refused: wait for capacity, not counted as a retry.
+WAIT = {4, 18, 336501, 336502}
 REFRESH = {110, 111}
 RAISE = {
     3,
@@ -37,9 +46,8 @@ RATE = {4, 17, 18, 19, 336501, 336502}
 AUTH = {13, 14, 100, 110, 111}
 
 
-V2_RETRY = {
-    "internal_error",
-    "dispatch_internal_error",
+V2_RETRY = {"internal_error", "dispatch_internal_error"}
+V2_WAIT = {
     *(f"{kind}rate_limit_exceeded" for kind in ("user_", "cluster_", "rpm_", "tpm_")),
     *(f"{kind}_rate_limit_exceeded" for kind in ("input_tpm", "output_tpm", "preemptible")),
     "cluster_rpm_rate_limit_exceeded",
@@ -61,19 +69,21 @@ V2_RAISE = {
 
 def test_table_covers_every_spec_code() -> None:
     """The table holds exactly the codes of both error-code pages (v1's numbers, v2's names)."""
-    assert {c for c in CODE_TABLE if isinstance(c, int)} == RETRY | REFRESH | RAISE
-    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_RETRY | V2_RAISE | {
+    assert {c for c in CODE_TABLE if isinstance(c, int)} == RETRY | WAIT | REFRESH | RAISE
+    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_RETRY | V2_WAIT | V2_RAISE | {
         "invalid_iam_token"
     }
 
 
-@pytest.mark.parametrize("code", sorted(V2_RETRY | V2_RAISE | {"invalid_iam_token"}))
+@pytest.mark.parametrize("code", sorted(V2_RETRY | V2_WAIT | V2_RAISE | {"invalid_iam_token"}))
 def test_v2_code_actions(code: str) -> None:
-    """v2 quota and server codes are retried, a refused token refreshed, the rest raised."""
+    """v2 server codes are retried, quota codes wait, a refused token is refreshed, the rest raise."""
     action, _ = classify_code(code)
     expected = (
         Action.RETRY
         if code in V2_RETRY
+        else Action.WAIT
+        if code in V2_WAIT
         else Action.REFRESH
         if code == "invalid_iam_token"
         else Action.RAISE
@@ -82,12 +92,18 @@ def test_v2_code_actions(code: str) -> None:
     assert (classify_code(code)[1] is mpt_async.RateLimitError) == code.endswith("_exceeded")
 
 
-@pytest.mark.parametrize("code", sorted(RETRY | REFRESH | RAISE))
+@pytest.mark.parametrize("code", sorted(RETRY | WAIT | REFRESH | RAISE))
 def test_code_actions_follow_the_spec(code: int) -> None:
-    """Each code is retried, refreshed or raised as the error-code page implies."""
+    """Each code is retried, waited on, refreshed or raised as the error-code page implies."""
     action, cls = classify_code(code)
     expected = (
-        Action.RETRY if code in RETRY else Action.REFRESH if code in REFRESH else Action.RAISE
+        Action.RETRY
+        if code in RETRY
+        else Action.WAIT
+        if code in WAIT
+        else Action.REFRESH
+        if code in REFRESH
+        else Action.RAISE
     )
     assert action is expected
     if code in RATE:
@@ -115,7 +131,7 @@ def test_unknown_code_raises_keeping_code_and_message() -> None:
 @pytest.mark.parametrize(
     ("status", "action", "cls"),
     [
-        (429, Action.RETRY, mpt_async.RateLimitError),
+        (429, Action.WAIT, mpt_async.RateLimitError),
         (500, Action.RETRY, mpt_async.InternalServerError),
         (502, Action.RETRY, mpt_async.InternalServerError),
         (503, Action.RETRY, mpt_async.InternalServerError),
@@ -126,7 +142,7 @@ def test_unknown_code_raises_keeping_code_and_message() -> None:
     ],
 )
 def test_http_status_classes(status: int, action: Action, cls: type[Exception]) -> None:
-    """HTTP 429 and 5xx are retried; other statuses raise their class."""
+    """HTTP 429 waits for capacity, 5xx are retried; other statuses raise their class."""
     assert classify_status(status) == (action, cls)
 
 
@@ -159,6 +175,7 @@ def test_api_error_attributes_default_to_none() -> None:
     "error",
     [
         mpt_async.RateLimitError("slow down", error_code=18, status_code=200, request_id="as-1"),
+        mpt_async.RateLimitError("used up", error_code=17, quota=mpt_async.QuotaKind.DAY),
         mpt_async.RequestValidationError("top_k", "must be positive"),
         mpt_async.StreamError("gap", received=3),
         mpt_async.APITimeoutError("timed out"),
@@ -170,6 +187,35 @@ def test_errors_pickle(error: Exception) -> None:
     assert type(clone) is type(error)
     assert str(clone) == str(error)
     assert vars(clone) == vars(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "quota", "can_wait"),
+    [
+        (4, mpt_async.QuotaKind.SECOND, True),
+        (18, mpt_async.QuotaKind.SECOND, True),
+        (336501, mpt_async.QuotaKind.MINUTE, True),
+        (336502, mpt_async.QuotaKind.TOKENS, True),
+        (17, mpt_async.QuotaKind.DAY, False),
+        (19, mpt_async.QuotaKind.TOTAL, False),
+    ],
+)
+def test_rate_limit_errors_name_their_quota(
+    code: int, quota: mpt_async.QuotaKind, can_wait: bool
+) -> None:
+    """A rate-limit code's error names its quota and whether waiting helps (as it waits)."""
+    action, error = make_error(code, "no", status_code=200, request_id=None)
+    assert isinstance(error, mpt_async.RateLimitError)
+    assert (error.quota, error.can_wait) == (quota, can_wait)
+    assert (action is Action.WAIT) is can_wait
+    assert QUOTA_KINDS[code] is quota
+
+
+def test_every_rate_limit_code_has_a_quota() -> None:
+    """The quota column covers every rate-limit row of the table, and nothing else."""
+    rate_codes = {c for c, row in CODE_TABLE.items() if row[1] is mpt_async.RateLimitError}
+    assert {c for c in rate_codes if isinstance(c, int)} == RATE
+    assert rate_codes == set(QUOTA_KINDS)
 
 
 def _drawn_tree() -> list[tuple[str, str | None, str]]:

@@ -20,7 +20,9 @@ import pytest
 
 import mpt_async
 from mpt_async import ConfigurationError, RateLimits, RedisStore, SharedStoreError
-from mpt_async._shared_limiter import SharedLimiter
+from mpt_async._limiter import Limiter
+from mpt_async._quota_model import QuotaModel
+from mpt_async._redis_quota import RedisQuotaStore
 from mpt_async._token_store import StoredToken, token_key
 from mpt_async.testing import Emulator
 
@@ -72,18 +74,26 @@ def shared_client(emu: Emulator, store: RedisStore, **limits: Any) -> mpt_async.
     )
 
 
-def limiter(store: RedisStore, emu: Emulator, **kwargs: Any) -> SharedLimiter:
+def limiter(store: RedisStore, emu: Emulator, **kwargs: Any) -> Limiter:
     """A shared limiter on its own, as a client with the emulator's credentials has."""
     window = kwargs.pop("window", 60.0)
     kwargs.setdefault("adopt_server_limits", False)
-    return SharedLimiter(
-        RateLimits(**kwargs, shared=store),
+    kwargs.setdefault("adaptive", False)
+    model = QuotaModel(RateLimits(**kwargs, shared=store), clock=anyio.current_time, window=window)
+    quota = RedisQuotaStore(
+        model,
         store,
         base_url=emu.base_url,
         auth=mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key),
         endpoint="mpt-30b-instruct",
-        window=window,
     )
+    return Limiter(model, quota)
+
+
+def announced(server: RedisServer, prefix: str) -> str:
+    """The per-minute calls announced to the fleet, as Redis keeps them ("" if none)."""
+    keys = server.cli("--scan", "--pattern", prefix + ":*quota-s*").split()
+    return server.cli("hget", keys[0], "rpm").strip() if keys else ""
 
 
 def all_of_redis(server: RedisServer) -> str:
@@ -211,7 +221,7 @@ async def test_separate_stores_share_one_qps_budget(
     limiters = [limiter(store, emulator, qps=50) for store in stores]
     times: list[float] = []
 
-    async def one(shared: SharedLimiter) -> None:
+    async def one(shared: Limiter) -> None:
         await shared.acquire(10)
         times.append(anyio.current_time())
 
@@ -230,7 +240,7 @@ async def test_separate_stores_share_one_qps_budget(
 async def test_cancelled_waiter_gives_back_its_place(
     emulator: Emulator, redis: RedisServer, prefix: str
 ) -> None:
-    """At qps=1, a cancelled waiter's slot goes to the next caller, not one after it."""
+    """At qps=1, a cancelled waiter held nothing: the next caller gets the next slot."""
     async with RedisStore(redis.url, prefix=prefix) as store:
         shared = limiter(store, emulator, qps=1)
         await shared.acquire(10)  # the first slot: now
@@ -253,7 +263,7 @@ async def test_tokens_are_charged_estimate_then_real(
             reply = await client.chat(HI)
             await client.chat(HI)  # carries the first call's real count to Redis
     costs_key = [
-        k for k in redis.cli("--scan").split() if k.startswith(prefix + ":") and "tpm-cost" in k
+        k for k in redis.cli("--scan").split() if k.startswith(prefix + ":") and "quota-c" in k
     ]
     assert len(costs_key) == 1
     charged = sorted(int(v) for v in redis.cli("hvals", costs_key[0]).split())
@@ -271,7 +281,7 @@ async def test_server_limits_are_shared(
         async with shared_client(emulator, first_store, adopt_server_limits=True) as client:
             await client.chat(HI)
         # Sent to Redis in the background, at once.
-        await until(lambda: redis.cli("--scan", "--pattern", prefix + ":*server*").split())
+        await until(lambda: announced(redis, prefix) == "2")
     async with (
         RedisStore(redis.url, prefix=prefix) as second_store,
         shared_client(emulator, second_store, adopt_server_limits=True) as other,
@@ -353,16 +363,15 @@ async def test_server_limits_are_shared_again_after_redis_lost_them(
 ) -> None:
     """Announced limits go with every call, so a Redis emptied meanwhile learns them again."""
     emulator.set_rate_limits(rpm=100)
-    pattern = prefix + ":*server*"
     async with (
         RedisStore(redis.url, prefix=prefix) as store,
         shared_client(emulator, store, adopt_server_limits=True) as client,
     ):
         await client.chat(HI)
-        await until(lambda: redis.cli("--scan", "--pattern", pattern).split())
+        await until(lambda: announced(redis, prefix) == "100")
         redis.cli("flushall")  # a restart, or a day without calls
         await client.chat(HI)  # the same limits announced again: nothing new to this client
-        await until(lambda: redis.cli("--scan", "--pattern", pattern).split(), limit=5.0)
+        await until(lambda: announced(redis, prefix) == "100", limit=5.0)
 
 
 @pytest.mark.anyio

@@ -244,7 +244,8 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
     emulator: Emulator, otel: Recorded
 ) -> None:
     """A refused token and a rate-limit wait show in the call's span, as event and children."""
-    # Calls 0.5 s apart: a retry and a replay, each sent at once, must wait for their place.
+    # Calls 0.5 s apart: a replay and a call refused by the quota, each sent at once, must
+    # wait for their place.
     limits = mpt_async.RateLimits(qps=2, adopt_server_limits=False)
     async with token_client(emulator, rate_limits=limits, max_retries=1) as client:
         await client.chat(HI)
@@ -254,7 +255,9 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
         await client.chat(HI)
     span = otel.call_span()
     names = [e.name for e in span.events]
-    assert sorted(names) == ["mpt_async.retry", "mpt_async.token_refused"]
+    assert sorted(names) == ["mpt_async.quota_refused", "mpt_async.token_refused"]
+    (refused,) = (e for e in span.events if e.name == "mpt_async.quota_refused")
+    assert dict(refused.attributes or {})["mpt_async.quota.kind"] == "second"
     children = [s for s in otel.finished() if s.parent and s.parent.span_id == span.context.span_id]
     kinds = sorted(s.name for s in children)
     assert "mpt_async.token_fetch" in kinds

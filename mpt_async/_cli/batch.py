@@ -38,6 +38,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from typing import IO, Any
 
 import anyio
@@ -59,6 +60,7 @@ from mpt_async._cli.journal import (
 )
 from mpt_async._cli.outcome import Outcome, outcome_of, record_code
 from mpt_async._cli.progress import Counts, Progress, summary
+from mpt_async._cli.quota import add_quota_options, quota_settings
 from mpt_async._cli.service import (
     add_sampling_options,
     add_service_options,
@@ -124,6 +126,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     add_sampling_options(parser)
+    add_quota_options(parser)
     add_service_options(parser)
     parser.set_defaults(func=run_batch_command)
     return parser
@@ -288,7 +291,11 @@ async def _run(args: argparse.Namespace, plan: _Plan, connection: dict[str, Any]
     ):
         state = _Run(Writer(out, plan.answered_by), counts, progress)
         inputs = _Inputs(source, plan.resume, state)
-        async with Client(**settings) as client:
+        async with (
+            AsyncExitStack() as stack,
+            Client(**{**settings, **await quota_settings(args, stack)}) as client,
+        ):
+            progress.learned = client.learned_limits
             stopped = True
             try:
                 progress.update(counts, force=True)

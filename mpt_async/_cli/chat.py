@@ -4,8 +4,8 @@ It streams the answer to standard output as it arrives. Without a prompt it hold
 multi-round conversation over standard input (:mod:`.terminal` reads the lines, with line
 editing and history on a terminal); Ctrl-C during an answer stops that answer only, and the
 conversation goes on without that round. With ``-`` it reads one prompt from there.
-With no credentials in the environment (or with ``--emulator``) it starts the embedded
-emulator from :mod:`mpt_async.testing` and talks to that.
+With ``--emulator`` (and only then) it starts the embedded emulator from
+:mod:`mpt_async.testing` and talks to that.
 
 Exit statuses: 0 on success, 1 when the service or the network failed, 2 for a usage,
 configuration or validation error, 130 after Ctrl-C.
@@ -63,7 +63,7 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
             "PROMPT, chat over standard input, one question per line, keeping the history, "
             "until end of input (Ctrl-D), an empty line or /exit; on a terminal, lines can "
             "be edited, the up arrow recalls earlier questions, and Ctrl-C stops the answer "
-            "in progress. Credentials come from QIANFAN_API_KEY (a v2 API key), "
+            "in progress. Credentials come from QIANFAN_API_KEY (v2), "
             "QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY, QIANFAN_AK/QIANFAN_SK or "
             "QIANFAN_ACCESS_TOKEN (and QIANFAN_BASE_URL); --emulator asks the embedded "
             "emulator instead."

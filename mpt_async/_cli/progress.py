@@ -11,9 +11,12 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from mpt_async._ratelimit import LearnedLimits
 
 __all__ = ["RATE_WINDOW", "Counts", "Progress", "duration", "summary"]
 
@@ -86,6 +89,8 @@ class Progress:
         self._width = 0
         self._last = float("-inf")
         self.shown = total is not None
+        #: Reads the limits the client holds calls to (their rate is shown), if set.
+        self.learned: Callable[[], LearnedLimits] | None = None
 
     def update(self, counts: Counts, *, force: bool = False) -> None:
         """Redraw the line, at most every tenth of a second unless ``force``.
@@ -118,6 +123,9 @@ class Progress:
             text += f", {rate:.1f}/s"
             if done < total:
                 text += f", ETA {duration((total - done) / rate)}"
+        learned = None if self.learned is None else self.learned().qps
+        if learned is not None:
+            text += f", quota {learned:.1f}/s"
         if counts.blank:
             text += f", {counts.blank} blank line{'s' if counts.blank > 1 else ''} skipped"
         return text

@@ -1,0 +1,182 @@
+"""The quota shared through Redis: one learned rate for a fleet, and Redis state that lies.
+
+Against a real redis-server, and a RESP server that answers the quota script with replies
+of every wrong type.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+import mpt_async
+from mpt_async import QuotaKind, RateLimits, RedisStore, SharedStoreError
+from mpt_async._limiter import Limiter
+from mpt_async._quota_model import MARGIN, QuotaModel
+from mpt_async._redis_quota import RedisQuotaStore
+
+from .redisrun import RedisServer, redis_server
+from .resp import Command, honest, lying_redis
+
+BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+AUTH = mpt_async.AccessTokenAuth("app-key", "app-secret")
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _collect_coredis_leftovers() -> Iterator[None]:
+    """Collect what coredis left behind before the test ends."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """One redis-server for this module's tests (each test uses its own key prefix)."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own."""
+    return "q" + str(abs(hash(request.node.nodeid)))
+
+
+def shared(store: RedisStore, **kwargs: object) -> Limiter:
+    """A limiter counting in ``store``, as a client of one application has."""
+    kwargs.setdefault("adopt_server_limits", False)
+    model = QuotaModel(RateLimits(shared=store, **kwargs), clock=anyio.current_time)  # type: ignore[arg-type]
+    quota = RedisQuotaStore(
+        model, store, base_url="http://127.0.0.1:1", auth=AUTH, endpoint="mpt-30b-instruct"
+    )
+    return Limiter(model, quota)
+
+
+def state_key(server: RedisServer, prefix: str) -> str:
+    (key,) = server.cli("--scan", "--pattern", prefix + ":*quota-s*").split()
+    return key
+
+
+# -- one learned rate --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_cut_learned_by_one_process_holds_for_the_other(
+    redis: RedisServer, prefix: str
+) -> None:
+    """A refusal seen by one limiter cuts the fleet's rate; the other adopts it next call."""
+    async with (
+        RedisStore(redis.url, prefix=prefix) as one_store,
+        RedisStore(redis.url, prefix=prefix) as other_store,
+    ):
+        one, other = shared(one_store), shared(other_store)
+        await other.acquire(10)
+        ticket = await one.acquire(10)  # Redis answers: two calls in the last second
+        ticket.refused(mpt_async.RateLimitError("qps", error_code=18, quota=QuotaKind.SECOND))
+        assert one.model.rate == pytest.approx(MARGIN * 2)
+        await one.acquire(10)  # carries the cut to Redis (waiting for its place)
+        await other.acquire(10)
+        assert other.model.rate == pytest.approx(one.model.rate)
+        assert other.model.epoch == one.model.epoch == 1
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_cancelled_waiters_hold_no_shared_capacity(redis: RedisServer, prefix: str) -> None:
+    """Ten waiters cancelled at qps=1: the next place is the next second, not the eleventh.
+
+    A waiter asks again later, and reserves nothing meanwhile.
+    """
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=1, adaptive=False)
+        await limiter.acquire(10)
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(limiter.acquire, 10)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        grant = await limiter.store.take(limiter.model, 10)
+    assert 0 < grant.wait <= 1.0
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_flushed_redis_allows_no_burst(redis: RedisServer, prefix: str) -> None:
+    """After FLUSHALL the schedule starts afresh: one call now, the next one interval on."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=0.2, adaptive=False)  # one call every 5 s
+        await limiter.acquire(10)
+        redis.cli("flushall")
+        first = await limiter.store.take(limiter.model, 10)
+        second = await limiter.store.take(limiter.model, 10)
+    assert first.wait == 0
+    assert second.wait > 1.0
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_schedule_far_ahead_of_redis_is_reset(redis: RedisServer, prefix: str) -> None:
+    """A schedule or pause an hour ahead of Redis's clock is corrupt: calls are not held."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=100, adaptive=False)
+        await limiter.acquire(10)
+        key = state_key(redis, prefix)
+        hour_ahead = (int(redis.cli("time").split()[0]) + 3600) * 1_000_000
+        redis.cli("hset", key, "tat", str(hour_ahead), "pause", str(hour_ahead))
+        with anyio.fail_after(10):
+            await limiter.acquire(10)
+        assert int(redis.cli("hget", key, "tat").strip()) < hour_ahead
+
+
+# -- replies of the wrong type -----------------------------------------------------------
+
+WRONG = {
+    "nil": b"_\r\n",
+    "integer": b":7\r\n",
+    "string": b"$3\r\nyes\r\n",
+    "short array": b"*2\r\n:0\r\n:0\r\n",
+    "map": b"%1\r\n$1\r\na\r\n:1\r\n",
+    "inf": b",inf\r\n",
+    "huge": b"*10\r\n" + b":0\r\n" * 3 + b":9223372036854775807\r\n" + b":0\r\n" * 6,
+    "negative": b"*10\r\n" + b":-5\r\n" * 10,
+    "texts": b"*10\r\n" + b"$1\r\n0\r\n" * 10,
+}
+
+
+@pytest.mark.anyio
+@BACKENDS
+@pytest.mark.parametrize("reply", list(WRONG.values()), ids=list(WRONG))
+async def test_a_quota_reply_of_the_wrong_type_fails_open_or_raises(reply: bytes) -> None:
+    """A quota reply of the wrong type: calls go on here (open), or SharedStoreError (raise).
+
+    Never a raw TypeError, IndexError, KeyError or OverflowError.
+    """
+
+    def script(command: Command) -> bytes | None:
+        if command[0].upper() in (b"EVALSHA", b"EVAL"):
+            return reply
+        if command[0].upper() == b"SCRIPT":
+            return b"$40\r\n" + b"0" * 40 + b"\r\n"
+        return honest(command)
+
+    with lying_redis(script) as server, anyio.fail_after(20):
+        async with RedisStore(server.url, timeout=0.5) as store:
+            limiter = shared(store, qps=50, adaptive=False)
+            for _ in range(3):
+                (await limiter.acquire(10)).finish()
+        async with RedisStore(server.url, on_error="raise", timeout=0.5) as store:
+            limiter = shared(store, qps=50, adaptive=False)
+            with pytest.raises(SharedStoreError, match="wrong type"):
+                await limiter.acquire(10)
