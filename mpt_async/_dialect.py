@@ -330,6 +330,11 @@ class V1:
         self._headers = _headers(appid)
         self._urls: dict[tuple[str, str | None], httpx.URL] = {}
 
+    @staticmethod
+    def encode(request: ChatRequest, endpoint: str, extra: Mapping[str, Any] | None) -> bytes:
+        """The body of ``request`` (``endpoint`` goes in the URL)."""
+        return encode_v1(request, extra)
+
     def request(
         self,
         http: httpx.AsyncClient,
@@ -375,6 +380,11 @@ class V2:
     def __init__(self, base_url: str, appid: str | None = None) -> None:
         self._url = httpx.URL(base_url + V2_CHAT_PATH)
         self._headers = _headers(appid)
+
+    @staticmethod
+    def encode(request: ChatRequest, endpoint: str, extra: Mapping[str, Any] | None) -> bytes:
+        """The body of ``request``, ``endpoint`` as its ``model``."""
+        return encode_v2(request, endpoint, extra)
 
     def request(
         self,
