@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _paired, _redis_bench, _report, _telemetry, _v2
+from benchmarks import _paired, _quota, _redis_bench, _report, _telemetry, _v2
 from benchmarks._clients import find_aiohttp_transport
 from benchmarks._section import Context, Section, child_env
 from benchmarks._server import EmulatorProcess, cores, pin_self
@@ -322,6 +322,7 @@ SECTIONS: list[Section] = [
     Section("v2", _v2.run, _v2.targets, markdown=_v2.markdown),
     Section("telemetry", _telemetry.run, _telemetry.targets, markdown=_telemetry.markdown),
     Section("redis", _redis_bench.run, _redis_bench.targets, _redis_bench.lines),
+    Section("quota", _quota.run, _quota.targets, markdown=_quota.markdown),
 ]
 
 
