@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mpt_async._body import Body
     from mpt_async._models import ChatResponse
     from mpt_async._ratelimit import RateLimitInfo
+    from mpt_async._reply import Deadline
 
 __all__ = [
     "API",
@@ -192,7 +193,7 @@ class V2ChunkDecoder(ChunkDecoder):
 
     __slots__ = ("_final",)
 
-    def __init__(self, body: Body, *, idle: float, deadline: float) -> None:
+    def __init__(self, body: Body, *, idle: float, deadline: Deadline) -> None:
         super().__init__(body, idle=idle, deadline=deadline)
         self._final: dict[str, Any] | None = None
 

@@ -502,7 +502,7 @@ class Transport:
             call.deadline.unbound()
             body = _stream_body(response)
             decoder = self.dialect.decoder(
-                body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
+                body, idle=call.options.timeouts.stream_read, deadline=call.deadline
             )
             first = await decoder.first()
             return OpenStream(decoder, first, ticket, info)
