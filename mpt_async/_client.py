@@ -510,15 +510,12 @@ class Client:
         if self._transport.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
-        from mpt_async._dialect import encode_v1, encode_v2
-
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
-        endpoint, extra = self._endpoint, self._extra_body
-        if self._transport.api == "v2":
-            return _Call(endpoint, encode_v2(request, endpoint, extra), options)
-        return _Call(endpoint, encode_v1(request, extra), options)
+        endpoint = self._endpoint
+        body = self._transport.dialect.encode(request, endpoint, self._extra_body)
+        return _Call(endpoint, body, options)
 
     async def _send(
         self,

@@ -3,8 +3,10 @@
 The v1 interface (``/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/<endpoint>``, switched off by
 Baidu on 2026-08-31) and the v2 interface (``/v2/chat/completions``, OpenAI-shaped) carry the
 same conversation. The request loop (``_transport``) is the same for both; only what this
-module holds differs. Both dialects' replies come back as the same typed models: a v2 answer
-is read into a :class:`~mpt_async.ChatResponse`, its stream into
+module holds differs: the body (``encode_v1``, ``encode_v2``), and per transport a dialect
+object (:class:`V1`, :class:`V2`) that builds the request (its URL, headers and where the
+token goes) and reads the answer and the chunks. Both dialects' replies come back as the same
+typed models: a v2 answer is read into a :class:`~mpt_async.ChatResponse`, its stream into
 :class:`~mpt_async.ChatChunk` objects numbered from 0, the last one with ``is_end``.
 
 v2: https://cloud.baidu.com/doc/qianfan-api/s/3m7of64lb (chat),
@@ -17,10 +19,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+import httpx
 
 from mpt_async import _converter
+from mpt_async._body import ACCEPT_ENCODING, plain_content
 from mpt_async._codes import Action
 from mpt_async._exceptions import MalformedResponseError, RequestValidationError, StreamError
+from mpt_async._logging import logger
 from mpt_async._models import ChatChunk, ChatRequest, Usage
 from mpt_async._reply import ChunkDecoder, Failure, _where, is_error_body, whole_answer
 from mpt_async._sse import EventReader
@@ -29,13 +34,19 @@ if TYPE_CHECKING:
     from mpt_async._body import Body
     from mpt_async._models import ChatResponse
     from mpt_async._ratelimit import RateLimitInfo
+    from mpt_async._reply import Deadline
 
 __all__ = [
     "API",
     "APIS",
     "OWN_FIELDS",
+    "V1",
+    "V1_CHAT_PATH",
+    "V2",
     "V2_CHAT_PATH",
     "V2ChunkDecoder",
+    "Dialect",
+    "dialect_for",
     "encode_v1",
     "encode_v2",
     "v2_answer",
@@ -44,16 +55,32 @@ __all__ = [
 #: The service's two interfaces.
 API = Literal["v1", "v2"]
 APIS: tuple[API, ...] = ("v1", "v2")
+V1_CHAT_PATH = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/"
 V2_CHAT_PATH = "/v2/chat/completions"
+_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+#: v1 chat URLs kept parsed per transport (endpoint x token).
+_URL_CACHE = 8
 _NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+#: The options only the v2 interface takes: refused on v1 before any I/O.
+_V2_ONLY = ("system", "seed", "max_completion_tokens", "frequency_penalty", "presence_penalty")
+#: The options v2 sends under their own names, as they are.
+_V2_SAME_NAME = (
+    "temperature",
+    "top_p",
+    "penalty_score",
+    "metadata",
+    "seed",
+    "max_completion_tokens",
+    "frequency_penalty",
+    "presence_penalty",
+)
 #: The body fields each interface's encoder writes itself; ``extra_body`` may not set them
 #: (a ``stream`` or ``model`` of its own would contradict the call).
 OWN_FIELDS: Mapping[API, frozenset[str]] = {
-    # Every field of a request but ``system``, which v1 refuses (v2 sends it as a message).
-    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)) - {"system"},
+    # Every field of a request but those v1 refuses (v2 sends ``system`` as a message).
+    "v1": frozenset(field.name for field in attrs.fields(ChatRequest)).difference(_V2_ONLY),
     "v2": frozenset(
-        {"model", "messages", "stream", "stream_options", "temperature", "top_p"}
-        | {"penalty_score", "metadata", "stop", "user"}
+        {"model", "messages", "stream", "stream_options", "stop", "user", *_V2_SAME_NAME}
     ),
 }
 #: The usage of a chunk before the last (v2 reports it once, at the end).
@@ -71,11 +98,13 @@ def encode_v1(request: ChatRequest, extra: Mapping[str, Any] | None = None) -> b
     """The v1 body of ``request`` (the endpoint is in the URL), with ``extra`` fields added.
 
     Raises:
-        RequestValidationError: For ``system``, which the v1 interface does not take.
+        RequestValidationError: For an option the v1 interface does not take (``system``,
+            ``seed``, ``max_completion_tokens``, ``frequency_penalty``, ``presence_penalty``).
     """
-    if request.system is not None:
-        msg = "is not part of this service's v1 interface (use api='v2', or leave it out)"
-        raise RequestValidationError("system", msg)
+    for name in _V2_ONLY:
+        if getattr(request, name) is not None:
+            msg = "is not part of this service's v1 interface (use api='v2', or leave it out)"
+            raise RequestValidationError(name, msg)
     if not extra:
         return _converter.encode_request(request)
     return _with_extra(_converter.CONVERTER.unstructure(request), extra)
@@ -100,7 +129,7 @@ def encode_v2(request: ChatRequest, model: str, extra: Mapping[str, Any] | None 
     if request.stream:
         data["stream"] = True
         data["stream_options"] = {"include_usage": True}
-    for name in ("temperature", "top_p", "penalty_score", "metadata"):
+    for name in _V2_SAME_NAME:
         value = getattr(request, name)
         if value is not None:
             data[name] = value
@@ -164,7 +193,7 @@ class V2ChunkDecoder(ChunkDecoder):
 
     __slots__ = ("_final",)
 
-    def __init__(self, body: Body, *, idle: float, deadline: float) -> None:
+    def __init__(self, body: Body, *, idle: float, deadline: Deadline) -> None:
         super().__init__(body, idle=idle, deadline=deadline)
         self._final: dict[str, Any] | None = None
 
@@ -282,3 +311,106 @@ class V2ChunkDecoder(ChunkDecoder):
             return chunk
         self._final = chunk
         return None
+
+
+class V1:
+    """The v1 interface: the service's name in the URL, the access token in its query.
+
+    Args:
+        base_url: The service's scheme, host and optional path prefix (no trailing slash).
+        appid: Sent as the ``appid`` header, as on v2.
+    """
+
+    __slots__ = ("_base_url", "_headers", "_urls")
+    api: API = "v1"
+    decoder = ChunkDecoder
+    answer = staticmethod(whole_answer)
+
+    def __init__(self, base_url: str, appid: str | None = None) -> None:
+        self._base_url = base_url
+        self._headers = _headers(appid)
+        self._urls: dict[tuple[str, str | None], httpx.URL] = {}
+
+    @staticmethod
+    def encode(request: ChatRequest, endpoint: str, extra: Mapping[str, Any] | None) -> bytes:
+        """The body of ``request`` (``endpoint`` goes in the URL)."""
+        return encode_v1(request, extra)
+
+    def request(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: str,
+        body: bytes,
+        token: str | None,
+        timeout: httpx.Timeout,
+        stream: bool,
+    ) -> httpx.Request:
+        """The chat request (a ``None`` token: the credentials sign it)."""
+        logger.debug("POST %s%s (stream=%s)", V1_CHAT_PATH, endpoint, stream)
+        url = self._url(endpoint, token)
+        return plain_content(
+            http.build_request("POST", url, content=body, headers=self._headers, timeout=timeout)
+        )
+
+    def _url(self, endpoint: str, token: str | None) -> httpx.URL:
+        """The chat URL (the token in its query), parsed once: httpx's parsing is costly."""
+        key = (endpoint, token)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()  # tokens get replaced: keep only recent ones
+            params = None if token is None else {"access_token": token}
+            url = httpx.URL(self._base_url + V1_CHAT_PATH + endpoint, params=params)
+            self._urls[key] = url
+        return url
+
+
+class V2:
+    """The v2 interface: the service's name in the body, the token in a Bearer header.
+
+    Args:
+        base_url: The service's scheme, host and optional path prefix (no trailing slash).
+        appid: The application to bill (the ``appid`` header), if not the key's default.
+    """
+
+    __slots__ = ("_headers", "_url")
+    api: API = "v2"
+    decoder = V2ChunkDecoder
+    answer = staticmethod(v2_answer)
+
+    def __init__(self, base_url: str, appid: str | None = None) -> None:
+        self._url = httpx.URL(base_url + V2_CHAT_PATH)
+        self._headers = _headers(appid)
+
+    @staticmethod
+    def encode(request: ChatRequest, endpoint: str, extra: Mapping[str, Any] | None) -> bytes:
+        """The body of ``request``, ``endpoint`` as its ``model``."""
+        return encode_v2(request, endpoint, extra)
+
+    def request(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: str,
+        body: bytes,
+        token: str | None,
+        timeout: httpx.Timeout,
+        stream: bool,
+    ) -> httpx.Request:
+        """The chat request (``endpoint`` is in ``body`` already, as ``model``)."""
+        logger.debug("POST %s (model=%s, stream=%s)", V2_CHAT_PATH, endpoint, stream)
+        headers = {**self._headers, "Authorization": f"Bearer {token}"}
+        return plain_content(
+            http.build_request("POST", self._url, content=body, headers=headers, timeout=timeout)
+        )
+
+
+Dialect = V1 | V2
+
+
+def dialect_for(api: API, base_url: str, appid: str | None = None) -> Dialect:
+    """The dialect of ``api`` for a transport to ``base_url``."""
+    return V2(base_url, appid) if api == "v2" else V1(base_url, appid)
+
+
+def _headers(appid: str | None) -> dict[str, str]:
+    return _HEADERS if appid is None else {**_HEADERS, "appid": appid}

@@ -19,8 +19,12 @@ import attrs
 from mpt_async._exceptions import RequestValidationError
 from mpt_async._options import (
     check_text,
+    to_frequency_penalty,
+    to_max_completion_tokens,
     to_metadata,
     to_penalty_score,
+    to_presence_penalty,
+    to_seed,
     to_stop,
     to_system,
     to_temperature,
@@ -166,6 +170,10 @@ class ChatRequest:
         user_id: See :class:`ChatOptions`.
         metadata: See :class:`ChatOptions`.
         system: See :class:`ChatOptions` (the v2 interface only).
+        seed: See :class:`ChatOptions` (the v2 interface only).
+        max_completion_tokens: See :class:`ChatOptions` (the v2 interface only).
+        frequency_penalty: See :class:`ChatOptions` (the v2 interface only).
+        presence_penalty: See :class:`ChatOptions` (the v2 interface only).
 
     Raises:
         RequestValidationError: Naming the field and the rule it breaks.
@@ -181,6 +189,12 @@ class ChatRequest:
     user_id: str | None = attrs.field(default=None, converter=to_user_id)
     metadata: dict[str, str] | None = attrs.field(default=None, converter=to_metadata, hash=False)
     system: str | None = attrs.field(default=None, converter=to_system)
+    seed: int | None = attrs.field(default=None, converter=to_seed)
+    max_completion_tokens: int | None = attrs.field(
+        default=None, converter=to_max_completion_tokens
+    )
+    frequency_penalty: float | None = attrs.field(default=None, converter=to_frequency_penalty)
+    presence_penalty: float | None = attrs.field(default=None, converter=to_presence_penalty)
 
     @stream.validator
     def _check_stream(self, _: object, value: object) -> None:

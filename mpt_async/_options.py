@@ -35,6 +35,10 @@ MAX_STOP_LENGTH = 20
 MAX_METADATA_ENTRIES = 16
 #: The largest ``top_k`` sent (the service reads it as a 32-bit integer).
 MAX_TOP_K = 2**31 - 1
+#: v2's ``seed`` lies strictly between 0 and 2**31 - 1.
+MAX_SEED = 2**31 - 2
+#: The largest ``max_completion_tokens`` sent (a 32-bit integer; each model caps it lower).
+MAX_COMPLETION_TOKENS = 2**31 - 1
 _BAD = RequestValidationError
 
 
@@ -54,6 +58,13 @@ class ChatOptions(TypedDict, total=False):
         metadata: At most 16 string-to-string entries, sent with the call.
         system: A system prompt: on the v2 interface, a leading ``system`` message. The v1
             interface of a self-deployed service has none: there it is refused.
+        seed: Makes sampling repeatable, in [1, 2147483646] (v2 only, refused on v1).
+        max_completion_tokens: The most tokens the answer may have, at least 1; the service
+            caps it per model (v2 only, refused on v1).
+        frequency_penalty: Penalty on tokens by how often they appeared, in [-2, 2] (v2 only,
+            refused on v1).
+        presence_penalty: Penalty on tokens that appeared at all, in [-2, 2] (v2 only,
+            refused on v1).
     """
 
     temperature: float | None
@@ -64,6 +75,10 @@ class ChatOptions(TypedDict, total=False):
     user_id: str | None
     metadata: Mapping[str, str] | None
     system: str | None
+    seed: int | None
+    max_completion_tokens: int | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
 
 
 #: The option names, in the order a request body lists them.
@@ -145,6 +160,32 @@ def to_system(value: str | None) -> str | None:
     return value
 
 
+def to_seed(value: int | None) -> int | None:
+    """Check ``seed``."""
+    return None if value is None else check_int(value, "seed", low=1, high=MAX_SEED, error=_BAD)
+
+
+def to_max_completion_tokens(value: int | None) -> int | None:
+    """Check ``max_completion_tokens`` (the service knows each model's own ceiling)."""
+    if value is None:
+        return None
+    return check_int(value, "max_completion_tokens", low=1, high=MAX_COMPLETION_TOKENS, error=_BAD)
+
+
+def to_frequency_penalty(value: float | None) -> float | None:
+    """Check ``frequency_penalty``."""
+    if value is not None:
+        check_number(value, "frequency_penalty", low=-2.0, high=2.0, error=_BAD)
+    return value
+
+
+def to_presence_penalty(value: float | None) -> float | None:
+    """Check ``presence_penalty``."""
+    if value is not None:
+        check_number(value, "presence_penalty", low=-2.0, high=2.0, error=_BAD)
+    return value
+
+
 def to_metadata(value: Mapping[str, str] | None) -> dict[str, str] | None:
     """Check ``metadata``, as a dict of its own."""
     if value is None:
@@ -171,6 +212,10 @@ _CONVERTERS: Mapping[str, Callable[[Any], object]] = {
     "user_id": to_user_id,
     "metadata": to_metadata,
     "system": to_system,
+    "seed": to_seed,
+    "max_completion_tokens": to_max_completion_tokens,
+    "frequency_penalty": to_frequency_penalty,
+    "presence_penalty": to_presence_penalty,
 }
 
 

@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import anyio
 import attrs
@@ -44,6 +44,7 @@ from mpt_async._sse import BadLine, EventReader
 
 __all__ = [
     "ChunkDecoder",
+    "Deadline",
     "connection_error",
     "Failure",
     "decode_body",
@@ -318,24 +319,31 @@ def _where(received: int) -> str:
     return f"after {received} chunk" if received == 1 else f"after {received} chunks"
 
 
+class Deadline(Protocol):
+    """A call's total deadline, as the request loop keeps it (and pushes it back)."""
+
+    #: On ``time.monotonic()``.
+    at: float
+
+
 class ChunkDecoder:
     """Reads a stream's chunks: the first inside the request loop, the others for the caller.
 
     ``idle`` (``stream_read``) bounds the wait for each chunk, however the server trickles
-    bytes (SSE comments, blank lines, a byte at a time); ``deadline`` (monotonic) ends the
-    call. A chunk that arrives whole in one read costs no timer: one starts only when the
-    wait goes on past a read that brought no chunk (the transport's byte timer, set to
-    ``idle``, bounds that first read).
+    bytes (SSE comments, blank lines, a byte at a time); ``deadline``, the request loop's own
+    deadline object (read, never copied), ends the call. A chunk that arrives whole in one
+    read costs no timer: one starts only when the wait goes on past a read that brought no
+    chunk (the transport's byte timer, set to ``idle``, bounds that first read).
 
     Args:
         body: The stream's body.
         idle: The longest wait for one chunk, in seconds.
-        deadline: The ``time.monotonic()`` by which the whole call must end.
+        deadline: The call's deadline, by which the whole call must end.
     """
 
     __slots__ = ("_deadline", "_idle", "_reader", "_structure", "body", "received")
 
-    def __init__(self, body: Body, *, idle: float, deadline: float) -> None:
+    def __init__(self, body: Body, *, idle: float, deadline: Deadline) -> None:
         self.body = body
         self._reader = self._events(body)
         self._structure = _converter.chunk_structurer()
@@ -400,7 +408,9 @@ class ChunkDecoder:
             started = _monotonic()
             # The common case: one read brings the chunk, and the byte timer (``idle``)
             # bounds it; a timer of our own starts only if the wait goes on.
-            if self._deadline - started <= self._idle or (await reader.fill() and not reader.ready):
+            if self._deadline.at - started <= self._idle or (
+                await reader.fill() and not reader.ready
+            ):
                 await self._wait_more(started)
         except httpx.TransportError as exc:
             error = connection_error(exc, _where(self.received))
@@ -413,7 +423,7 @@ class ChunkDecoder:
 
     async def _wait_more(self, started: float) -> None:
         reader = self._reader
-        left = min(self._deadline, started + self._idle) - _monotonic()
+        left = min(self._deadline.at, started + self._idle) - _monotonic()
         with anyio.move_on_after(left):
             while await reader.fill() and not reader.ready:
                 pass
@@ -421,7 +431,7 @@ class ChunkDecoder:
         raise APITimeoutError(self._silence(started))
 
     def _silence(self, started: float) -> str:
-        if _monotonic() >= self._deadline:
+        if _monotonic() >= self._deadline.at:
             return f"the call's total deadline passed {_where(self.received)}"
         return f"no chunk for {self._idle:g} s {_where(self.received)} (stream_read)"
 

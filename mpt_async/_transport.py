@@ -1,11 +1,14 @@
 """The transport: one request loop that owns every retry, refresh and auth decision.
 
-It wraps one pooled ``httpx.AsyncClient``. For each attempt it authenticates the request
-afresh (a cached access token, or a new bce-auth-v1 signature over the Host that goes on
-the wire), sends it, and hands the reply to the reply decoder (``mpt_async._reply``), whose
-:class:`~mpt_async._reply.Failure` says what went wrong and whether to retry, refresh or
-raise. A stream is handed over only once its first chunk has arrived, so a timeout or a
-dropped connection before that is retried, and nothing after it is.
+It wraps one pooled ``httpx.AsyncClient``. For each attempt it asks the credentials'
+strategy (``mpt_async._credentials``) for a token (as it is, or fetched and cached), has the
+interface's dialect (``mpt_async._dialect``: v1 or v2) build the request, lets the strategy
+sign it (bce-auth-v1, over the Host that goes on the wire), sends it, and hands the reply to
+the dialect's decoding, whose :class:`~mpt_async._reply.Failure` says what went wrong and
+whether to retry, refresh or raise. Neither holds a policy: adding an interface touches the
+dialect and the credentials, not this loop. A stream is handed over only once its first
+chunk has arrived, so a timeout or a dropped connection before that is retried, and nothing
+after it is.
 
 Every call has a total deadline (``Timeouts.total``): retries, backoff and token fetches
 count, waits for the client's own rate limits do not. Each attempt runs in one cancel scope
@@ -26,17 +29,12 @@ import anyio
 import attrs
 import httpx
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
+from mpt_async._auth import Auth
 from mpt_async._backoff import Backoff
-from mpt_async._body import (
-    ACCEPT_ENCODING,
-    Body,
-    UnsupportedEncoding,
-    aclose_response,
-    plain_content,
-)
+from mpt_async._body import Body, UnsupportedEncoding, aclose_response
 from mpt_async._codes import Action
-from mpt_async._dialect import V2_CHAT_PATH, V2ChunkDecoder, v2_answer
+from mpt_async._credentials import credentials_for
+from mpt_async._dialect import V1_CHAT_PATH, dialect_for
 from mpt_async._exceptions import (
     APIError,
     APITimeoutError,
@@ -46,7 +44,7 @@ from mpt_async._exceptions import (
 )
 from mpt_async._limiter import Limiter, Ticket
 from mpt_async._logging import install_redaction, logger
-from mpt_async._models import ChatResponse, TokenGrant
+from mpt_async._models import ChatResponse
 from mpt_async._ratelimit import RateLimitInfo, read_rate_limit
 from mpt_async._reply import (
     ChunkDecoder,
@@ -55,11 +53,9 @@ from mpt_async._reply import (
     read_reply,
     request_id,
     scrub,
-    whole_answer,
 )
-from mpt_async._signer import sign_request
 from mpt_async._timeouts import Timeouts
-from mpt_async._token import TOKEN_PATH, TokenCache, fetch_bearer_token, fetch_token
+from mpt_async._token import TOKEN_PATH, TokenCache
 
 if TYPE_CHECKING:
     from mpt_async._dialect import API
@@ -68,10 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHAT_PATH", "TOKEN_PATH", "CallOptions", "OpenStream", "Transport"]
 
-CHAT_PATH = "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/"
-_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
-#: Chat URLs kept parsed per transport (endpoint x token).
-_URL_CACHE = 8
+CHAT_PATH = V1_CHAT_PATH
 
 T = TypeVar("T")
 
@@ -231,35 +224,23 @@ class Transport:
         self.auth = auth
         self.api: API = api
         self.iam_base_url = (iam_base_url or self.base_url).rstrip("/")
-        self.tokens: TokenCache | None = None
-        if isinstance(auth, AccessTokenAuth) or (api == "v2" and isinstance(auth, AKSKAuth)):
-            key = ""
-            if token_store is not None:
-                from mpt_async._token_store import SealedTokenStore, token_key, token_seal
-
-                key = (
-                    token_key(self.base_url, auth.api_key, auth.secret_key)
-                    if isinstance(auth, AccessTokenAuth)
-                    else token_key(self.iam_base_url, f"iam\0{auth.access_key}", auth.secret_key)
-                )
-                token_store = SealedTokenStore(token_store, token_seal(auth.secret_key))
-            self.tokens = TokenCache(store=token_store, key=key)
-        headers = dict(_HEADERS)
-        if appid is not None:
-            headers["appid"] = appid
-        self._headers = headers
+        #: What the credentials do on each attempt (a token as is, fetched, or a signature).
+        self.credentials = credentials_for(
+            auth,
+            api,
+            base_url=self.base_url,
+            iam_base_url=self.iam_base_url,
+            token_store=token_store,
+        )
+        #: The fetched token's cache, if the credentials fetch one.
+        self.tokens: TokenCache | None = self.credentials.tokens
+        #: What differs between the interfaces: the request, the answer, the chunks.
+        self.dialect = dialect_for(api, self.base_url, appid)
         self.closed = False
-        self._urls: dict[tuple[str, str | None], httpx.URL] = {}
         #: The client's limiter; shared by its copies.
         self.limiter = limiter
         #: The credentials' secrets, masked in every error.
-        self._secrets = (
-            (auth.access_token,)
-            if isinstance(auth, FixedTokenAuth)
-            else (auth.api_key,)
-            if isinstance(auth, APIKeyAuth)
-            else (auth.secret_key,)
-        )
+        self._secrets = self.credentials.secrets
 
     async def aclose(self) -> None:
         """Close the HTTP client if this transport created it."""
@@ -462,7 +443,7 @@ class Transport:
         # The whole body, however it trickles.
         call.deadline.bound(read, f"no whole answer within {read:g} s (read)")
         data = await read_reply(response, "reading the answer")
-        reply = whole_answer(data, info) if self.api == "v1" else v2_answer(data, info)
+        reply = self.dialect.answer(data, info)
         if ticket is not None:
             ticket.settle(reply.usage.total_tokens, reply.usage.prompt_tokens)
         return reply
@@ -520,9 +501,8 @@ class Transport:
             # The decoder bounds the wait for each chunk itself.
             call.deadline.unbound()
             body = _stream_body(response)
-            decoding = ChunkDecoder if self.api == "v1" else V2ChunkDecoder
-            decoder = decoding(
-                body, idle=call.options.timeouts.stream_read, deadline=call.deadline.at
+            decoder = self.dialect.decoder(
+                body, idle=call.options.timeouts.stream_read, deadline=call.deadline
             )
             first = await decoder.first()
             return OpenStream(decoder, first, ticket, info)
@@ -532,82 +512,20 @@ class Transport:
 
     # -- authentication -----------------------------------------------------------------
 
-    def _fetcher(
-        self, auth: AccessTokenAuth | AKSKAuth, call: _Call
-    ) -> Callable[[], Awaitable[TokenGrant]]:
-        """What fetches a token for ``call`` (observed, with telemetry on)."""
-        timeouts, observer = call.options.timeouts, call.observer
-
-        def fetch() -> Awaitable[TokenGrant]:
-            fetching = (
-                fetch_token(self.http, self.base_url, auth, timeouts)
-                if isinstance(auth, AccessTokenAuth)
-                else fetch_bearer_token(self.http, self.iam_base_url, auth, timeouts)
-            )
-            return fetching if observer is None else observer.token_fetch(fetching)
-
-        return fetch
-
     async def _request(self, call: _Call) -> tuple[httpx.Request, str | None]:
-        """Build one attempt's request, authenticated afresh; also return its access token."""
-        auth = self.auth
-        token: str | None = None
-        if isinstance(auth, FixedTokenAuth):
-            token = auth.access_token
-        elif isinstance(auth, APIKeyAuth):
-            token = auth.api_key
-        elif self.tokens is not None:
-            assert isinstance(auth, (AccessTokenAuth, AKSKAuth))  # a token flow
-            token = await self.tokens.get(self._fetcher(auth, call))
-        if self.api == "v2":
-            return self._v2_request(call, token), token
-        request = plain_content(
-            self.http.build_request(
-                "POST",
-                self._chat_url(call.endpoint, token),
-                content=call.body,
-                headers=self._headers,
-                timeout=call.options.timeouts.for_httpx(stream=call.stream),
-            )
+        """Build one attempt's request, authenticated afresh; also return its token."""
+        credentials, timeouts = self.credentials, call.options.timeouts
+        token = await credentials.token(self.http, timeouts, call.observer)
+        request = self.dialect.request(
+            self.http,
+            call.endpoint,
+            call.body,
+            token,
+            timeouts.for_httpx(stream=call.stream),
+            call.stream,
         )
-        if isinstance(auth, AKSKAuth):
-            sign_request(
-                request,
-                access_key=auth.access_key,
-                secret_key=auth.secret_key,
-                expiration=auth.expiration,
-                now=time.time(),
-            )
-        logger.debug("POST %s%s (stream=%s)", CHAT_PATH, call.endpoint, call.stream)
+        credentials.sign(request)  # over the Host that goes on the wire
         return request, token
-
-    def _v2_request(self, call: _Call, token: str | None) -> httpx.Request:
-        """A v2 request: the service's name is in the body, the token in a Bearer header."""
-        key = ("", None)
-        url = self._urls.get(key)
-        if url is None:
-            url = self._urls[key] = httpx.URL(self.base_url + V2_CHAT_PATH)
-        logger.debug("POST %s (model=%s, stream=%s)", V2_CHAT_PATH, call.endpoint, call.stream)
-        return plain_content(
-            self.http.build_request(
-                "POST",
-                url,
-                content=call.body,
-                headers={**self._headers, "Authorization": f"Bearer {token}"},
-                timeout=call.options.timeouts.for_httpx(stream=call.stream),
-            )
-        )
-
-    def _chat_url(self, endpoint: str, token: str | None) -> httpx.URL:
-        """The chat URL (the token in its query), parsed once: httpx's parsing is costly."""
-        key = (endpoint, token)
-        url = self._urls.get(key)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE:
-                self._urls.clear()  # tokens get replaced: keep only recent ones
-            params = None if token is None else {"access_token": token}
-            url = self._urls[key] = httpx.URL(self.base_url + CHAT_PATH + endpoint, params=params)
-        return url
 
 
 def _sending(timeouts: Timeouts) -> float:

@@ -326,10 +326,10 @@ async def test_extra_body_is_added_on_both_interfaces(emulator: Emulator) -> Non
     extra = {"web_search": {"enable": False}}
     async with key_client(emulator, extra_body=extra) as client:
         await client.chat(HI)
-        await client.with_options(extra_body={"seed": 7}).chat(HI)
+        await client.with_options(extra_body={"parallel_tool_calls": False}).chat(HI)
     first, second = v2_requests(emulator)
     assert first.body["web_search"] == {"enable": False}
-    assert second.body["seed"] == 7
+    assert second.body["parallel_tool_calls"] is False
     assert "web_search" not in second.body
     token = emulator.issue_token()
     extra = {"extra_parameters": {"request_source": "x"}}
@@ -355,7 +355,7 @@ def test_extra_body_may_not_set_what_the_client_writes(kwargs: dict[str, Any], f
         mpt_async.Client(base_url="http://test", extra_body={field: 1}, **kwargs)
     client = mpt_async.Client(base_url="http://test", **kwargs)
     with pytest.raises(mpt_async.ConfigurationError, match=f"may not set '{field}'"):
-        client.with_options(extra_body={"seed": 1, field: 1})
+        client.with_options(extra_body={"parallel_tool_calls": False, field: 1})
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
@@ -376,7 +376,13 @@ def test_own_fields_are_every_field_the_encoders_write(api: Any, stream: bool) -
     if api == "v1":
         options["top_k"] = 3
     else:
-        options["system"] = "Be brief."
+        options.update(
+            system="Be brief.",
+            seed=7,
+            max_completion_tokens=100,
+            frequency_penalty=0.5,
+            presence_penalty=-0.5,
+        )
     request = ChatRequest(messages=HI, stream=stream, **options)
     body = encode_v1(request) if api == "v1" else encode_v2(request, "svc")
     written = set(json.loads(body))
@@ -427,7 +433,7 @@ async def test_bearer_token_is_shared_through_a_token_store(emulator: Emulator) 
 
 
 async def test_emulator_keeps_v1_tokens_and_iam_bearer_tokens_apart(emulator: Emulator) -> None:
-    """The emulator's IAM issues bce-v3 tokens, refused on v1; v1 access tokens are refused on v2."""
+    """The emulator's IAM issues bce-v3 tokens, refused on v1; v1 access tokens, refused on v2."""
     async with iam_client(emulator) as client:
         await client.chat(HI)
         assert client._transport.tokens is not None
@@ -551,3 +557,53 @@ async def test_system_prompt_is_refused_on_v1_before_any_io(
     with pytest.raises(mpt_async.RequestValidationError, match="system"):
         await offline_client.chat(HI, system="")
     assert sent == []
+
+
+V2_ONLY = {"seed": 7, "max_completion_tokens": 64, "frequency_penalty": 0.5, "presence_penalty": -1}
+
+
+async def test_v2_only_options_are_sent_on_v2(emulator: Emulator) -> None:
+    """seed, max_completion_tokens and both penalties go in the v2 body; the service takes them."""
+    async with key_client(emulator) as client:
+        reply = await client.chat(HI, **V2_ONLY)  # type: ignore[arg-type]
+        async with client.chat_stream(HI, seed=8) as stream:
+            await stream.get_final_response()
+    assert reply.result
+    whole, streamed = v2_requests(emulator)
+    assert {name: whole.body[name] for name in V2_ONLY} == V2_ONLY
+    assert streamed.body["seed"] == 8
+
+
+@pytest.mark.parametrize("name", sorted(V2_ONLY))
+async def test_v2_only_options_are_refused_on_v1_before_any_io(
+    offline_client: mpt_async.Client, sent: list[httpx.Request], name: str
+) -> None:
+    """An option only v2 takes is a RequestValidationError on v1, naming it; nothing is sent."""
+    with pytest.raises(mpt_async.RequestValidationError, match=f"^{name}: .*v1 interface"):
+        await offline_client.chat(HI, **{name: V2_ONLY[name]})  # type: ignore[arg-type]
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("seed", 0),
+        ("seed", 2**31 - 1),
+        ("seed", 1.5),
+        ("seed", True),
+        ("max_completion_tokens", 0),
+        ("max_completion_tokens", "64"),
+        ("frequency_penalty", 2.5),
+        ("frequency_penalty", float("nan")),
+        ("presence_penalty", -2.01),
+        ("presence_penalty", "0"),
+    ],
+)
+async def test_v2_only_options_out_of_range_are_refused_at_the_door(
+    emulator: Emulator, name: str, value: object
+) -> None:
+    """A v2 option out of its range is a RequestValidationError before any I/O."""
+    async with key_client(emulator) as client:
+        with pytest.raises(mpt_async.RequestValidationError, match=f"^{name}"):
+            await client.chat(HI, **{name: value})  # type: ignore[arg-type]
+    assert v2_requests(emulator) == []

@@ -80,7 +80,7 @@ _DESCRIPTION = (
     "one JSON line per answer or error to OUTPUT as each completes. Rerun the same "
     "command to resume: answered lines and permanent errors are skipped, transient "
     "errors (connection, timeout, rate limit, server error) are tried again. "
-    "Credentials as for chat; with none set, the embedded emulator answers. Exit 0 "
+    "Credentials as for chat; --emulator asks the embedded emulator instead. Exit 0 "
     "when every line has an answer, 1 if any failed."
 )
 
