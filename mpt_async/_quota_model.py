@@ -168,13 +168,13 @@ class QuotaModel:
         self.limits = limits
         self.clock = clock
         self.window = window
-        self.adaptive = limits.adaptive
+        self.adaptive: bool = limits.adaptive
         ceiling = limits.qps
         start = INITIAL_RATE if ceiling is None else min(INITIAL_RATE, ceiling)
         #: The learned calls per second (``inf``: nothing to learn, no ceiling).
-        self.rate = (start if self.adaptive else ceiling) or math.inf
+        self.rate: float = (start if self.adaptive else ceiling) or math.inf
         #: Counts the cuts; a refusal of a call admitted before the last one is ignored.
-        self.epoch = 0
+        self.epoch: int = 0
         self._hold_until = -math.inf
         self._cut_at = -math.inf
         self._announced_rpm: int | None = None
@@ -186,9 +186,9 @@ class QuotaModel:
         self._not_before = -math.inf
         self._seen_reply = not (limits.adopt_server_limits or self.adaptive)
         self._first_at = math.inf  # when the first call was admitted
-        self.estimate = TokenEstimate()
+        self.estimate: TokenEstimate = TokenEstimate()
         #: What the fleet has yet to hear (a shared store sends and clears these).
-        self.grown = 0.0
+        self.grown: float = 0.0
         self.cut: float | None = None
 
     def __repr__(self) -> str:
