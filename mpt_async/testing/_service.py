@@ -154,9 +154,14 @@ class Service:
             return
         await self._answer(body, request, send)
 
-    async def _answer(self, body: dict[str, Any], request: Request, send: Send) -> None:
+    def accept(
+        self, messages: list[dict[str, Any]], stream: bool
+    ) -> tuple[Answer | int, Sequence[tuple[bytes, bytes]]]:
+        """A valid call's answer, or the v1 code of the quota that refuses it; and its headers.
+
+        The headers are the ``X-Ratelimit-*`` ones to send. Both interfaces answer through here.
+        """
         state = self.state
-        messages = body["messages"]
         question = messages[-1]["content"]
         prompt_tokens = _replies.count_tokens(m["content"] for m in messages)
         rate_headers: Sequence[tuple[bytes, bytes]] = ()
@@ -165,15 +170,20 @@ class Service:
             # any queued fault (and scripted reply) for the next call.
             code, rate_headers = state.admit(prompt_tokens + derived_reply(question)[1])
             if code is not None:
-                await self.error(send, code, headers=rate_headers)
-                return
-        stream = body.get("stream", False)
+                return code, rate_headers
         phases = (Phase.ANSWER, Phase.STREAM) if stream else (Phase.ANSWER,)
         fault = state.take_fault(Target.CHAT, phases)
-        answer = Answer(question, prompt_tokens, fault, state.take_reply())
         if stream:
             state.count("stream_requests")
-            await send_stream(send, request.receive, answer, state.config, rate_headers)
+        return Answer(question, prompt_tokens, fault, state.take_reply()), rate_headers
+
+    async def _answer(self, body: dict[str, Any], request: Request, send: Send) -> None:
+        stream = body.get("stream", False)
+        answer, rate_headers = self.accept(body["messages"], stream)
+        if isinstance(answer, int):
+            await self.error(send, answer, headers=rate_headers)
+        elif stream:
+            await send_stream(send, request.receive, answer, self.state.config, rate_headers)
         else:
             await send_whole(send, answer, rate_headers)
 

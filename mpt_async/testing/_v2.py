@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mpt_async.testing import _replies
-from mpt_async.testing._answers import Answer, derived_reply
+from mpt_async.testing._answers import Answer
 from mpt_async.testing._asgi import Request, Send, drop_connection, dumps, loads, respond, stall
 from mpt_async.testing._faults import Fault, FaultKind, Phase, Target
 
@@ -205,25 +204,14 @@ class V2Service:
         await self._answer(body, request, send)
 
     async def _answer(self, body: dict[str, Any], request: Request, send: Send) -> None:
-        state = self.state
-        messages = body["messages"]
-        question = messages[-1]["content"]
-        prompt_tokens = _replies.count_tokens(m["content"] for m in messages)
-        headers: Sequence[tuple[bytes, bytes]] = ()
-        if state.rate_limited:
-            code, headers = state.admit(prompt_tokens + derived_reply(question)[1])
-            if code is not None:
-                await self._v1_error(send, code, headers)
-                return
         stream = body.get("stream", False)
-        phases = (Phase.ANSWER, Phase.STREAM) if stream else (Phase.ANSWER,)
-        answer = Answer(
-            question, prompt_tokens, state.take_fault(Target.CHAT, phases), state.take_reply()
-        )
+        answer, headers = self._service.accept(body["messages"], stream)
+        if isinstance(answer, int):
+            await self._v1_error(send, answer, headers)
+            return
         answer.head["id"] = _id()
         model = body["model"]
         if stream:
-            state.count("stream_requests")
             usage = bool(body.get("stream_options", {}).get("include_usage", False))
             await self._stream(send, request, answer, model, usage, headers)
         else:
