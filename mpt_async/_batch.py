@@ -31,6 +31,7 @@ from mpt_async._client import Client
 from mpt_async._exceptions import ConfigurationError, MPTError, RequestValidationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike
 from mpt_async._options import ChatOptions, check_options
+from mpt_async._priority import Priority, check_priority
 from mpt_async._validate import check_instance, check_int
 
 if TYPE_CHECKING:
@@ -233,13 +234,16 @@ class Batch:
             handed to you; an exception it raises ends the batch.
         total: The number of inputs, for ``on_progress``; by default ``len(requests)``
             when it has one, else ``None``.
+        priority: Its calls' place under the quotas: ``"batch"`` (the default) waits while
+            any ``"interactive"`` call waits, and uses all the capacity they leave.
         **options: Sampling options (:class:`ChatOptions`) for every input but a
             :class:`ChatRequest`; the fields of an input given as a mapping replace them.
 
     Raises:
         RequestValidationError: ``requests`` is not an iterable of inputs, or an option
             breaks a rule of the API.
-        ConfigurationError: A bad ``client``, ``concurrency``, ``on_progress`` or ``total``.
+        ConfigurationError: A bad ``client``, ``concurrency``, ``on_progress``, ``total``
+            or ``priority``.
     """
 
     def __init__(
@@ -250,12 +254,15 @@ class Batch:
         concurrency: int = DEFAULT_CONCURRENCY,
         on_progress: ProgressHook | None = None,
         total: int | None = None,
+        priority: Priority = "batch",
         **options: Unpack[ChatOptions],
     ) -> None:
         client = check_instance(client, "client", Client, what="a mpt_async.Client")
         _check_arguments(requests, concurrency, on_progress, total)
         # A batch waits for quota capacity as long as it takes: a refusal is never a result.
-        self._client = client.with_options(timeout=attrs.evolve(client.timeout, quota=None))
+        self._client = client.with_options(
+            timeout=attrs.evolve(client.timeout, quota=None), priority=check_priority(priority)
+        )
         self._options = check_options(options)
         if total is None and isinstance(requests, Sized):
             total = len(requests)
@@ -393,6 +400,7 @@ def run_batch(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_progress: ProgressHook | None = None,
     total: int | None = None,
+    priority: Priority = "batch",
     **options: Unpack[ChatOptions],
 ) -> Batch:
     """Run independent chats side by side; the same as ``client.batch(...)``.
@@ -406,5 +414,11 @@ def run_batch(
         ConfigurationError: A bad ``client``, ``concurrency``, ``on_progress`` or ``total``.
     """
     return Batch(
-        client, requests, concurrency=concurrency, on_progress=on_progress, total=total, **options
+        client,
+        requests,
+        concurrency=concurrency,
+        on_progress=on_progress,
+        total=total,
+        priority=priority,
+        **options,
     )

@@ -30,6 +30,7 @@ from mpt_async._auth import (
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
 from mpt_async._options import ChatOptions, check_names
+from mpt_async._priority import Priority, check_priority
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
@@ -456,10 +457,12 @@ class Client:
         backoff: Backoff | None = None,
         endpoint: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        priority: Priority | None = None,
     ) -> Client:
         """A copy with other options, sharing this client's connections and token.
 
-        ``extra_body`` replaces the fields added to each body. Closing a copy does nothing;
+        ``extra_body`` replaces the fields added to each body. ``priority`` is its calls'
+        place under the quotas (``"interactive"`` by default). Closing a copy does nothing;
         close the original.
         """
         copy = _copy.copy(self)  # every attribute, so that none can be forgotten
@@ -475,6 +478,8 @@ class Client:
             changes["max_retries"] = _check_max_retries(max_retries)
         if backoff is not None:
             changes["backoff"] = _check_backoff(backoff)
+        if priority is not None:
+            changes["priority"] = check_priority(priority)
         copy._options = attrs.evolve(self._options, **changes)
         return copy
 
@@ -505,7 +510,9 @@ class Client:
         check_names(options)
         return ChatRequest(messages=messages, stream=stream, **options)
 
-    def _prepare(self, request: ChatRequest, timeout: TimeoutLike | None) -> _Call:
+    def _prepare(
+        self, request: ChatRequest, timeout: TimeoutLike | None, priority: Priority | None = None
+    ) -> _Call:
         """Where a call starts: refuse a closed client, encode the body, pick the options."""
         if self._transport.closed:
             msg = "the client is closed"
@@ -513,6 +520,8 @@ class Client:
         options = self._options
         if timeout is not None:
             options = attrs.evolve(options, timeouts=as_timeouts(timeout))
+        if priority is not None:
+            options = attrs.evolve(options, priority=priority)
         endpoint = self._endpoint
         body = self._transport.dialect.encode(request, endpoint, self._extra_body)
         return _Call(endpoint, body, options)
@@ -521,11 +530,12 @@ class Client:
         self,
         request: ChatRequest,
         timeout: TimeoutLike | None,
+        priority: Priority | None = None,
     ) -> ChatResponse:
         """Send a request for a whole answer (a ``stream`` request is sent as one)."""
         if request.stream:
             request = attrs.evolve(request, stream=False)
-        call = self._prepare(request, timeout)
+        call = self._prepare(request, timeout, priority)
         self._loop.check()
         observer = self._observe(call.endpoint, request)
         try:
@@ -538,11 +548,16 @@ class Client:
             observer.succeeded(reply, reply.result)
         return reply
 
-    def _open(self, request: ChatRequest, timeout: TimeoutLike | None) -> ChatStream:
+    def _open(
+        self,
+        request: ChatRequest,
+        timeout: TimeoutLike | None,
+        priority: Priority | None = None,
+    ) -> ChatStream:
         """A stream for a ``stream`` request, sent when the stream is entered."""
         from mpt_async._stream import ChatStream
 
-        call = self._prepare(request, timeout)
+        call = self._prepare(request, timeout, priority)
         transport, loop = self._transport, self._loop
 
         async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
@@ -568,6 +583,7 @@ class Client:
         *,
         # The client's per-call bounds on waiting (a Timeouts or seconds), not a deadline.
         timeout: TimeoutLike | None = None,
+        priority: Priority | None = None,
         **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Ask for a whole answer.
@@ -576,22 +592,28 @@ class Client:
             messages: The conversation, last turn the user's: :class:`Message` objects or
                 ``{"role": ..., "content": ...}`` dicts.
             timeout: Override the client's timeouts for this call.
+            priority: Its place under the quotas: ``"interactive"`` (the client's default
+                unless ``with_options`` set another) or ``"batch"``, which waits while any
+                interactive call waits.
             **options: The sampling options: ``temperature``, ``top_k``, ``top_p``,
                 ``penalty_score``, ``stop``, ``user_id``, ``metadata`` (see
                 :class:`ChatOptions`).
 
         Raises:
             RequestValidationError: Before sending, if a rule of the API is broken.
+            ConfigurationError: Before sending, for a bad ``priority``.
             APIError: If the service refused the call (a subclass says why).
             APIConnectionError: If no answer came back, after the retries.
         """
-        return await self._send(self._request(messages, options, stream=False), timeout)
+        checked = None if priority is None else check_priority(priority)
+        return await self._send(self._request(messages, options, stream=False), timeout, checked)
 
     def chat_stream(
         self,
         messages: Iterable[MessageLike],
         *,
         timeout: TimeoutLike | None = None,
+        priority: Priority | None = None,
         **options: Unpack[ChatOptions],
     ) -> ChatStream:
         """Ask for an answer sentence by sentence.
@@ -603,8 +625,10 @@ class Client:
 
         Raises:
             RequestValidationError: At once, if a rule of the API is broken.
+            ConfigurationError: At once, for a bad ``priority``.
         """
-        return self._open(self._request(messages, options, stream=True), timeout)
+        checked = None if priority is None else check_priority(priority)
+        return self._open(self._request(messages, options, stream=True), timeout, checked)
 
     def batch(
         self,
@@ -613,6 +637,7 @@ class Client:
         concurrency: int | None = None,
         on_progress: ProgressHook | None = None,
         total: int | None = None,
+        priority: Priority = "batch",
         **options: Unpack[ChatOptions],
     ) -> Batch:
         """Run many independent chats side by side, results as they complete.
@@ -622,12 +647,14 @@ class Client:
         Use it as ``async with client.batch(requests) as results: async for item in
         results``; each item is a :class:`BatchResult` with the input's ``index`` and its
         ``response`` or its ``error``. See :class:`Batch` for the arguments; ``**options``
-        (:class:`ChatOptions`) apply to every input but a :class:`ChatRequest`.
+        (:class:`ChatOptions`) apply to every input but a :class:`ChatRequest`. Its calls
+        are ``"batch"`` calls under the quotas unless ``priority`` says otherwise.
 
         Raises:
             RequestValidationError: ``requests`` is not an iterable of inputs, or an option
                 breaks a rule of the API.
-            ConfigurationError: A bad ``concurrency``, ``on_progress`` or ``total``.
+            ConfigurationError: A bad ``concurrency``, ``on_progress``, ``total`` or
+                ``priority``.
         """
         from mpt_async._batch import DEFAULT_CONCURRENCY, Batch  # loaded when first used
 
@@ -637,5 +664,6 @@ class Client:
             concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
             on_progress=on_progress,
             total=total,
+            priority=priority,
             **options,
         )

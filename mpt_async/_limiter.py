@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from mpt_async._logging import logger
+from mpt_async._priority import BATCH, INTERACTIVE
 from mpt_async._quota_model import QuotaModel, TokenEstimate
 from mpt_async._quota_store import RATE, MemoryQuotaStore, QuotaStore
 from mpt_async._ratelimit import LearnedLimits, RateLimitInfo, RateLimits
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH", "INTERACTIVE", "Limiter", "Ticket", "TokenEstimate", "new_limiter"]
 
-#: Priorities: a waiting interactive call starts before any waiting batch call.
-INTERACTIVE, BATCH = 0, 1
 #: At most one log line about the learned limits in this many seconds.
 LOG_EVERY = 10.0
 

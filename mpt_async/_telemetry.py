@@ -507,27 +507,29 @@ class CallObserver:
                 with _CONTAINED:
                     self._end_child(child, error)
 
-    async def rate_limit_wait(self, waiting: Awaitable[T]) -> T:
-        """Await a place under the rate limits; a real wait becomes a child span."""
-        return await self._child("mpt_async.rate_limit_wait", waiting, _MIN_WAIT)
+    async def rate_limit_wait(self, waiting: Awaitable[T], priority: str = "interactive") -> T:
+        """Await a place under the rate limits; a real wait becomes a child span.
 
-    async def _child(self, name: str, awaitable: Awaitable[T], shortest: float) -> T:
+        The call's span and the wait's carry its ``mpt_async.priority``.
+        """
+        span = self._span
+        if span is not None and span.is_recording():
+            with _CONTAINED:
+                span.set_attribute("mpt_async.priority", priority)
         started, begun = time.time_ns(), time.perf_counter()
         error: BaseException | None = None
         try:
-            return await awaitable
+            return await waiting
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if time.perf_counter() - begun >= shortest or error is not None:
-                self._child_span(name, started, error)
-
-    def _child_span(self, name: str, started: int, error: BaseException | None) -> None:
-        with _CONTAINED:
-            child = self._start_child(name, started)
-            if child is not None:
-                self._end_child(child, error)
+            if time.perf_counter() - begun >= _MIN_WAIT or error is not None:
+                with _CONTAINED:
+                    child = self._start_child("mpt_async.rate_limit_wait", started)
+                    if child is not None:
+                        child.set_attribute("mpt_async.priority", priority)
+                        self._end_child(child, error)
 
     def _start_child(self, name: str, started: int) -> Span | None:
         span = self._span

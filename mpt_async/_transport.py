@@ -45,6 +45,7 @@ from mpt_async._exceptions import (
 from mpt_async._limiter import Limiter, Ticket
 from mpt_async._logging import install_redaction, logger
 from mpt_async._models import ChatResponse
+from mpt_async._priority import Priority, queue_of
 from mpt_async._ratelimit import RateLimitInfo, read_rate_limit
 from mpt_async._reply import (
     ChunkDecoder,
@@ -76,6 +77,8 @@ class CallOptions:
     timeouts: Timeouts
     max_retries: int
     backoff: Backoff
+    #: Which waiters it goes before under the quotas.
+    priority: Priority = "interactive"
 
 
 @attrs.frozen
@@ -305,12 +308,13 @@ class Transport:
         if scope is not None:
             scope.deadline = math.inf  # the wait pushes the total deadline back
         started = time.monotonic()
-        acquiring = self.limiter.acquire(len(call.body))
+        priority = call.options.priority
+        acquiring = self.limiter.acquire(len(call.body), queue_of(priority))
         try:
             with anyio.move_on_after(deadline.quota_left):
                 if call.observer is None:
                     return await acquiring
-                return await call.observer.rate_limit_wait(acquiring)
+                return await call.observer.rate_limit_wait(acquiring, priority)
         finally:
             waited = time.monotonic() - started
             deadline.extend(waited)
