@@ -115,6 +115,7 @@ async def test_chat_is_one_client_span_with_genai_attributes(
         "gen_ai.response.finish_reasons": ("stop",),
         "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
         "gen_ai.usage.output_tokens": reply.usage.completion_tokens,
+        "mpt_async.priority": "interactive",
     }
     # The first token fetch is a child span of the call.
     (fetch,) = [s for s in otel.finished() if s.name == "mpt_async.token_fetch"]
@@ -702,3 +703,19 @@ async def test_the_call_span_is_current_only_during_the_call(
             assert trace.get_current_span() is app
     calls = [s for s in otel.finished() if s.name.startswith("chat ")]
     assert [s.parent.span_id for s in calls if s.parent] == [app.get_span_context().span_id] * 2
+
+
+@pytest.mark.anyio
+async def test_the_span_and_the_wait_carry_the_priority(emulator: Emulator, otel: Recorded) -> None:
+    """A batch call's span says mpt_async.priority "batch"; so does its rate-limit wait."""
+    limits = mpt_async.RateLimits(qps=1, adopt_server_limits=False, adaptive=False)
+    async with token_client(emulator, rate_limits=limits) as client:
+        await client.chat(HI)  # takes the first slot: the next call waits about a second
+        async with client.batch([HI]) as results:
+            assert [r.error async for r in results] == [None]
+    calls = [s for s in otel.finished() if s.name.startswith("chat ")]
+    assert [attributes(s)["mpt_async.priority"] for s in calls] == ["interactive", "batch"]
+    (wait,) = [s for s in otel.finished() if s.name == "mpt_async.rate_limit_wait"]
+    assert attributes(wait)["mpt_async.priority"] == "batch"
+    assert wait.parent is not None
+    assert wait.parent.span_id == calls[1].context.span_id
