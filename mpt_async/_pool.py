@@ -358,6 +358,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             if isinstance(exc, (*_HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
                 raise _mapped(exc) from exc
             raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # both connections' bodies
         response.stream = _ClosedWhenCollected(response.stream)
         return response
 
