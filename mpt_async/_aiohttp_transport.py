@@ -82,6 +82,16 @@ def _on_asyncio() -> bool:
     return True
 
 
+_CLOSED = "the connection pool is closed"
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (on Python 3.10, assume it is)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 def _timeout(request: httpx.Request) -> Any:
     bounds = request.extensions.get("timeout") or {}
     return _client_timeout(bounds.get("pool"), bounds.get("connect"), bounds.get("read"))
@@ -154,6 +164,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise RuntimeError(msg)
         self._max_connections = max_connections
         self._session: Any = None
+        self._closed = False
 
     def _open(self) -> Any:
         _load_aiohttp()
@@ -166,8 +177,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether it was closed."""
+        return self._closed
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and return its response with a streamed body."""
+        if self._closed:
+            raise httpx.ConnectError(_CLOSED, request=request)
         session = self._session
         if session is None:
             session = self._session = self._open()
@@ -183,6 +201,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _translate(exc, request) from exc
+        except asyncio.CancelledError:
+            if self.is_closed and not _cancelling():  # aiohttp cancels its waiters on close
+                raise httpx.ConnectError(_CLOSED, request=request) from None
+            raise
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
@@ -194,7 +216,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close the session and its connections."""
+        """Close the session and its connections; calls in flight fail, later ones too."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -211,9 +234,12 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
+        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the transport that suits the running event loop."""
+        if self._closed:
+            raise httpx.ConnectError(_CLOSED, request=request)
         if _on_asyncio():
             transport: httpx.AsyncBaseTransport | None = self._aiohttp
             if transport is None:
@@ -229,7 +255,8 @@ class AutoTransport(httpx.AsyncBaseTransport):
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:
-        """Close whichever transports were opened."""
+        """Close whichever transports were opened; later requests are refused."""
+        self._closed = True
         for transport in (self._aiohttp, self._httpx):
             if transport is not None:
                 await transport.aclose()

@@ -70,8 +70,12 @@ def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
         from mpt_async._pool import PoolTransport, proxy_in_env
 
         return None if proxy_in_env() else PoolTransport(limits=limits)
+    if choice == "pool":
+        from mpt_async._pool import PoolTransport
+
+        return PoolTransport(limits=limits)
     if choice not in ("auto", "aiohttp"):
-        msg = f"MPT_ASYNC_TRANSPORT must be auto, httpx or aiohttp, not {choice!r}"
+        msg = f"MPT_ASYNC_TRANSPORT must be auto, pool, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
     if not AIOHTTP_AVAILABLE:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
@@ -112,6 +116,20 @@ def _transport_in_use(http: httpx.AsyncClient, owned: bool) -> str:
     return "custom"
 
 
+class _OwnHTTP(httpx.AsyncClient):
+    """The client's own httpx client: once closed, a request fails as a connection error.
+
+    httpx raises a bare ``RuntimeError``; a call in flight while the client is closed (its
+    retry, its token fetch) must end in a typed error like any connection failure.
+    """
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if self.is_closed:
+            msg = "the client was closed"
+            raise httpx.ConnectError(msg, request=request)
+        return await super().send(request, **kwargs)
+
+
 def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
     """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
     max_connections = check_int(max_connections, "max_connections", low=1)
@@ -119,7 +137,7 @@ def _http_client(http_client: object, max_connections: object) -> httpx.AsyncCli
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return httpx.AsyncClient(limits=limits, transport=_pick_transport(limits))
+        return _OwnHTTP(limits=limits, transport=_pick_transport(limits))
     return check_instance(
         http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
     )

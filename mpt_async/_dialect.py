@@ -27,14 +27,16 @@ from mpt_async._codes import Action
 from mpt_async._exceptions import MalformedResponseError, RequestValidationError, StreamError
 from mpt_async._logging import logger
 from mpt_async._models import ChatChunk, ChatRequest, Usage
-from mpt_async._reply import ChunkDecoder, Failure, _where, is_error_body, whole_answer
+from mpt_async._reply import whole_answer
 from mpt_async._sse import EventReader
+from mpt_async._stream import ChunkDecoder, where
+from mpt_async._verdict import Failure, is_error_body
 
 if TYPE_CHECKING:
     from mpt_async._body import Body
     from mpt_async._models import ChatResponse
     from mpt_async._ratelimit import RateLimitInfo
-    from mpt_async._reply import Deadline
+    from mpt_async._stream import Deadline
 
 __all__ = [
     "API",
@@ -225,7 +227,7 @@ class V2ChunkDecoder(ChunkDecoder):
         if final is None:
             how = "without a finish_reason" if eof else "with [DONE] before any finish_reason"
             raise StreamError(
-                f"the stream ended {_where(self.received)}, {how}", received=self.received
+                f"the stream ended {where(self.received)}, {how}", received=self.received
             )
         return final
 
@@ -284,7 +286,7 @@ class V2ChunkDecoder(ChunkDecoder):
                     self._final["usage"] = usage
                 return None
             raise StreamError(
-                f"a chunk came after the finish_reason {_where(self.received)}",
+                f"a chunk came after the finish_reason {where(self.received)}",
                 received=self.received,
             )
         if choice is None:

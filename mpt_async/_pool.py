@@ -19,6 +19,13 @@ One call, one answer: a connection holding any byte that no request asked for (b
 its answer, or arriving while it waited idle) is closed, never reused, since those bytes
 would be read as the next call's answer. It is checked when it comes back and again when it
 is taken, from the idle stack or handed straight to a queued caller (:func:`holds_unread`).
+
+Nothing is kept for ever: idle connections that expired or were closed by the server are
+swept out when a request comes (at most once a second), not left until reused; a response
+body dropped without being closed (a stream left by ``break`` without ``async with``) gives
+its connection back when it is collected, as httpcore's pool does: the event loop closes
+its iterator, an async generator, in a task of its own. Closing the pool closes every
+connection, busy ones too: each call in flight ends in an httpx error.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -42,6 +50,8 @@ __all__ = ["PoolTransport", "proxy_in_env"]
 _Key = tuple[bytes, bytes, int]
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+#: The most seconds between two sweeps of the idle connections (at a request).
+SWEEP_EVERY = 1.0
 
 
 #: What httpcore raises for a failed exchange (it has no common base class).
@@ -252,6 +262,31 @@ class _Body(httpx.AsyncByteStream):
                 await give_back(self._connection)
 
 
+class _ClosedWhenCollected(httpx.AsyncByteStream):
+    """A response body that is closed, its connection given back, if dropped unclosed.
+
+    A stream left by ``break`` without ``async with`` is never closed by its caller. Its
+    iterator is an async generator, so when it is collected the event loop (asyncio or
+    trio) closes it in a task of its own, where I/O is allowed: the body is closed there.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: httpx.AsyncByteStream) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._body:
+                yield chunk
+        except BaseException:  # GeneratorExit when collected; any error or cancellation
+            await self._body.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
 class PoolTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests over a constant-time pool of HTTP/1.1 connections.
 
@@ -288,6 +323,8 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self._connections: set[_Connection] = set()
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
+        self._sweep_every = min(SWEEP_EVERY, self._expiry or SWEEP_EVERY)
+        self._sweep_at = 0.0
 
     @property
     def connections(self) -> int:
@@ -314,36 +351,43 @@ class PoolTransport(httpx.AsyncBaseTransport):
         try:
             if connection is None:
                 connection = await self._connect(key, timeouts.get("connect"))
-            return await connection.send(request, self._give_back)
+            response = await connection.send(request, self._give_back)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._give_back(connection)
             if isinstance(exc, (*_HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
                 raise _mapped(exc) from exc
             raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # both connections' bodies
+        response.stream = _ClosedWhenCollected(response.stream)
+        return response
 
     async def _connect(self, key: _Key, bound: float | None) -> _Connection:
         """Open a new connection to ``key`` (the caller holds a slot for it)."""
-        if self._closed:
-            msg = "the connection pool is closed"
-            raise httpx.ConnectError(msg)
+        self._check_open()
         scheme, host, port = key
         name = host.decode("ascii")
         if self._backend is None:
             self._backend = _default_backend()
         stream = await self._backend.connect_tcp(name, port, timeout=bound)
-        if scheme == b"https":
-            try:
+        try:
+            if scheme == b"https":
                 stream = await stream.start_tls(self._tls(), server_hostname=name, timeout=bound)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                raise
+            self._check_open()  # it may have been closed while connecting
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
         if self._open is None:
             self._open = _opener(self._parser)
         connection = self._open(key, stream, self._expiry)
         self._connections.add(connection)
         return connection
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "the connection pool is closed"
+            raise httpx.ConnectError(msg)
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -354,6 +398,8 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     async def _acquire(self, key: _Key, bound: float | None) -> _Connection | None:
         """An idle connection to ``key``, or ``None``: a slot to open a new one in."""
+        if time.monotonic() >= self._sweep_at:
+            await self._sweep()
         idle = self._idle.get(key)
         if idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
@@ -395,6 +441,23 @@ class PoolTransport(httpx.AsyncBaseTransport):
             await self._close(given)
             return None  # its slot is ours
         return given
+
+    async def _sweep(self) -> None:
+        """Close the idle connections that expired, or hold bytes (the server's close, say)."""
+        self._sweep_at = time.monotonic() + self._sweep_every
+        stale: list[_Connection] = []
+        for key, idle in list(self._idle.items()):
+            fresh = [connection for connection in idle if not connection.has_expired()]
+            if len(fresh) < len(idle):
+                stale += [connection for connection in idle if connection not in fresh]
+                if fresh:
+                    self._idle[key] = fresh
+                else:
+                    del self._idle[key]
+        self._idle_count -= len(stale)
+        for connection in stale:
+            await self._close(connection)
+            await self._give_back(None)
 
     async def _evict_idle(self) -> None:
         """Close the oldest idle connection of some origin; its slot passes to the caller."""

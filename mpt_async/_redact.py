@@ -10,6 +10,8 @@ The rules, in one place:
 
 The API Key (``client_id``) and the IAM Access Key identify an account without granting
 anything; they are not masked.
+
+:func:`scrub` applies the rules to an error on its way out to the caller, and cuts its chain.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["MASK", "SECRET_NAMES", "redact", "redact_pairs"]
+from mpt_async._exceptions import APIError, AuthenticationError, MPTError
+
+__all__ = ["MASK", "SECRET_NAMES", "redact", "redact_pairs", "scrub"]
 
 #: What a secret is replaced with.
 MASK = "***"
@@ -62,3 +66,20 @@ def redact_pairs(pairs: Mapping[str, str], mask: str = MASK) -> dict[str, str]:
         mask: What each secret value becomes.
     """
     return {k: mask if k.lower() in SECRET_NAMES else v for k, v in pairs.items()}
+
+
+def scrub(error: MPTError, secrets: Iterable[str]) -> MPTError:
+    """Mask ``secrets`` (and anything the redactor knows) in ``error``, and cut its chain.
+
+    The one exit check before an error reaches the caller: a server may echo a URL, a key
+    or a signature in ``error_msg``, ``error_description`` or its reason phrase.
+    """
+    secrets = tuple(secrets)
+    error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+    if isinstance(error, APIError):
+        error.error_msg = redact(error.error_msg, secrets)
+        if isinstance(error, AuthenticationError) and error.error is not None:
+            error.error = redact(error.error, secrets)
+    error.__cause__ = error.__context__ = None
+    error.__suppress_context__ = False
+    return error

@@ -1,21 +1,39 @@
-"""A streamed answer: an async context manager first, and an async iterator of chunks."""
+"""A streamed answer: an async context manager first, and an async iterator of chunks.
+
+:class:`ChatStream` is what the caller holds; :class:`ChunkDecoder` reads its chunks off the
+body (event-stream lines split by ``_sse``), checked in order and bounded in time.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import anyio
+import httpx
 
-from mpt_async._exceptions import MPTError, StreamError
+from mpt_async import _converter
+from mpt_async._body import Body, BodyTooLarge, UnsupportedEncoding
+from mpt_async._codes import Action
+from mpt_async._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    MalformedResponseError,
+    MPTError,
+    StreamError,
+)
 from mpt_async._limiter import Ticket
 from mpt_async._models import ChatChunk, ChatResponse, Usage
 from mpt_async._public import claim
 from mpt_async._ratelimit import RateLimitInfo
-from mpt_async._reply import ChunkDecoder, scrub, whole_stream
+from mpt_async._redact import scrub
+from mpt_async._reply import whole_stream
+from mpt_async._sse import BadLine, EventReader
+from mpt_async._verdict import Failure, connection_error, error_body_failure, is_error_body
 
-__all__ = ["ChatStream"]
+__all__ = ["ChatStream", "ChunkDecoder", "Deadline", "where"]
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -209,6 +227,179 @@ class ChatStream:
             return
         self._decoder, self._first, self._secrets = opened.decoder, opened.first, opened.secrets
         self._ticket, self._rate_limit = opened.ticket, opened.rate_limit
+
+
+# -- reading the chunks ----------------------------------------------------------------
+
+
+_monotonic = time.monotonic
+
+
+def where(received: int) -> str:
+    """Where in a stream something happened, for an error message."""
+    if not received:
+        return "before any chunk"
+    return f"after {received} chunk" if received == 1 else f"after {received} chunks"
+
+
+class Deadline(Protocol):
+    """A call's total deadline, as the request loop keeps it (and pushes it back)."""
+
+    #: On ``time.monotonic()``.
+    at: float
+
+
+class ChunkDecoder:
+    """Reads a stream's chunks: the first inside the request loop, the others for the caller.
+
+    ``idle`` (``stream_read``) bounds the wait for each chunk, however the server trickles
+    bytes (SSE comments, blank lines, a byte at a time); ``deadline``, the request loop's own
+    deadline object (read, never copied), ends the call. A chunk that arrives whole in one
+    read costs no timer: one starts only when the wait goes on past a read that brought no
+    chunk (the transport's byte timer, set to ``idle``, bounds that first read).
+
+    Args:
+        body: The stream's body.
+        idle: The longest wait for one chunk, in seconds.
+        deadline: The call's deadline, by which the whole call must end.
+    """
+
+    __slots__ = ("_deadline", "_idle", "_reader", "_structure", "body", "received")
+
+    def __init__(self, body: Body, *, idle: float, deadline: Deadline) -> None:
+        self.body = body
+        self._reader = self._events(body)
+        self._structure = _converter.chunk_structurer()
+        self._idle = idle
+        self._deadline = deadline
+        #: How many chunks have been accepted.
+        self.received = 0
+
+    @staticmethod
+    def _events(body: Body) -> EventReader:
+        return EventReader(body.chunks)
+
+    async def first(self) -> dict[str, Any]:
+        """Chunk 0's JSON object, checked for an error body.
+
+        Raises:
+            Failure: Retried for a broken connection or a silence; otherwise as the error
+                body says, or raised.
+        """
+        try:
+            data = await self.next_data()
+        except APIConnectionError as exc:
+            failure = Failure(exc, Action.RETRY)
+        except MPTError as exc:
+            failure = Failure(exc, Action.RAISE)
+        else:
+            if is_error_body(data):
+                raise error_body_failure(data, self.body.response)
+            if isinstance(data, dict):
+                return data
+            failure = Failure(StreamError("chunk 0 is not a JSON object"), Action.RAISE)
+        raise failure
+
+    async def next_data(self) -> Any:
+        """The next chunk's parsed JSON (not yet checked).
+
+        Raises:
+            APIConnectionError: The connection broke, or no chunk came in time.
+            StreamError: A bad line, the body's end, or text that is not JSON.
+        """
+        ready = self._reader.ready
+        if not ready:
+            await self._wait()
+        payload = ready.popleft() if ready else None
+        if payload is None:
+            raise StreamError(
+                f"the stream ended {where(self.received)}, without is_end", received=self.received
+            )
+        try:
+            return _converter.loads(payload)
+        except (ValueError, RecursionError):
+            pass
+        raise StreamError(
+            f"chunk {self.received} is not JSON: {payload[:80]!r}", received=self.received
+        )
+
+    async def _wait(self) -> None:
+        """Read until a payload is ready or the body ends, within the chunk's bounds."""
+        reader = self._reader
+        error: MPTError | None = None
+        try:
+            started = _monotonic()
+            # The common case: one read brings the chunk, and the byte timer (``idle``)
+            # bounds it; a timer of our own starts only if the wait goes on.
+            if self._deadline.at - started <= self._idle or (
+                await reader.fill() and not reader.ready
+            ):
+                await self._wait_more(started)
+        except httpx.TransportError as exc:
+            error = connection_error(exc, where(self.received))
+        except (BadLine, BodyTooLarge, UnsupportedEncoding) as exc:
+            error = StreamError(
+                f"malformed stream {where(self.received)}: {exc}", received=self.received
+            )
+        if error is not None:
+            raise error
+
+    async def _wait_more(self, started: float) -> None:
+        reader = self._reader
+        left = min(self._deadline.at, started + self._idle) - _monotonic()
+        with anyio.move_on_after(left):
+            while await reader.fill() and not reader.ready:
+                pass
+            return
+        raise APITimeoutError(self._silence(started))
+
+    def _silence(self, started: float) -> str:
+        if _monotonic() >= self._deadline.at:
+            return f"the call's total deadline passed {where(self.received)}"
+        return f"no chunk for {self._idle:g} s {where(self.received)} (stream_read)"
+
+    async def drain(self) -> None:
+        """Read what is left of the body after the last chunk (the caller bounds the time)."""
+        try:
+            while await self._reader.next_payload() is not None:
+                pass  # anything after is_end is not part of the answer
+        except (httpx.TransportError, BadLine, BodyTooLarge, UnsupportedEncoding):
+            pass
+
+    def chunk(self, data: Any) -> ChatChunk:
+        """Turn one chunk's JSON into a chunk, in order.
+
+        Raises:
+            APIError: For an error body in the middle of the stream.
+            StreamError: For anything else that is not the chunk due.
+        """
+        received = self.received
+        try:
+            # The hot path: one call per sentence, straight to the converter's chunk hook.
+            chunk: ChatChunk = self._structure(data, ChatChunk)
+        except Exception:  # noqa: BLE001 - anything but a chunk: find out what it is
+            self._reject(data)
+        if chunk.sentence_id != received:
+            what = "repeats" if chunk.sentence_id < received else "skips to"
+            raise StreamError(
+                f"sentence_id {what} {chunk.sentence_id} where {received} was due",
+                received=received,
+            )
+        self.received = received + 1
+        return chunk
+
+    def _reject(self, data: Any) -> NoReturn:
+        """Raise the error a non-chunk deserves: the API's error, or a StreamError."""
+        received = self.received
+        if is_error_body(data):
+            raise error_body_failure(data, self.body.response).error
+        try:
+            _converter.structure(data, ChatChunk)
+        except MalformedResponseError as exc:
+            message = f"chunk {received} is malformed: {exc.error_msg}"
+        else:  # pragma: no cover - the fast path and the converter disagree
+            message = f"chunk {received} is malformed"
+        raise StreamError(message, received=received)
 
 
 claim(globals(), "ChatStream")  # public as mpt_async.X, even when loaded on first use

@@ -30,8 +30,9 @@ from mpt_async._exceptions import (
 )
 from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
-from mpt_async._reply import Failure, Refusal, connection_error, read_reply
+from mpt_async._reply import Refusal, read_reply
 from mpt_async._token_store import MAX_TOKEN_LENGTH, is_token
+from mpt_async._verdict import Failure, connection_error
 
 if TYPE_CHECKING:
     from mpt_async._auth import AccessTokenAuth, AKSKAuth

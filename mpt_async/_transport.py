@@ -4,7 +4,7 @@ It wraps one pooled ``httpx.AsyncClient``. For each attempt it asks the credenti
 strategy (``mpt_async._credentials``) for a token (as it is, or fetched and cached), has the
 interface's dialect (``mpt_async._dialect``: v1 or v2) build the request, lets the strategy
 sign it (bce-auth-v1, over the Host that goes on the wire), sends it, and hands the reply to
-the dialect's decoding, whose :class:`~mpt_async._reply.Failure` says what went wrong and
+the dialect's decoding, whose :class:`~mpt_async._verdict.Failure` says what went wrong and
 whether to retry, refresh or raise. Neither holds a policy: adding an interface touches the
 dialect and the credentials, not this loop. A stream is handed over only once its first
 chunk has arrived, so a timeout or a dropped connection before that is retried, and nothing
@@ -47,16 +47,12 @@ from mpt_async._logging import install_redaction, logger
 from mpt_async._models import ChatResponse
 from mpt_async._priority import Priority, queue_of
 from mpt_async._ratelimit import RateLimitInfo, read_rate_limit
-from mpt_async._reply import (
-    ChunkDecoder,
-    Failure,
-    connection_error,
-    read_reply,
-    request_id,
-    scrub,
-)
+from mpt_async._redact import scrub
+from mpt_async._reply import read_reply
+from mpt_async._stream import ChunkDecoder
 from mpt_async._timeouts import Timeouts
 from mpt_async._token import TOKEN_PATH, TokenCache
+from mpt_async._verdict import Failure, connection_error, request_id
 
 if TYPE_CHECKING:
     from mpt_async._dialect import API

@@ -18,7 +18,8 @@ one, and the pool's h11 connection refuses it too). Any byte after the answer sp
 connection, and so does one that is waiting when it is taken again (``has_expired``).
 
 The head, interim ones included, is refused beyond :data:`MAX_HEAD` bytes (the limit
-httpcore sets for h11, so both parsers refuse the same heads). A broken or truncated
+httpcore sets for h11, so both parsers refuse the same heads), and so are as many bytes
+after it without a byte of body (endless chunk framing or trailers). A broken or truncated
 response raises httpcore's ``RemoteProtocolError``, which the pool maps to httpx's like
 any other httpcore error.
 """
@@ -110,6 +111,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_bare",
         "_closed",
         "_expire_at",
         "_expiry",
@@ -143,7 +145,7 @@ class Connection:
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._head_size = self._bare = 0
         self._head_done = False
         self._interim_body = False
         self._reusable = False
@@ -221,7 +223,7 @@ class Connection:
         self._method = method
         self._reason = b""
         self._headers = []
-        self._head_size = 0
+        self._head_size = self._bare = 0
         self._head_done = self.complete = self._reusable = self._interim_body = False
         self.chunks.clear()
 
@@ -278,6 +280,11 @@ class Connection:
             self._head_size += len(data)
             if self._head_size > MAX_HEAD:
                 msg = f"the response's head is longer than {MAX_HEAD} bytes"
+                raise httpcore.RemoteProtocolError(msg)
+        elif not self.complete:  # bytes since the last piece of body: chunk framing, trailers
+            self._bare += len(data)
+            if self._bare > MAX_HEAD:
+                msg = f"the response's chunk framing or trailers run over {MAX_HEAD} bytes"
                 raise httpcore.RemoteProtocolError(msg)
 
     def _end_of_stream(self) -> None:
@@ -345,6 +352,7 @@ class Connection:
 
     def on_body(self, body: bytes) -> None:
         """A piece of the answer's body (never an interim answer's, nor one after the answer)."""
+        self._bare = 0
         if self._head_done and not self.complete:
             self.chunks.append(body)
 

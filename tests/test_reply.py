@@ -11,9 +11,10 @@ import pytest
 import mpt_async
 from mpt_async._body import Body, BodyTooLarge
 from mpt_async._codes import Action
-from mpt_async._reply import Failure, scrub
+from mpt_async._redact import scrub
 from mpt_async._sse import MAX_LINE_BYTES, BadLine, EventReader
 from mpt_async._timeouts import DEFAULT_TOTAL, as_timeouts
+from mpt_async._verdict import Failure
 
 from .hostile import ANSWER
 
