@@ -2,9 +2,9 @@
 
 ``"mode": "budget"``: print ``ready``, wait for a line on stdin, call for ``seconds`` with
 ``concurrency`` callers under one shared QPS budget; report each answer's wall-clock time
-and the refusals. ``"mode": "overhead"``: sequential calls with no limiter, the in-process
-limiter and the shared one (limits far above the rate, so nothing waits); report client CPU
-per call and latency percentiles for each.
+and the refusals. ``"mode": "overhead"``: sequential calls with no limiter (nothing learned,
+no announced limit adopted), the in-process limiter and the shared one (limits far above the
+rate, so nothing waits); report client CPU per call and latency percentiles for each.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ async def _timed(client: Any, calls: int) -> dict[str, float]:
 async def _overhead(spec: dict[str, Any]) -> dict[str, Any]:
     fast = 100_000.0
     out: dict[str, Any] = {}
-    async with _client(spec, None) as client:
+    no_limiter = mpt_async.RateLimits(adaptive=False, adopt_server_limits=False)
+    async with _client(spec, no_limiter) as client:
         out["none"] = await _timed(client, spec["calls"])
     async with _client(spec, mpt_async.RateLimits(qps=fast)) as client:
         out["in-process"] = await _timed(client, spec["calls"])

@@ -27,6 +27,7 @@ from mpt_async._exceptions import (
     StreamError,
 )
 from mpt_async._options import ChatOptions
+from mpt_async._priority import Priority
 from mpt_async._public import claim as _claim
 from mpt_async._quota_kind import QuotaKind
 from mpt_async._timeouts import TimeoutLike, Timeouts
@@ -133,6 +134,7 @@ __all__ = [
     "MessageLike",
     "NotFoundError",
     "PermissionDeniedError",
+    "Priority",
     "ProgressHook",
     "QuotaKind",
     "RateLimitError",

@@ -59,7 +59,15 @@ def test_no_helper_leaks_into_the_namespace() -> None:
 
 def test_types_in_public_signatures_are_exported() -> None:
     """The aliases used in public signatures can be named by users."""
-    for name in ("TimeoutLike", "ProgressHook", "ChatOptions", "MessageDict", "Role", "BatchInput"):
+    for name in (
+        "TimeoutLike",
+        "ProgressHook",
+        "ChatOptions",
+        "MessageDict",
+        "Role",
+        "BatchInput",
+        "Priority",
+    ):
         assert name in mpt_async.__all__
         assert getattr(mpt_async, name) is not None
 

@@ -129,6 +129,8 @@ async def typed_options(client: Client) -> None:
     await client.chat(messages, **options)
     await client.chat(messages, timeout=5, top_k=None)
     await client.with_options(priority="batch").chat(messages, priority="interactive")
+    level: mpt_async.Priority = "batch"  # a typed wrapper can name the type
+    await client.chat(messages, priority=level)
     conv = mpt_async.Conversation(client, max_chars=1000, **options)
     await conv.ask("Hi", top_p=0.9)
     print(mpt_async.TimeoutLike, mpt_async.Role)
@@ -139,5 +141,7 @@ async def mistakes_are_caught(client: Client) -> None:
     await client.chat([{"role": "system", "content": "Hi"}])  # type: ignore[list-item]
     Message("system", "Hi")  # type: ignore[arg-type]
     await client.chat([Message("user", "Hi")], priority="urgent")  # type: ignore[arg-type]
+    urgent: mpt_async.Priority = "urgent"  # type: ignore[assignment]
+    print(urgent)
     await client.chat([Message("user", "Hi")], temprature=0.5)  # type: ignore[call-arg]
     await client.chat([Message("user", "Hi")], top_k="3")  # type: ignore[arg-type]
