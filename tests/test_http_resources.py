@@ -17,41 +17,19 @@ import pytest
 
 import mpt_async
 from mpt_async import _client, _pool
-from mpt_async._aiohttp_transport import AiohttpTransport
 from mpt_async._pool import PoolTransport
 from mpt_async.testing import Emulator
 
+from . import routes
 from .clientkit import HI, token_client, wait_no_connections
+from .routes import transport
 from .test_pool import OK, serving
 
 pytestmark = pytest.mark.anyio
 
-ROUTES = [
-    ("asyncio", "pool-httptools"),
-    ("asyncio", "pool-h11"),
-    ("asyncio", "aiohttp"),
-    ("trio", "pool-httptools"),
-    ("trio", "pool-h11"),
-]
-
-
-@pytest.fixture(params=ROUTES, ids=["-".join(route) for route in ROUTES])
-def route(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """An event loop and a transport."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(route: tuple[str, str]) -> str:
-    """The route's event loop."""
-    return route[0]
-
-
-def transport(name: str, **limits: int | float | None) -> httpx.AsyncBaseTransport:
-    if name == "aiohttp":
-        return AiohttpTransport(max_connections=int(limits.get("max_connections") or 100))
-    parser = name.removeprefix("pool-")
-    return PoolTransport(limits=httpx.Limits(**limits), parser=parser)  # type: ignore[arg-type]
+# The (event loop, transport) fixtures, shared with the other transport-level tests.
+route = routes.route
+anyio_backend = routes.anyio_backend
 
 
 # trio warns of each async generator collected unexhausted (the caller's mistake, shown

@@ -21,49 +21,26 @@ import httpx
 import pytest
 
 import mpt_async
-from mpt_async._aiohttp_transport import AiohttpTransport
-from mpt_async._pool import PoolTransport
 
+from . import routes
 from .clientkit import until
 from .hostile import ANSWER, TOKEN, Wire, hostile, http_head, json_reply
+from .routes import transport
 
 pytestmark = pytest.mark.anyio
 
-#: (event loop, transport) for each transport the client may pick by itself.
-ROUTES = [
-    ("asyncio", "pool-httptools"),
-    ("asyncio", "pool-h11"),
-    ("asyncio", "aiohttp"),
-    ("trio", "pool-httptools"),
-    ("trio", "pool-h11"),
-]
+# The (event loop, transport) fixtures, shared with the other transport-level tests.
+route = routes.route
+anyio_backend = routes.anyio_backend
+
 CALLS = 24
 CONNECTIONS = 2
-
-
-@pytest.fixture(params=ROUTES, ids=["-".join(route) for route in ROUTES])
-def route(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """An event loop and a transport."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(route: tuple[str, str]) -> str:
-    """The route's event loop."""
-    return route[0]
-
-
-def transport(name: str) -> httpx.AsyncBaseTransport:
-    limits = httpx.Limits(max_connections=CONNECTIONS)
-    if name == "aiohttp":
-        return AiohttpTransport(max_connections=CONNECTIONS)
-    return PoolTransport(limits=limits, parser=name.removeprefix("pool-"))  # type: ignore[arg-type]
 
 
 @asynccontextmanager
 async def client_for(url: str, route: tuple[str, str]) -> AsyncIterator[mpt_async.Client]:
     """A client (no retries) over the route's transport."""
-    http = httpx.AsyncClient(transport=transport(route[1]))
+    http = httpx.AsyncClient(transport=transport(route[1], max_connections=CONNECTIONS))
     client = mpt_async.Client(
         auth=mpt_async.FixedTokenAuth(TOKEN),
         base_url=url,
