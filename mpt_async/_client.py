@@ -301,13 +301,20 @@ class _LoopGuard:
             raise ConfigurationError(msg)
 
 
-def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
-    """Where the spans say calls go; ``None`` with telemetry off."""
+def _telemetry_server(
+    telemetry: object, base_url: str, limiter: Limiter, endpoint: str
+) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off.
+
+    With telemetry on, the learned-rate gauge reports the client's limiter.
+    """
     if not check_bool(telemetry, "telemetry"):
         return None
     from mpt_async import _telemetry  # with the first client
 
-    return _telemetry.server_of(base_url)
+    server = _telemetry.server_of(base_url)
+    _telemetry.watch_quota(limiter, endpoint, server)
+    return server
 
 
 @attrs.frozen
@@ -400,7 +407,7 @@ class Client:
         owns_http = http_client is None
         http_client = _http_client(http_client, max_connections)
         self._endpoint = endpoint
-        self._server = _telemetry_server(telemetry, base_url)
+        self._server = _telemetry_server(telemetry, base_url, limiter, endpoint)
         self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
