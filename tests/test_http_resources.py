@@ -113,7 +113,7 @@ async def test_closing_the_client_with_calls_in_flight(
         pytest.skip("open (issue 19, section 2): aclose() amid calls on aiohttp does not end yet")
     emulator.set_chunk_delay(0.02)
     monkeypatch.setattr(
-        _client, "_pick_transport", lambda limits: transport(route[1], max_connections=10)
+        _client, "_pick_transport", lambda limits, tls: transport(route[1], max_connections=10)
     )
     client = token_client(emulator, max_connections=10, max_retries=2)
     outcomes: list[object] = []
