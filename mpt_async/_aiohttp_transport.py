@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import select
 import sys
+import weakref
 from typing import Any
 
 import httpx
@@ -145,6 +146,17 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return chunk
 
+    def abandon(self) -> None:
+        """Fail a read in progress: the transport is closing under it.
+
+        aiohttp's connection close drops the body's reader without waking it, so a read in
+        flight would wait for its read bound (and forever without one).
+        """
+        response = self._response
+        if not response.content.is_eof():
+            response.content.set_exception(aiohttp.ClientConnectionError(_CLOSED))
+        response.close()
+
     async def aclose(self) -> None:
         response = self._response
         if response.content.is_eof():
@@ -169,6 +181,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._tls = TLS() if tls is None else tls
         self._session: Any = None
         self._closed = False
+        self._bodies: weakref.WeakSet[_Body] = weakref.WeakSet()  # to fail on close
 
     def _open(self) -> Any:
         _load_aiohttp()
@@ -214,10 +227,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if self.is_closed and not _cancelling():  # aiohttp cancels its waiters on close
                 raise httpx.ConnectError(_CLOSED, request=request) from None
             raise
+        body = _Body(response, request)
+        self._bodies.add(body)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=body,
             extensions={
                 "http_version": b"HTTP/1.1",
                 "reason_phrase": (response.reason or "").encode(),
@@ -227,6 +242,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the session and its connections; calls in flight fail, later ones too."""
         self._closed = True
+        for body in list(self._bodies):
+            body.abandon()
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
     from mpt_async._models import ChatRequest, ChatResponse, MessageLike
     from mpt_async._ratelimit import LearnedLimits, RateLimits
+    from mpt_async._request_loop import CallOptions, OpenStream
     from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
-    from mpt_async._transport import CallOptions, OpenStream
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -421,7 +421,7 @@ class Client:
         base_url = _check_base_url(base_url or base_url_from_env(api))
         self._extra_body = _check_extra_body(extra_body, api)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
-        from mpt_async._transport import CallOptions, Transport  # with the first client
+        from mpt_async._request_loop import CallOptions, RequestLoop  # with the first client
 
         self._options = CallOptions(
             timeouts=as_timeouts(timeout),
@@ -432,7 +432,7 @@ class Client:
         http_client = _http_client(http_client, max_connections, verify, trust_env)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
-        self._transport = Transport(
+        self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
             base_url=base_url,
@@ -444,12 +444,12 @@ class Client:
             iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
         self._is_copy = False
-        self._loop = _LoopGuard()  # shared with the copies, as the connections are
+        self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
-            f"Client(endpoint={self._endpoint!r}, api={self._transport.api!r}, "
-            f"base_url={self._transport.base_url!r}, auth={self._transport.auth!r})"
+            f"Client(endpoint={self._endpoint!r}, api={self._request_loop.api!r}, "
+            f"base_url={self._request_loop.base_url!r}, auth={self._request_loop.auth!r})"
         )
 
     @property
@@ -460,12 +460,12 @@ class Client:
     @property
     def api(self) -> API:
         """The service's interface this client speaks, ``"v1"`` or ``"v2"``."""
-        return self._transport.api
+        return self._request_loop.api
 
     @property
     def base_url(self) -> str:
         """The service's address."""
-        return self._transport.base_url
+        return self._request_loop.base_url
 
     @property
     def timeout(self) -> Timeouts:
@@ -479,7 +479,7 @@ class Client:
 
     def learned_limits(self) -> LearnedLimits:
         """The limits calls are held to now: learned, announced, and your ceilings."""
-        return self._transport.limiter.learned()
+        return self._request_loop.limiter.learned()
 
     @property
     def http_transport(self) -> str:
@@ -491,12 +491,12 @@ class Client:
         or ``"custom"`` (the ``http_client`` you passed). Outside an event loop: the
         transport that asyncio would use.
         """
-        return _transport_in_use(self._transport.http, self._transport.owns_http)
+        return _transport_in_use(self._request_loop.http, self._request_loop.owns_http)
 
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`aclose` has been called (on this client or the one it copies)."""
-        return self._transport.closed
+        return self._request_loop.closed
 
     def with_options(
         self,
@@ -517,7 +517,7 @@ class Client:
         copy = _copy.copy(self)  # every attribute, so that none can be forgotten
         copy._is_copy = True
         if extra_body is not None:
-            copy._extra_body = _check_extra_body(extra_body, self._transport.api)
+            copy._extra_body = _check_extra_body(extra_body, self._request_loop.api)
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}
@@ -546,7 +546,7 @@ class Client:
     async def aclose(self) -> None:
         """Close the connections (unless they belong to your own ``http_client``)."""
         if not self._is_copy:
-            await self._transport.aclose()
+            await self._request_loop.aclose()
 
     # -- the one send path: every call (chat, stream, batch, conversation) goes through it --
 
@@ -563,7 +563,7 @@ class Client:
         self, request: ChatRequest, timeout: TimeoutLike | None, priority: Priority | None = None
     ) -> _Call:
         """Where a call starts: refuse a closed client, encode the body, pick the options."""
-        if self._transport.closed:
+        if self._request_loop.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
         options = self._options
@@ -572,7 +572,7 @@ class Client:
         if priority is not None:
             options = attrs.evolve(options, priority=priority)
         endpoint = self._endpoint
-        body = self._transport.dialect.encode(request, endpoint, self._extra_body)
+        body = self._request_loop.dialect.encode(request, endpoint, self._extra_body)
         return _Call(endpoint, body, options)
 
     async def _send(
@@ -585,10 +585,10 @@ class Client:
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout, priority)
-        self._loop.check()
+        self._loop_guard.check()
         observer = self._observe(call.endpoint, request)
         try:
-            reply = await self._transport.chat(call.endpoint, call.body, call.options, observer)
+            reply = await self._request_loop.chat(call.endpoint, call.body, call.options, observer)
         except BaseException as exc:
             if observer is not None:
                 observer.failed(exc)
@@ -607,11 +607,11 @@ class Client:
         from mpt_async._stream import ChatStream
 
         call = self._prepare(request, timeout, priority)
-        transport, loop = self._transport, self._loop
+        request_loop, loop_guard = self._request_loop, self._loop_guard
 
         async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
-            loop.check()
-            return await transport.open_stream(call.endpoint, call.body, call.options, observer)
+            loop_guard.check()
+            return await request_loop.open_stream(call.endpoint, call.body, call.options, observer)
 
         return ChatStream(opener, lambda: self._observe(call.endpoint, request))
 
