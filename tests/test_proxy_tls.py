@@ -75,7 +75,7 @@ def anyio_backend(route: tuple[str, str]) -> str:
 
 def carrier(client: mpt_async.Client) -> str:
     """What carried the client's calls, found in its objects (not in what it says)."""
-    wire: Any = client._transport.http._transport
+    wire: Any = client._request_loop.http._transport
     if isinstance(wire, AutoTransport):
         return "aiohttp"
     if isinstance(wire, _pool.PoolTransport):
