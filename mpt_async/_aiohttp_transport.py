@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from mpt_async._tls import TLS
+
 #: aiohttp (and asyncio) are imported on first use: they cost more than all the rest.
 aiohttp: Any = None
 asyncio: Any = None
@@ -168,20 +170,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     Args:
         max_connections: The pool's size.
+        tls: The TLS settings for ``https`` origins; httpx's default trust when ``None``.
     """
 
-    def __init__(self, *, max_connections: int = 100) -> None:
+    def __init__(self, *, max_connections: int = 100, tls: TLS | None = None) -> None:
         if not AIOHTTP_AVAILABLE:  # pragma: no cover
             msg = "the aiohttp transport needs aiohttp: pip install 'mpt-async[speed]'"
             raise RuntimeError(msg)
         self._max_connections = max_connections
+        self._tls = TLS() if tls is None else tls
         self._session: Any = None
         self._closed = False
         self._bodies: weakref.WeakSet[_Body] = weakref.WeakSet()  # to fail on close
 
     def _open(self) -> Any:
         _load_aiohttp()
-        connector = _Connector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+        connector = _Connector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            ssl=self._tls.context(),  # the client's one trust, not aiohttp's own default
+        )
         # No cookie jar, no decompression, no automatic headers: httpx has set them all.
         return aiohttp.ClientSession(
             connector=connector,
@@ -245,10 +254,12 @@ class AutoTransport(httpx.AsyncBaseTransport):
 
     Args:
         limits: The pool limits for both transports.
+        tls: The TLS settings for both; httpx's default trust when ``None``.
     """
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, tls: TLS | None = None) -> None:
         self._limits = limits
+        self._tls = TLS() if tls is None else tls
         self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
         self._closed = False
@@ -261,14 +272,14 @@ class AutoTransport(httpx.AsyncBaseTransport):
             transport: httpx.AsyncBaseTransport | None = self._aiohttp
             if transport is None:
                 transport = self._aiohttp = AiohttpTransport(
-                    max_connections=self._limits.max_connections or 100
+                    max_connections=self._limits.max_connections or 100, tls=self._tls
                 )
         else:
             transport = self._httpx
             if transport is None:
                 from mpt_async._pool import PoolTransport  # not needed on asyncio
 
-                transport = self._httpx = PoolTransport(limits=self._limits)
+                transport = self._httpx = PoolTransport(limits=self._limits, tls=self._tls)
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:

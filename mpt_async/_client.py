@@ -32,9 +32,12 @@ from mpt_async._exceptions import ConfigurationError
 from mpt_async._options import ChatOptions, check_names
 from mpt_async._priority import Priority, check_priority
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
+from mpt_async._tls import TLS, check_verify
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
+    import ssl
+
     from typing_extensions import Self, Unpack
 
     from mpt_async import _telemetry
@@ -57,30 +60,34 @@ _ENDPOINT = re.compile(r"[A-Za-z0-9._~-]+")
 _DEFAULT_BACKOFF = Backoff()
 
 
-def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+def _pick_transport(
+    limits: httpx.Limits, tls: TLS | None = None
+) -> httpx.AsyncBaseTransport | None:
     """Pick the transport under the client's own ``httpx.AsyncClient``.
 
     aiohttp on asyncio when installed, else mpt_async's pool. ``MPT_ASYNC_TRANSPORT=httpx``
-    picks httpx's own transport, and so does a proxy in the environment without aiohttp.
+    picks httpx's own transport (``None``), and so does a proxy in the environment without
+    aiohttp. Each is handed the client's TLS settings.
     """
+    tls = TLS() if tls is None else tls
     choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
     if choice == "httpx":
         return None
     if choice == "auto" and not AIOHTTP_AVAILABLE:
         from mpt_async._pool import PoolTransport, proxy_in_env
 
-        return None if proxy_in_env() else PoolTransport(limits=limits)
+        return None if proxy_in_env() else PoolTransport(limits=limits, tls=tls)
     if choice == "pool":
         from mpt_async._pool import PoolTransport
 
-        return PoolTransport(limits=limits)
+        return PoolTransport(limits=limits, tls=tls)
     if choice not in ("auto", "aiohttp"):
         msg = f"MPT_ASYNC_TRANSPORT must be auto, pool, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
     if not AIOHTTP_AVAILABLE:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
         raise ConfigurationError(msg)
-    return AutoTransport(limits)
+    return AutoTransport(limits, tls)
 
 
 def _on_trio() -> bool:
@@ -130,14 +137,31 @@ class _OwnHTTP(httpx.AsyncClient):
         return await super().send(request, **kwargs)
 
 
-def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
-    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
+def _http_client(
+    http_client: object, max_connections: object, verify: object, trust_env: object
+) -> httpx.AsyncClient:
+    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size.
+
+    The client's own carries its TLS settings (``verify``, ``trust_env``) to whichever
+    transport it picks; the caller's owns its TLS, so passing them with it is a mistake.
+    """
     max_connections = check_int(max_connections, "max_connections", low=1)
+    trust_env = check_bool(trust_env, "trust_env")
     if http_client is None:
+        tls = TLS(check_verify(True if verify is None else verify), trust_env=trust_env)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return _OwnHTTP(limits=limits, transport=_pick_transport(limits))
+        transport = _pick_transport(limits, tls)
+        if transport is None:  # httpx's own, with the same TLS context
+            return _OwnHTTP(limits=limits, verify=tls.context(), trust_env=trust_env)
+        return _OwnHTTP(limits=limits, transport=transport)
+    if verify is not None or not trust_env:
+        refuse(
+            "verify" if verify is not None else "trust_env",
+            "cannot be set with http_client=: your httpx client owns its TLS and proxies "
+            "(set them on it)",
+        )
     return check_instance(
         http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
     )
@@ -367,6 +391,12 @@ class Client:
             takes before this library knows it (a copy can change it: :meth:`with_options`).
             A field the client writes itself (``model``, ``stream``, an option of
             :meth:`chat`) is refused here: it belongs in the call.
+        verify: How servers' certificates are checked, the same on every transport:
+            ``None`` or ``True``, httpx's default trust (certifi's CA bundle); a path to a
+            CA bundle (PEM) or directory; an ``ssl.SSLContext``; ``False``, no check at all
+            (for tests only). Not with ``http_client=``: yours owns its TLS.
+        trust_env: Whether the environment may set the TLS trust (``SSL_CERT_FILE``,
+            ``SSL_CERT_DIR``). Not ``False`` with ``http_client=``.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -389,13 +419,14 @@ class Client:
         api: API | None = None,
         appid: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext | None = None,
+        trust_env: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         auth = _check_auth(auth)
         api = check_api(auth, api)
         base_url = _check_base_url(base_url or base_url_from_env(api))
         self._extra_body = _check_extra_body(extra_body, api)
-        token_store = _check_token_store(token_store)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._request_loop import CallOptions, RequestLoop  # with the first client
 
@@ -405,7 +436,7 @@ class Client:
             backoff=_check_backoff(backoff),
         )
         owns_http = http_client is None
-        http_client = _http_client(http_client, max_connections)
+        http_client = _http_client(http_client, max_connections, verify, trust_env)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url, limiter, endpoint)
         self._request_loop = RequestLoop(
@@ -413,7 +444,7 @@ class Client:
             owns_http=owns_http,
             base_url=base_url,
             auth=auth,
-            token_store=token_store,
+            token_store=_check_token_store(token_store),
             limiter=limiter,
             api=api,
             appid=_check_appid(appid),
