@@ -183,7 +183,8 @@ class MptAsync(Adapter):
     def describe(self) -> str:
         # Best effort, through private attributes: which transport carried the calls.
         try:
-            inner = getattr(self.client._transport, "http", None) or self.client._transport._http
+            loop = self.client._request_loop
+            inner = getattr(loop, "http", None) or loop._http
             wire = inner._transport
             if getattr(wire, "_aiohttp", None) is not None:
                 return "aiohttp transport (auto)"

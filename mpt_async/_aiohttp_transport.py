@@ -18,9 +18,12 @@ import functools
 import importlib.util
 import select
 import sys
+import weakref
 from typing import Any
 
 import httpx
+
+from mpt_async._tls import TLS
 
 #: aiohttp (and asyncio) are imported on first use: they cost more than all the rest.
 aiohttp: Any = None
@@ -143,6 +146,17 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return chunk
 
+    def abandon(self) -> None:
+        """Fail a read in progress: the transport is closing under it.
+
+        aiohttp's connection close drops the body's reader without waking it, so a read in
+        flight would wait for its read bound (and forever without one).
+        """
+        response = self._response
+        if not response.content.is_eof():
+            response.content.set_exception(aiohttp.ClientConnectionError(_CLOSED))
+        response.close()
+
     async def aclose(self) -> None:
         response = self._response
         if response.content.is_eof():
@@ -156,19 +170,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     Args:
         max_connections: The pool's size.
+        tls: The TLS settings for ``https`` origins; httpx's default trust when ``None``.
     """
 
-    def __init__(self, *, max_connections: int = 100) -> None:
+    def __init__(self, *, max_connections: int = 100, tls: TLS | None = None) -> None:
         if not AIOHTTP_AVAILABLE:  # pragma: no cover
             msg = "the aiohttp transport needs aiohttp: pip install 'mpt-async[speed]'"
             raise RuntimeError(msg)
         self._max_connections = max_connections
+        self._tls = TLS() if tls is None else tls
         self._session: Any = None
         self._closed = False
+        self._bodies: weakref.WeakSet[_Body] = weakref.WeakSet()  # to fail on close
 
     def _open(self) -> Any:
         _load_aiohttp()
-        connector = _Connector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+        connector = _Connector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            ssl=self._tls.context(),  # the client's one trust, not aiohttp's own default
+        )
         # No cookie jar, no decompression, no automatic headers: httpx has set them all.
         return aiohttp.ClientSession(
             connector=connector,
@@ -205,10 +227,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if self.is_closed and not _cancelling():  # aiohttp cancels its waiters on close
                 raise httpx.ConnectError(_CLOSED, request=request) from None
             raise
+        body = _Body(response, request)
+        self._bodies.add(body)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=body,
             extensions={
                 "http_version": b"HTTP/1.1",
                 "reason_phrase": (response.reason or "").encode(),
@@ -218,6 +242,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the session and its connections; calls in flight fail, later ones too."""
         self._closed = True
+        for body in list(self._bodies):
+            body.abandon()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -228,10 +254,12 @@ class AutoTransport(httpx.AsyncBaseTransport):
 
     Args:
         limits: The pool limits for both transports.
+        tls: The TLS settings for both; httpx's default trust when ``None``.
     """
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, tls: TLS | None = None) -> None:
         self._limits = limits
+        self._tls = TLS() if tls is None else tls
         self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
         self._closed = False
@@ -244,14 +272,14 @@ class AutoTransport(httpx.AsyncBaseTransport):
             transport: httpx.AsyncBaseTransport | None = self._aiohttp
             if transport is None:
                 transport = self._aiohttp = AiohttpTransport(
-                    max_connections=self._limits.max_connections or 100
+                    max_connections=self._limits.max_connections or 100, tls=self._tls
                 )
         else:
             transport = self._httpx
             if transport is None:
                 from mpt_async._pool import PoolTransport  # not needed on asyncio
 
-                transport = self._httpx = PoolTransport(limits=self._limits)
+                transport = self._httpx = PoolTransport(limits=self._limits, tls=self._tls)
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -32,9 +32,12 @@ from mpt_async._exceptions import ConfigurationError
 from mpt_async._options import ChatOptions, check_names
 from mpt_async._priority import Priority, check_priority
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
+from mpt_async._tls import TLS, check_verify
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
 
 if TYPE_CHECKING:
+    import ssl
+
     from typing_extensions import Self, Unpack
 
     from mpt_async import _telemetry
@@ -45,9 +48,9 @@ if TYPE_CHECKING:
     # Loaded on first use (by the first client or call), not by ``import mpt_async``.
     from mpt_async._models import ChatRequest, ChatResponse, MessageLike
     from mpt_async._ratelimit import LearnedLimits, RateLimits
+    from mpt_async._request_loop import CallOptions, OpenStream
     from mpt_async._stream import ChatStream
     from mpt_async._token_store import TokenStore
-    from mpt_async._transport import CallOptions, OpenStream
 
 __all__ = ["DEFAULT_ENDPOINT", "Client"]
 
@@ -57,30 +60,34 @@ _ENDPOINT = re.compile(r"[A-Za-z0-9._~-]+")
 _DEFAULT_BACKOFF = Backoff()
 
 
-def _pick_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+def _pick_transport(
+    limits: httpx.Limits, tls: TLS | None = None
+) -> httpx.AsyncBaseTransport | None:
     """Pick the transport under the client's own ``httpx.AsyncClient``.
 
     aiohttp on asyncio when installed, else mpt_async's pool. ``MPT_ASYNC_TRANSPORT=httpx``
-    picks httpx's own transport, and so does a proxy in the environment without aiohttp.
+    picks httpx's own transport (``None``), and so does a proxy in the environment without
+    aiohttp. Each is handed the client's TLS settings.
     """
+    tls = TLS() if tls is None else tls
     choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
     if choice == "httpx":
         return None
     if choice == "auto" and not AIOHTTP_AVAILABLE:
         from mpt_async._pool import PoolTransport, proxy_in_env
 
-        return None if proxy_in_env() else PoolTransport(limits=limits)
+        return None if proxy_in_env() else PoolTransport(limits=limits, tls=tls)
     if choice == "pool":
         from mpt_async._pool import PoolTransport
 
-        return PoolTransport(limits=limits)
+        return PoolTransport(limits=limits, tls=tls)
     if choice not in ("auto", "aiohttp"):
         msg = f"MPT_ASYNC_TRANSPORT must be auto, pool, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
     if not AIOHTTP_AVAILABLE:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
         raise ConfigurationError(msg)
-    return AutoTransport(limits)
+    return AutoTransport(limits, tls)
 
 
 def _on_trio() -> bool:
@@ -130,14 +137,31 @@ class _OwnHTTP(httpx.AsyncClient):
         return await super().send(request, **kwargs)
 
 
-def _http_client(http_client: object, max_connections: object) -> httpx.AsyncClient:
-    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size."""
+def _http_client(
+    http_client: object, max_connections: object, verify: object, trust_env: object
+) -> httpx.AsyncClient:
+    """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size.
+
+    The client's own carries its TLS settings (``verify``, ``trust_env``) to whichever
+    transport it picks; the caller's owns its TLS, so passing them with it is a mistake.
+    """
     max_connections = check_int(max_connections, "max_connections", low=1)
+    trust_env = check_bool(trust_env, "trust_env")
     if http_client is None:
+        tls = TLS(check_verify(True if verify is None else verify), trust_env=trust_env)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return _OwnHTTP(limits=limits, transport=_pick_transport(limits))
+        transport = _pick_transport(limits, tls)
+        if transport is None:  # httpx's own, with the same TLS context
+            return _OwnHTTP(limits=limits, verify=tls.context(), trust_env=trust_env)
+        return _OwnHTTP(limits=limits, transport=transport)
+    if verify is not None or not trust_env:
+        refuse(
+            "verify" if verify is not None else "trust_env",
+            "cannot be set with http_client=: your httpx client owns its TLS and proxies "
+            "(set them on it)",
+        )
     return check_instance(
         http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
     )
@@ -360,6 +384,12 @@ class Client:
             takes before this library knows it (a copy can change it: :meth:`with_options`).
             A field the client writes itself (``model``, ``stream``, an option of
             :meth:`chat`) is refused here: it belongs in the call.
+        verify: How servers' certificates are checked, the same on every transport:
+            ``None`` or ``True``, httpx's default trust (certifi's CA bundle); a path to a
+            CA bundle (PEM) or directory; an ``ssl.SSLContext``; ``False``, no check at all
+            (for tests only). Not with ``http_client=``: yours owns its TLS.
+        trust_env: Whether the environment may set the TLS trust (``SSL_CERT_FILE``,
+            ``SSL_CERT_DIR``). Not ``False`` with ``http_client=``.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -382,15 +412,16 @@ class Client:
         api: API | None = None,
         appid: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext | None = None,
+        trust_env: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
         auth = _check_auth(auth)
         api = check_api(auth, api)
         base_url = _check_base_url(base_url or base_url_from_env(api))
         self._extra_body = _check_extra_body(extra_body, api)
-        token_store = _check_token_store(token_store)
         limiter = _limiter(rate_limits, base_url, auth, endpoint)
-        from mpt_async._transport import CallOptions, Transport  # with the first client
+        from mpt_async._request_loop import CallOptions, RequestLoop  # with the first client
 
         self._options = CallOptions(
             timeouts=as_timeouts(timeout),
@@ -398,27 +429,27 @@ class Client:
             backoff=_check_backoff(backoff),
         )
         owns_http = http_client is None
-        http_client = _http_client(http_client, max_connections)
+        http_client = _http_client(http_client, max_connections, verify, trust_env)
         self._endpoint = endpoint
         self._server = _telemetry_server(telemetry, base_url)
-        self._transport = Transport(
+        self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
             base_url=base_url,
             auth=auth,
-            token_store=token_store,
+            token_store=_check_token_store(token_store),
             limiter=limiter,
             api=api,
             appid=_check_appid(appid),
             iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
         self._is_copy = False
-        self._loop = _LoopGuard()  # shared with the copies, as the connections are
+        self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 
     def __repr__(self) -> str:
         return (
-            f"Client(endpoint={self._endpoint!r}, api={self._transport.api!r}, "
-            f"base_url={self._transport.base_url!r}, auth={self._transport.auth!r})"
+            f"Client(endpoint={self._endpoint!r}, api={self._request_loop.api!r}, "
+            f"base_url={self._request_loop.base_url!r}, auth={self._request_loop.auth!r})"
         )
 
     @property
@@ -429,12 +460,12 @@ class Client:
     @property
     def api(self) -> API:
         """The service's interface this client speaks, ``"v1"`` or ``"v2"``."""
-        return self._transport.api
+        return self._request_loop.api
 
     @property
     def base_url(self) -> str:
         """The service's address."""
-        return self._transport.base_url
+        return self._request_loop.base_url
 
     @property
     def timeout(self) -> Timeouts:
@@ -448,7 +479,7 @@ class Client:
 
     def learned_limits(self) -> LearnedLimits:
         """The limits calls are held to now: learned, announced, and your ceilings."""
-        return self._transport.limiter.learned()
+        return self._request_loop.limiter.learned()
 
     @property
     def http_transport(self) -> str:
@@ -460,12 +491,12 @@ class Client:
         or ``"custom"`` (the ``http_client`` you passed). Outside an event loop: the
         transport that asyncio would use.
         """
-        return _transport_in_use(self._transport.http, self._transport.owns_http)
+        return _transport_in_use(self._request_loop.http, self._request_loop.owns_http)
 
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`aclose` has been called (on this client or the one it copies)."""
-        return self._transport.closed
+        return self._request_loop.closed
 
     def with_options(
         self,
@@ -486,7 +517,7 @@ class Client:
         copy = _copy.copy(self)  # every attribute, so that none can be forgotten
         copy._is_copy = True
         if extra_body is not None:
-            copy._extra_body = _check_extra_body(extra_body, self._transport.api)
+            copy._extra_body = _check_extra_body(extra_body, self._request_loop.api)
         if endpoint is not None:
             copy._endpoint = _check_endpoint(endpoint)
         changes: dict[str, Any] = {}
@@ -515,7 +546,7 @@ class Client:
     async def aclose(self) -> None:
         """Close the connections (unless they belong to your own ``http_client``)."""
         if not self._is_copy:
-            await self._transport.aclose()
+            await self._request_loop.aclose()
 
     # -- the one send path: every call (chat, stream, batch, conversation) goes through it --
 
@@ -532,7 +563,7 @@ class Client:
         self, request: ChatRequest, timeout: TimeoutLike | None, priority: Priority | None = None
     ) -> _Call:
         """Where a call starts: refuse a closed client, encode the body, pick the options."""
-        if self._transport.closed:
+        if self._request_loop.closed:
             msg = "the client is closed"
             raise RuntimeError(msg)
         options = self._options
@@ -541,7 +572,7 @@ class Client:
         if priority is not None:
             options = attrs.evolve(options, priority=priority)
         endpoint = self._endpoint
-        body = self._transport.dialect.encode(request, endpoint, self._extra_body)
+        body = self._request_loop.dialect.encode(request, endpoint, self._extra_body)
         return _Call(endpoint, body, options)
 
     async def _send(
@@ -554,10 +585,10 @@ class Client:
         if request.stream:
             request = attrs.evolve(request, stream=False)
         call = self._prepare(request, timeout, priority)
-        self._loop.check()
+        self._loop_guard.check()
         observer = self._observe(call.endpoint, request)
         try:
-            reply = await self._transport.chat(call.endpoint, call.body, call.options, observer)
+            reply = await self._request_loop.chat(call.endpoint, call.body, call.options, observer)
         except BaseException as exc:
             if observer is not None:
                 observer.failed(exc)
@@ -576,11 +607,11 @@ class Client:
         from mpt_async._stream import ChatStream
 
         call = self._prepare(request, timeout, priority)
-        transport, loop = self._transport, self._loop
+        request_loop, loop_guard = self._request_loop, self._loop_guard
 
         async def opener(observer: _telemetry.CallObserver | None) -> OpenStream:
-            loop.check()
-            return await transport.open_stream(call.endpoint, call.body, call.options, observer)
+            loop_guard.check()
+            return await request_loop.open_stream(call.endpoint, call.body, call.options, observer)
 
         return ChatStream(opener, lambda: self._observe(call.endpoint, request))
 

@@ -1,4 +1,4 @@
-"""The wire format: one cattrs converter between the protocol's classes and JSON.
+"""The JSON format: one cattrs converter between the protocol's classes and JSON.
 
 Requests are unstructured with every unset (``None``) field left out: the service is sent
 no ``null`` and no field the caller did not set. Responses are structured strictly by type
@@ -74,7 +74,7 @@ def _structure_float(value: object, _: object) -> float:
 
 
 def make_converter(*, strict: bool = False, detailed: bool = False) -> cattrs.Converter:
-    """Build the wire converter.
+    """Build the JSON converter.
 
     cattrs generates each class's hooks on first use, so building one is cheap and
     ``import mpt_async`` pays for no code generation.

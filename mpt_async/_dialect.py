@@ -2,7 +2,7 @@
 
 The v1 interface (``/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/<endpoint>``, switched off by
 Baidu on 2026-08-31) and the v2 interface (``/v2/chat/completions``, OpenAI-shaped) carry the
-same conversation. The request loop (``_transport``) is the same for both; only what this
+same conversation. The request loop (``_request_loop``) is the same for both; only what this
 module holds differs: the body (``encode_v1``, ``encode_v2``), and per transport a dialect
 object (:class:`V1`, :class:`V2`) that builds the request (its URL, headers and where the
 token goes) and reads the answer and the chunks. Both dialects' replies come back as the same
@@ -30,7 +30,7 @@ from mpt_async._models import ChatChunk, ChatRequest, Usage
 from mpt_async._reply import whole_answer
 from mpt_async._sse import EventReader
 from mpt_async._stream import ChunkDecoder, where
-from mpt_async._verdict import Failure, is_error_body
+from mpt_async._verdict import AttemptFailed, is_error_body
 
 if TYPE_CHECKING:
     from mpt_async._body import Body
@@ -165,13 +165,13 @@ def v2_answer(data: Any, rate_limit: RateLimitInfo | None) -> ChatResponse:
     ``result`` is the message's content; ``is_truncated`` is ``finish_reason == "length"``.
 
     Raises:
-        Failure: If the body is not a well-formed v2 answer.
+        AttemptFailed: If the body is not a well-formed v2 answer.
     """
     choice = _choice(data)
     message = choice.get("message") if choice is not None else None
     if choice is None or not isinstance(message, dict):
         error = MalformedResponseError("the answer has no choices[0].message", status_code=200)
-        raise Failure(error, Action.RAISE)
+        raise AttemptFailed(error, Action.RAISE)
     content = message.get("content")
     reply = {
         "id": data.get("id"),

@@ -44,6 +44,7 @@ import httpcore
 import httpx
 
 from mpt_async._body import finish_iterator
+from mpt_async._tls import TLS
 
 __all__ = ["PoolTransport", "proxy_in_env"]
 
@@ -295,7 +296,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     Args:
         limits: The pool's size, idle connections kept, and how long they are kept.
-        ssl_context: For ``https`` origins; httpx's default context when ``None``.
+        tls: The TLS settings for ``https`` origins; httpx's default trust when ``None``.
         network_backend: httpcore's network backend; when ``None``, its trio backend on
             trio, its anyio one elsewhere.
         parser: What parses the responses: ``"httptools"`` (C), ``"h11"`` (httpcore's
@@ -306,14 +307,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self,
         *,
         limits: httpx.Limits = _DEFAULT_LIMITS,
-        ssl_context: ssl.SSLContext | None = None,
+        tls: TLS | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         parser: Literal["httptools", "h11"] | None = None,
     ) -> None:
         self._max = limits.max_connections
         self._keep = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
-        self._ssl_context = ssl_context
+        self._tls_settings = TLS() if tls is None else tls
         self._backend = network_backend
         self._parser = parser
         self._open: _Opener | None = None  # chosen at the first connection (imports lazily)
@@ -390,9 +391,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(msg)
 
     def _tls(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            self._ssl_context = httpx.create_ssl_context()
-        return self._ssl_context
+        return self._tls_settings.context()
 
     # -- the pool -------------------------------------------------------------------------
 

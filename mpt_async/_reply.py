@@ -1,7 +1,7 @@
 """The reply decoder: one reading of a whole reply, an answer or a token grant.
 
 It reads a whole body at a bounded cost, decodes its JSON, and turns it into the answer, or
-into the :class:`~mpt_async._verdict.Failure` it deserves (``_verdict``). A stream's chunks
+into the :class:`~mpt_async._verdict.AttemptFailed` it deserves (``_verdict``). A stream's chunks
 are read by :class:`~mpt_async._stream.ChunkDecoder`.
 """
 
@@ -20,7 +20,7 @@ from mpt_async._exceptions import MalformedResponseError
 from mpt_async._models import ChatChunk, ChatResponse
 from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._verdict import (
-    Failure,
+    AttemptFailed,
     connection_error,
     error_body_failure,
     is_error_body,
@@ -31,21 +31,21 @@ __all__ = ["Refusal", "decode_body", "read_reply", "whole_answer", "whole_stream
 
 
 #: A check of a parsed body before the generic ones (the token endpoint's OAuth errors).
-Refusal = Callable[[Any, httpx.Response], "Failure | None"]
+Refusal = Callable[[Any, httpx.Response], "AttemptFailed | None"]
 
 
 def decode_body(response: httpx.Response, content: bytes, refusal: Refusal | None = None) -> Any:
-    """The success body of a whole reply, or raise the :class:`Failure` it deserves.
+    """The success body of a whole reply, or raise the :class:`AttemptFailed` it deserves.
 
     Raises:
-        Failure: For a body that is not JSON, an error body, or an HTTP error status.
+        AttemptFailed: For a body that is not JSON, an error body, or an HTTP error status.
     """
     status = response.status_code
     try:
         data = _converter.decode_json(content, status_code=status)
     except MalformedResponseError as exc:
         if status == 200:
-            raise Failure(exc, Action.RAISE) from None
+            raise AttemptFailed(exc, Action.RAISE) from None
         raise status_failure(response) from None
     if refusal is not None and (failure := refusal(data, response)) is not None:
         raise failure
@@ -60,20 +60,20 @@ async def read_reply(response: httpx.Response, doing: str, refusal: Refusal | No
     """Read, close and decode a whole reply (the caller bounds the time it takes).
 
     Raises:
-        Failure: For a broken connection (retried), an oversized or undecodable body, and
+        AttemptFailed: For a broken connection (retried), an oversized or undecodable body, and
             whatever :func:`decode_body` refuses.
     """
-    failure: Failure | None = None
+    failure: AttemptFailed | None = None
     body: Body | None = None
     content = b""
     try:
         body = Body(response)
         content = await body.read()
     except httpx.TransportError as exc:
-        failure = Failure(connection_error(exc, doing), Action.RETRY)
+        failure = AttemptFailed(connection_error(exc, doing), Action.RETRY)
     except (BodyTooLarge, UnsupportedEncoding) as exc:
         error = MalformedResponseError(str(exc), status_code=response.status_code)
-        failure = Failure(error, Action.RAISE)
+        failure = AttemptFailed(error, Action.RAISE)
     finally:
         await (aclose_response(response) if body is None else body.aclose())
     if failure is not None:
@@ -107,10 +107,10 @@ def whole_answer(data: Any, rate_limit: RateLimitInfo | None) -> ChatResponse:
     """A whole answer from its parsed body and the quota its headers announced.
 
     Raises:
-        Failure: If the body is not a well-formed answer.
+        AttemptFailed: If the body is not a well-formed answer.
     """
     try:
         reply = _converter.structure(data, ChatResponse, status_code=200)
     except MalformedResponseError as exc:
-        raise Failure(exc, Action.RAISE) from None
+        raise AttemptFailed(exc, Action.RAISE) from None
     return reply if rate_limit is None else attrs.evolve(reply, rate_limit=rate_limit)

@@ -31,15 +31,15 @@ from mpt_async._ratelimit import RateLimitInfo
 from mpt_async._redact import scrub
 from mpt_async._reply import whole_stream
 from mpt_async._sse import BadLine, EventReader
-from mpt_async._verdict import Failure, connection_error, error_body_failure, is_error_body
+from mpt_async._verdict import AttemptFailed, connection_error, error_body_failure, is_error_body
 
 __all__ = ["ChatStream", "ChunkDecoder", "Deadline", "where"]
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from mpt_async._request_loop import OpenStream
     from mpt_async._telemetry import CallObserver
-    from mpt_async._transport import OpenStream
 
     Opener = Callable[[CallObserver | None], Awaitable[OpenStream]]
 
@@ -283,21 +283,21 @@ class ChunkDecoder:
         """Chunk 0's JSON object, checked for an error body.
 
         Raises:
-            Failure: Retried for a broken connection or a silence; otherwise as the error
+            AttemptFailed: Retried for a broken connection or a silence; otherwise as the error
                 body says, or raised.
         """
         try:
             data = await self.next_data()
         except APIConnectionError as exc:
-            failure = Failure(exc, Action.RETRY)
+            failure = AttemptFailed(exc, Action.RETRY)
         except MPTError as exc:
-            failure = Failure(exc, Action.RAISE)
+            failure = AttemptFailed(exc, Action.RAISE)
         else:
             if is_error_body(data):
                 raise error_body_failure(data, self.body.response)
             if isinstance(data, dict):
                 return data
-            failure = Failure(StreamError("chunk 0 is not a JSON object"), Action.RAISE)
+            failure = AttemptFailed(StreamError("chunk 0 is not a JSON object"), Action.RAISE)
         raise failure
 
     async def next_data(self) -> Any:

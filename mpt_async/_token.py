@@ -32,7 +32,7 @@ from mpt_async._logging import logger
 from mpt_async._models import TokenGrant
 from mpt_async._reply import Refusal, read_reply
 from mpt_async._token_store import MAX_TOKEN_LENGTH, is_token
-from mpt_async._verdict import Failure, connection_error
+from mpt_async._verdict import AttemptFailed, connection_error
 
 if TYPE_CHECKING:
     from mpt_async._auth import AccessTokenAuth, AKSKAuth
@@ -63,7 +63,7 @@ async def fetch_token(
     Its whole reply must come within ``min(timeouts.read, 30 s)``.
 
     Raises:
-        Failure: Saying what went wrong and whether the request loop may retry.
+        AttemptFailed: Saying what went wrong and whether the request loop may retry.
     """
     logger.debug("fetching an access token")
     request = plain_content(
@@ -83,14 +83,14 @@ async def fetch_token(
     try:
         grant = _converter.structure(data, TokenGrant, status_code=200)
     except MalformedResponseError as exc:
-        raise Failure(exc, Action.RAISE) from None
+        raise AttemptFailed(exc, Action.RAISE) from None
     if not is_token(grant.access_token):
         error = MalformedResponseError(
             f"the token endpoint sent an access token of {len(grant.access_token)} characters;"
             f" one of 1 to {MAX_TOKEN_LENGTH} printable characters was expected",
             status_code=200,
         )
-        raise Failure(error, Action.RAISE)
+        raise AttemptFailed(error, Action.RAISE)
     logger.debug("fetched an access token valid for %ds", grant.expires_in)
     return grant
 
@@ -105,20 +105,20 @@ async def _ask(
     """Send a token request; its whole reply, parsed, within its bounds.
 
     Raises:
-        Failure: Saying what went wrong and whether the request loop may retry.
+        AttemptFailed: Saying what went wrong and whether the request loop may retry.
     """
     read = min(timeouts.read, TOKEN_READ_TIMEOUT)
-    failure: Failure | None = None
+    failure: AttemptFailed | None = None
     data = None
     with anyio.move_on_after(read + timeouts.connect + timeouts.pool) as scope:
         try:
             response = await http.send(request, stream=True)
         except httpx.TransportError as exc:
-            failure = Failure(connection_error(exc, doing), Action.RETRY)
+            failure = AttemptFailed(connection_error(exc, doing), Action.RETRY)
         else:
             data = await read_reply(response, doing, refusal)
     if scope.cancelled_caught:
-        failure = Failure(APITimeoutError(f"timed out {doing}"), Action.RETRY)
+        failure = AttemptFailed(APITimeoutError(f"timed out {doing}"), Action.RETRY)
     if failure is not None:
         raise failure
     return data
@@ -131,7 +131,7 @@ def _token_timeout(timeouts: Timeouts) -> httpx.Timeout:
     )
 
 
-def _oauth_refusal(data: object, response: httpx.Response) -> Failure | None:
+def _oauth_refusal(data: object, response: httpx.Response) -> AttemptFailed | None:
     """The token endpoint's own refusal: ``{"error", "error_description"}``."""
     if not (isinstance(data, dict) and "error" in data):
         return None
@@ -141,7 +141,7 @@ def _oauth_refusal(data: object, response: httpx.Response) -> Failure | None:
         status_code=response.status_code,
     )
     error.error = str(data["error"])[:100]
-    return Failure(error, Action.RAISE)
+    return AttemptFailed(error, Action.RAISE)
 
 
 #: IAM's route for v2 bearer tokens (https://cloud.baidu.com/doc/IAM/s/Mlwqxxjdf).
@@ -160,7 +160,7 @@ async def fetch_bearer_token(
     :data:`BEARER_LIFETIME` seconds, and replaced at about 80% of that (:func:`refresh_margin`).
 
     Raises:
-        Failure: Saying what went wrong and whether the request loop may retry.
+        AttemptFailed: Saying what went wrong and whether the request loop may retry.
     """
     from mpt_async._signer import sign_request  # only with IAM AK/SK on v2
 
@@ -194,7 +194,7 @@ async def fetch_bearer_token(
             f" {MAX_TOKEN_LENGTH} characters, with status 'enable')",
             status_code=200,
         )
-        raise Failure(error, Action.RAISE)
+        raise AttemptFailed(error, Action.RAISE)
     return TokenGrant(access_token=token, expires_in=_lifetime(reply))
 
 
@@ -209,19 +209,19 @@ def _lifetime(data: dict[str, object]) -> int:
     return seconds if 0 < seconds <= 31 * 86400 else BEARER_LIFETIME
 
 
-def _iam_refusal(data: object, response: httpx.Response) -> Failure | None:
+def _iam_refusal(data: object, response: httpx.Response) -> AttemptFailed | None:
     """IAM's refusal: BCE's ``{"code", "message", "requestId"}`` with a 4xx or 5xx status."""
     status = response.status_code
     if status < 400 or not (isinstance(data, dict) and "code" in data):
         return None
     reason = str(data.get("message") or data["code"])[:300]
     if status >= 500:
-        return Failure(
+        return AttemptFailed(
             InternalServerError(f"IAM failed: {reason}", status_code=status), Action.RETRY
         )
     error = AuthenticationError(f"IAM refused the AK/SK: {reason}", status_code=status)
     error.error = str(data["code"])[:100]
-    return Failure(error, Action.RAISE)
+    return AttemptFailed(error, Action.RAISE)
 
 
 def refresh_margin(expires_in: float) -> float:

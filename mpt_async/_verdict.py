@@ -1,6 +1,6 @@
 """What a failed attempt means: the caller's error, in the package's words, and what to do.
 
-The request loop (``_transport``) decides what to do about a :class:`Failure`; everything
+The request loop (``_request_loop``) decides what to do about a :class:`AttemptFailed`; everything
 that makes one reads the code table (``_codes``): an HTTP error status, an error body of
 either interface, a broken connection. Every message is the package's own: no exception of
 httpx, aiohttp or the JSON parser is chained to an error, and no URL or secret is named.
@@ -28,7 +28,7 @@ from mpt_async._exceptions import (
 from mpt_async._models import ErrorEnvelope
 
 __all__ = [
-    "Failure",
+    "AttemptFailed",
     "connection_error",
     "error_body_failure",
     "is_error_body",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class Failure(Exception):
+class AttemptFailed(Exception):
     """One attempt's failure and what the request loop should do about it (never escapes it).
 
     Its message names only the error's class: it may travel as an exception's context.
@@ -53,9 +53,9 @@ class Failure(Exception):
         #: The secrets the attempt sent (a token or a signature), masked in the error.
         self.secrets: tuple[str, ...] = ()
 
-    def __copy__(self) -> Failure:
+    def __copy__(self) -> AttemptFailed:
         # Waiters on one token fetch each raise their own copy, not one shared object.
-        copied = Failure(copy.copy(self.error), self.action, self.retry_after)
+        copied = AttemptFailed(copy.copy(self.error), self.action, self.retry_after)
         copied.token, copied.secrets = self.token, self.secrets
         return copied
 
@@ -76,7 +76,7 @@ def is_error_body(data: Any) -> bool:
     return isinstance(data, dict) and ("error_code" in data or isinstance(data.get("error"), dict))
 
 
-def status_failure(response: httpx.Response) -> Failure:
+def status_failure(response: httpx.Response) -> AttemptFailed:
     """The failure for an HTTP error status without an API error body."""
     status = response.status_code
     action, cls = classify_status(status)
@@ -85,26 +85,26 @@ def status_failure(response: httpx.Response) -> Failure:
         status_code=status,
         request_id=request_id(response),
     )
-    return Failure(error, action, parse_retry_after(response.headers.get("retry-after")))
+    return AttemptFailed(error, action, parse_retry_after(response.headers.get("retry-after")))
 
 
-def error_body_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
+def error_body_failure(data: dict[str, Any], response: httpx.Response) -> AttemptFailed:
     if "error_code" not in data:
         return _v2_failure(data, response)
     try:
         envelope = _converter.structure(data, ErrorEnvelope, status_code=response.status_code)
     except MalformedResponseError as exc:
-        return Failure(exc, Action.RAISE)
+        return AttemptFailed(exc, Action.RAISE)
     action, error = make_error(
         envelope.error_code,
         envelope.error_msg,
         status_code=response.status_code,
         request_id=envelope.id or request_id(response),
     )
-    return Failure(error, action, parse_retry_after(response.headers.get("retry-after")))
+    return AttemptFailed(error, action, parse_retry_after(response.headers.get("retry-after")))
 
 
-def _v2_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
+def _v2_failure(data: dict[str, Any], response: httpx.Response) -> AttemptFailed:
     """The failure for v2's ``{"error": {"code", "message", "type"}, "id"}``."""
     error = data["error"]
     code, message = error.get("code"), error.get("message")
@@ -122,7 +122,7 @@ def _v2_failure(data: dict[str, Any], response: httpx.Response) -> Failure:
         status_code=response.status_code,
         request_id=rid if isinstance(rid, str) and len(rid) <= 200 else request_id(response),
     )
-    return Failure(failure, action, parse_retry_after(response.headers.get("retry-after")))
+    return AttemptFailed(failure, action, parse_retry_after(response.headers.get("retry-after")))
 
 
 # -- transport failures, in the package's words ---------------------------------------------

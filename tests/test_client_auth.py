@@ -93,8 +93,8 @@ async def test_token_is_refreshed_before_it_expires() -> None:
     with Emulator(token_ttl=1000) as emu:
         async with token_client(emu) as client:
             # The client's clock moves by hand; the service's does not, so no token expires.
-            assert client._transport.tokens is not None
-            clock = client._transport.tokens._clock = _Clock()
+            assert client._request_loop.tokens is not None
+            clock = client._request_loop.tokens._clock = _Clock()
             await client.chat(HI)
             clock.now += 750  # within the token's first four fifths: kept
             await client.chat(HI)

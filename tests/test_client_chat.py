@@ -186,10 +186,10 @@ def test_auth_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QIANFAN_SECRET_KEY", "sk")
     monkeypatch.setenv("QIANFAN_BASE_URL", "http://127.0.0.1:9")
     client = mpt_async.Client()
-    assert isinstance(client._transport.auth, mpt_async.AKSKAuth)
+    assert isinstance(client._request_loop.auth, mpt_async.AKSKAuth)
     assert client.base_url == "http://127.0.0.1:9"
     monkeypatch.setenv("QIANFAN_AK", "key")
     monkeypatch.setenv("QIANFAN_SK", "secret")
-    assert isinstance(mpt_async.Client()._transport.auth, mpt_async.AccessTokenAuth)
+    assert isinstance(mpt_async.Client()._request_loop.auth, mpt_async.AccessTokenAuth)
     monkeypatch.setenv("QIANFAN_ACCESS_TOKEN", "24.t")
-    assert isinstance(mpt_async.Client()._transport.auth, mpt_async.FixedTokenAuth)
+    assert isinstance(mpt_async.Client()._request_loop.auth, mpt_async.FixedTokenAuth)

@@ -13,7 +13,7 @@ LATER = (
     "mpt_async._ratelimit",
     "mpt_async._stream",
     "mpt_async._telemetry",
-    "mpt_async._transport",
+    "mpt_async._request_loop",
     "mpt_async._pool",
     "mpt_async._wire",
     "httptools",

@@ -123,7 +123,7 @@ def test_with_options_copies_every_attribute() -> None:
     )
     copy = client.with_options(max_retries=5, endpoint="other")
     assert vars(copy).keys() == vars(client).keys()
-    assert copy._transport is client._transport
+    assert copy._request_loop is client._request_loop
     assert (copy.max_retries, copy.endpoint, client.max_retries) == (5, "other", 3)
     assert (copy.timeout, copy._options.backoff) == (client.timeout, backoff)  # kept
     other = copy.with_options(timeout=2, backoff=mpt_async.Backoff(initial=0.1))

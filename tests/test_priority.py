@@ -77,7 +77,7 @@ async def test_defaults_live_calls_interactive_batches_batch(
 ) -> None:
     """chat, chat_stream and conversations wait as interactive calls; batches as batch calls."""
     async with token_client(emulator) as client:
-        admitted = record_admissions(client._transport.limiter, monkeypatch)
+        admitted = record_admissions(client._request_loop.limiter, monkeypatch)
         await client.chat(HI)
         async with client.chat_stream(HI) as stream:
             async for _ in stream:
@@ -98,7 +98,7 @@ async def test_the_keyword_and_with_options_override_the_default(
 ) -> None:
     """priority= on a call beats the client's; with_options sets a copy's; a batch may go first."""
     async with token_client(emulator) as client:
-        admitted = record_admissions(client._transport.limiter, monkeypatch)
+        admitted = record_admissions(client._request_loop.limiter, monkeypatch)
         background = client.with_options(priority="batch")
         await background.chat(HI)
         await background.chat(HI, priority="interactive")
@@ -115,7 +115,7 @@ async def test_a_waiting_interactive_call_goes_before_every_waiting_batch_call(
 ) -> None:
     """Three batch calls queue, then two live calls: the live ones are admitted first."""
     async with spaced(emulator, 20) as client:
-        admitted = record_admissions(client._transport.limiter, monkeypatch)
+        admitted = record_admissions(client._request_loop.limiter, monkeypatch)
         await client.chat(HI)  # takes the first place: the others must wait
         admitted.clear()
         async with anyio.create_task_group() as tg:
@@ -137,7 +137,7 @@ async def test_a_cancelled_waiter_of_either_priority_holds_no_capacity(
     """At qps=1, a cancelled waiter (of either priority) leaves the next second to the other."""
     other = "batch" if cancelled == "interactive" else "interactive"
     async with spaced(emulator, 1) as client:
-        limiter = client._transport.limiter
+        limiter = client._request_loop.limiter
         await client.chat(HI)  # takes the first slot
         async with anyio.create_task_group() as tg:
             scope = anyio.CancelScope()

@@ -344,7 +344,7 @@ async def test_cancelled_waiter_gives_back_its_place(emulator: Emulator) -> None
     """At qps=1, a cancelled waiter held nothing: the next one's place is the next second."""
     limits = RateLimits(qps=1, adopt_server_limits=False, adaptive=False)
     async with limited(emulator, limits) as client:
-        limiter = client._transport.limiter
+        limiter = client._request_loop.limiter
         await client.chat(HI)  # takes the first slot
         async with anyio.create_task_group() as tg:
             second = anyio.CancelScope()
@@ -397,7 +397,7 @@ async def test_rate_limit_refusal_holds_back_other_calls(emulator: Emulator) -> 
     emulator.inject(Fault.http(429, headers={"Retry-After": "0.3"}))
     limits = RateLimits(qps=1000, adopt_server_limits=False)
     async with limited(emulator, limits, max_retries=1) as client:
-        model = client._transport.limiter.model
+        model = client._request_loop.limiter.model
         waited: list[float] = []
         remaining: list[float] = []
 
@@ -424,7 +424,7 @@ async def test_stream_charges_its_real_usage(emulator: Emulator) -> None:
     async with limited(emulator, RateLimits(tpm=10**6, adopt_server_limits=False)) as client:
         async with client.chat_stream(HI) as stream:
             final = await stream.get_final_response()
-        assert client._transport.limiter.store.usage().tokens == final.usage.total_tokens
+        assert client._request_loop.limiter.store.usage().tokens == final.usage.total_tokens
 
 
 @pytest.mark.anyio
@@ -436,7 +436,7 @@ async def test_a_call_cancelled_in_flight_gives_back_its_tokens(emulator: Emulat
             tg.start_soon(client.chat, HI)
             await until(lambda: len(chat_requests(emulator)) == 1)
             tg.cancel_scope.cancel()
-        tokens = client._transport.limiter.store.usage().tokens
+        tokens = client._request_loop.limiter.store.usage().tokens
         assert 0 < tokens < 2_000 // 4  # its prompt's estimate, no more
         with anyio.fail_after(20):  # it waited about 60 s before
             await client.chat(HI)

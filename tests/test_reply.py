@@ -14,7 +14,7 @@ from mpt_async._codes import Action
 from mpt_async._redact import scrub
 from mpt_async._sse import MAX_LINE_BYTES, BadLine, EventReader
 from mpt_async._timeouts import DEFAULT_TOTAL, as_timeouts
-from mpt_async._verdict import Failure
+from mpt_async._verdict import AttemptFailed
 
 from .hostile import ANSWER
 
@@ -89,8 +89,8 @@ async def test_a_mock_transport_reply_with_content_still_works() -> None:
 
 
 def test_a_failure_names_only_its_error_class() -> None:
-    """The loop's internal Failure carries no token in its message, even as a context."""
-    failure = Failure(mpt_async.APIError("boom"), Action.RAISE)
+    """The loop's internal AttemptFailed carries no token in its message, even as a context."""
+    failure = AttemptFailed(mpt_async.APIError("boom"), Action.RAISE)
     failure.token = "tok-SECRET"
     assert "tok-SECRET" not in str(failure) + repr(failure)
 

@@ -35,7 +35,7 @@ def expected(backend: str) -> str:
 
 def carrier(client: mpt_async.Client) -> str:
     """What carried the client's calls, found in its objects (not in what it says)."""
-    wire: Any = client._transport.http._transport
+    wire: Any = client._request_loop.http._transport
     if isinstance(wire, AutoTransport):
         if wire._aiohttp is not None:
             return "aiohttp"

@@ -436,8 +436,8 @@ async def test_emulator_keeps_v1_tokens_and_iam_bearer_tokens_apart(emulator: Em
     """The emulator's IAM issues bce-v3 tokens, refused on v1; v1 access tokens, refused on v2."""
     async with iam_client(emulator) as client:
         await client.chat(HI)
-        assert client._transport.tokens is not None
-        bearer = await client._transport.tokens.get(_no_fetch)
+        assert client._request_loop.tokens is not None
+        bearer = await client._request_loop.tokens.get(_no_fetch)
     assert bearer.startswith("bce-v3/ALTAK-")
     v1_token = emulator.issue_token()
     body = {"model": "mpt-30b-instruct", "messages": [{"role": "user", "content": "hi"}]}

@@ -136,6 +136,16 @@ async def typed_options(client: Client) -> None:
     print(mpt_async.TimeoutLike, mpt_async.Role)
 
 
+async def tls_options(ca_bundle: str) -> None:
+    import pathlib
+    import ssl
+
+    for verify in (True, False, ca_bundle, pathlib.Path(ca_bundle), ssl.create_default_context()):
+        async with Client(auth="24.x", verify=verify, trust_env=False) as client:
+            print(client.http_transport)
+    Client(auth="24.x", verify=1)  # type: ignore[arg-type]
+
+
 async def mistakes_are_caught(client: Client) -> None:
     await client.chat([{"rol": "user", "content": "Hi"}])  # type: ignore[list-item]
     await client.chat([{"role": "system", "content": "Hi"}])  # type: ignore[list-item]

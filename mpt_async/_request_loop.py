@@ -4,7 +4,7 @@ It wraps one pooled ``httpx.AsyncClient``. For each attempt it asks the credenti
 strategy (``mpt_async._credentials``) for a token (as it is, or fetched and cached), has the
 interface's dialect (``mpt_async._dialect``: v1 or v2) build the request, lets the strategy
 sign it (bce-auth-v1, over the Host that goes on the wire), sends it, and hands the reply to
-the dialect's decoding, whose :class:`~mpt_async._verdict.Failure` says what went wrong and
+the dialect's decoding, whose :class:`~mpt_async._verdict.AttemptFailed` says what went wrong and
 whether to retry, refresh or raise. Neither holds a policy: adding an interface touches the
 dialect and the credentials, not this loop. A stream is handed over only once its first
 chunk has arrived, so a timeout or a dropped connection before that is retried, and nothing
@@ -15,7 +15,7 @@ count, waits for the client's own rate limits do not. Each attempt runs in one c
 set to that deadline, which each phase (the reply's head, a whole body) narrows to its own
 bound for as long as it lasts: one timer per attempt, however many bounds apply. The loop is
 the place to observe a call: each attempt, retry, refresh and rate-limit wait passes through
-:meth:`Transport._run`.
+:meth:`RequestLoop._run`.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ from mpt_async._reply import read_reply
 from mpt_async._stream import ChunkDecoder
 from mpt_async._timeouts import Timeouts
 from mpt_async._token import TOKEN_PATH, TokenCache
-from mpt_async._verdict import Failure, connection_error, request_id
+from mpt_async._verdict import AttemptFailed, connection_error, request_id
 
 if TYPE_CHECKING:
     from mpt_async._dialect import API
     from mpt_async._telemetry import CallObserver
     from mpt_async._token_store import TokenStore
 
-__all__ = ["CHAT_PATH", "TOKEN_PATH", "CallOptions", "OpenStream", "Transport"]
+__all__ = ["CHAT_PATH", "TOKEN_PATH", "CallOptions", "OpenStream", "RequestLoop"]
 
 CHAT_PATH = V1_CHAT_PATH
 
@@ -114,7 +114,7 @@ class _Deadline:
         #: What is left of the call's bound on waiting for quota capacity (``Timeouts.quota``).
         self.quota_left = math.inf if quota is None else quota
         #: The last quota refusal, raised if the bound passes before a place comes.
-        self.refusal: Failure | None = None
+        self.refusal: AttemptFailed | None = None
         span = math.inf if total is None else total
         now = time.monotonic()
         #: The event loop's clock minus ``time.monotonic()``.
@@ -155,14 +155,14 @@ class _Deadline:
         if self.scope is not None:
             self.scope.deadline = min(phase_at, self.loop_at)
 
-    def timed_out(self) -> Failure | None:
+    def timed_out(self) -> AttemptFailed | None:
         """Why the attempt's scope caught its cancel: the phase's failure (retried).
 
         ``None`` when it is the call's total deadline that passed.
         """
         if self.phase is None or self.phase_at > self.loop_at:
             return None
-        return Failure(APITimeoutError(self.phase), Action.RETRY)
+        return AttemptFailed(APITimeoutError(self.phase), Action.RETRY)
 
 
 @attrs.frozen
@@ -184,11 +184,11 @@ class _Call:
     )
 
 
-#: One attempt: send the request, read the reply; raises Failure.
+#: One attempt: send the request, read the reply; raises AttemptFailed.
 _Attempt = Callable[[_Call, httpx.Request, "Ticket | None"], Awaitable[T]]
 
 
-class Transport:
+class RequestLoop:
     """Sends chat calls for one client and its copies.
 
     Args:
@@ -263,12 +263,12 @@ class Transport:
         retries = 0
         refreshed = False
         deadline = call.deadline
-        failure: Failure | None = None
+        failure: AttemptFailed | None = None
         while True:
             with deadline.attempt() as scope:
                 try:
                     return await self._attempt(attempt, call)
-                except Failure as caught:
+                except AttemptFailed as caught:
                     failure = caught
             if scope.cancelled_caught:
                 timed_out = deadline.timed_out()
@@ -297,7 +297,7 @@ class Transport:
         ``Timeouts.quota`` bounds it (all of a call's waits together).
 
         Raises:
-            Failure: The bound passed first (a :class:`RateLimitError`, not retried).
+            AttemptFailed: The bound passed first (a :class:`RateLimitError`, not retried).
         """
         deadline = call.deadline
         scope = deadline.scope
@@ -322,9 +322,9 @@ class Transport:
             raise refusal
         bound = call.options.timeouts.quota
         error = RateLimitError(f"no quota capacity within Timeouts.quota ({bound:g} s)")
-        raise Failure(error, Action.RAISE)
+        raise AttemptFailed(error, Action.RAISE)
 
-    def _refused(self, failure: Failure, call: _Call) -> None:
+    def _refused(self, failure: AttemptFailed, call: _Call) -> None:
         """Tell the logs and the trace that a quota refused the call, which waits again."""
         error, rate = failure.error, self.limiter.model.rate
         quota = getattr(error, "quota", None)
@@ -333,7 +333,9 @@ class Transport:
             call.observer.quota_refused(error, kind, rate)
         logger.debug("quota refused (%s, per %s); waiting at %.3g calls/s", error, kind, rate)
 
-    def _decide(self, failure: Failure, retries: int, refreshed: bool, call: _Call) -> float | None:
+    def _decide(
+        self, failure: AttemptFailed, retries: int, refreshed: bool, call: _Call
+    ) -> float | None:
         """How long to wait before the next attempt, or ``None`` to give up."""
         error, action, options, observer = (
             failure.error,
@@ -360,7 +362,7 @@ class Transport:
             return delay
         return None
 
-    def _final(self, failure: Failure | None, call: _Call) -> MPTError:
+    def _final(self, failure: AttemptFailed | None, call: _Call) -> MPTError:
         """The error the caller sees: the last failure's, or the deadline's; secret-free."""
         deadline = call.deadline
         if deadline.left() <= 0 or failure is None:
@@ -391,10 +393,10 @@ class Transport:
                 call.observer.sending(self.carried(request))
             try:
                 result = await attempt(call, request, ticket)
-            except Failure as failure:
+            except AttemptFailed as failure:
                 failure.token, failure.secrets = token, self.carried(request)
                 raise
-        except Failure as failure:
+        except AttemptFailed as failure:
             error = failure.error
             if ticket is None and failure.action is Action.WAIT:
                 failure.action = Action.RETRY  # the token endpoint's 429: a plain retry
@@ -462,7 +464,7 @@ class Transport:
         try:
             return await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
-            failure = Failure(connection_error(exc, doing), Action.RETRY)
+            failure = AttemptFailed(connection_error(exc, doing), Action.RETRY)
         raise failure
 
     async def open_stream(
@@ -544,7 +546,7 @@ async def _refuse_single_body(
         status_code=response.status_code,
         request_id=request_id(response),
     )
-    raise Failure(error, Action.RAISE)
+    raise AttemptFailed(error, Action.RAISE)
 
 
 def _stream_body(response: httpx.Response) -> Body:
@@ -552,4 +554,4 @@ def _stream_body(response: httpx.Response) -> Body:
         return Body(response)
     except UnsupportedEncoding as exc:
         error = MalformedResponseError(str(exc), status_code=response.status_code)
-    raise Failure(error, Action.RAISE)
+    raise AttemptFailed(error, Action.RAISE)
