@@ -69,7 +69,7 @@ def record(
     client: mpt_async.Client, name: str, admitted: list[str], mp: pytest.MonkeyPatch
 ) -> None:
     """Append ``name`` and the call's queue to ``admitted`` as each attempt is admitted."""
-    limiter = client._transport.limiter
+    limiter = client._request_loop.limiter
     acquire = limiter.acquire
 
     async def recording(size: int, priority: int = INTERACTIVE) -> Ticket:
@@ -114,7 +114,7 @@ def slow_to_ask_again(client: mpt_async.Client, seconds: float, mp: pytest.Monke
 
     Other clients then ask first when capacity frees: only a lease keeps the order.
     """
-    store = client._transport.limiter.store
+    store = client._request_loop.limiter.store
     take = store.take
     asked = 0
 
@@ -130,7 +130,7 @@ def slow_to_ask_again(client: mpt_async.Client, seconds: float, mp: pytest.Monke
 
 def limiter_of(client: mpt_async.Client) -> Any:
     """The client's limiter."""
-    return client._transport.limiter
+    return client._request_loop.limiter
 
 
 @pytest.mark.anyio
