@@ -520,6 +520,63 @@ async def test_a_proxy_that_is_down_is_typed_and_hides_the_credentials(
     assert emulator.requests == []
 
 
+async def _endless_head(client: anyio.abc.SocketStream) -> None:
+    await client.send(b"HTTP/1.1 200 OK\r\n")
+    while True:  # until the client hangs up
+        await client.send(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+
+
+async def _silent(client: anyio.abc.SocketStream) -> None:
+    await anyio.sleep_forever()
+
+
+#: What a hostile proxy does after reading the head of a ``CONNECT``.
+HOSTILE = {
+    "bytes after its 200": lambda client: client.send(b"HTTP/1.1 200 OK\r\n\r\nnot TLS"),
+    "a broken answer": lambda client: client.send(b"HTTP/1.1 two hundred\r\n\r\n"),
+    "an endless head": _endless_head,
+    "a close": lambda client: client.aclose(),
+    "silence": _silent,
+}
+
+
+@pytest.mark.parametrize("behaviour", list(HOSTILE))
+async def test_a_hostile_proxy_gives_a_typed_error_in_bounded_time(
+    emulator: Emulator, route: tuple[str, str], behaviour: str
+) -> None:
+    """Whatever a proxy answers to ``CONNECT``, the call ends in an APIConnectionError.
+
+    The pool bounds the exchange by the ``connect`` timeout, httpcore (httpx) by the
+    ``read`` one, aiohttp by the ``pool`` one (its connect bound covers waiting for the pool
+    and connecting): each is small here.
+    """
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            with suppress(Exception):
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await client.receive()
+                await HOSTILE[behaviour](client)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    timeout = mpt_async.Timeouts(connect=0.5, pool=1, read=5, stream_read=5, total=None)
+    client = mpt_async.Client(
+        auth=emulator.issue_token(),
+        base_url="https://127.0.0.1:9",  # never reached
+        proxy=f"http://{CREDENTIALS}@127.0.0.1:{port}",
+        max_retries=0,
+        timeout=timeout,
+    )
+    async with listener, anyio.create_task_group() as tg, client:
+        tg.start_soon(listener.serve, serve)
+        with anyio.fail_after(60), pytest.raises(mpt_async.APIConnectionError) as caught:
+            await client.chat(HI)
+        tg.cancel_scope.cancel()
+    assert not leaked(shows(caught.value))
+
+
 # -- proxies: the door -----------------------------------------------------------------------
 
 
