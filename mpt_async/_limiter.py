@@ -12,6 +12,11 @@ within one. Only the head of the queue asks the store for a place and sleeps unt
 store's answer (or until something changes: a reply, a settled charge); the others sleep
 until they are the head. A cancelled waiter leaves the queue and holds nothing: the store
 counts a call only when it starts.
+
+With a shared store, the order holds across clients too: while interactive calls of this
+client wait, the store keeps a lease for it, which holds other clients' batch calls back
+(see ``mpt_async._priority``). The head renews it by asking again at least every half
+lease; the last interactive waiter to start or leave drops it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from mpt_async._logging import logger
-from mpt_async._priority import BATCH, INTERACTIVE
+from mpt_async._priority import BATCH, INTERACTIVE, LEASE, NAMES
 from mpt_async._quota_model import QuotaModel, TokenEstimate
-from mpt_async._quota_store import RATE, MemoryQuotaStore, QuotaStore
+from mpt_async._quota_store import RATE, Grant, MemoryQuotaStore, QuotaStore
 from mpt_async._ratelimit import LearnedLimits, RateLimitInfo, RateLimits
 
 if TYPE_CHECKING:
@@ -158,6 +163,7 @@ class Limiter:
         )
         self._waiting = 0
         self._flying = 0
+        self._leased = False  # the store may hold this client's interactive lease
         self._logged = model.learned()
         self._next_log = -math.inf
 
@@ -187,40 +193,89 @@ class Limiter:
         """
         model = self.model
         cost, fallback = model.estimate(size, model.tpm)
+        grant = None
         if not self._waiting and not (self._flying and model.first_reply_wait()):
-            grant = await self.store.take(model, cost)
+            try:
+                grant = await self._take(cost, priority, 0)
+            finally:
+                if grant is None and priority == INTERACTIVE:
+                    self._unclaim()  # cancelled: the take may have left a lease
             if grant.wait <= 0:
                 return self._admit(grant.handle, size, fallback, held=False)
+        return await self._queue(size, priority, grant)
+
+    async def _queue(self, size: int, priority: int, refused: Grant | None) -> Ticket:
+        """Wait in ``priority``'s queue until this call is the head and the store admits it.
+
+        ``refused``: the store's answer to this call a moment ago, slept on before asking
+        again (if this call is the head).
+        """
+        model = self.model
         waiter = _Waiter()
         queue = self._queues[priority]
         queue.append(waiter)
         self._waiting += 1
         held = False
+        started = model.clock()
         try:
             while True:
-                if self._head() is waiter:
-                    first = self._flying and model.first_reply_wait()
-                    if first:
-                        wait = first  # the first reply may bring the real limits
-                    else:
-                        # Estimated afresh: the limits and the estimate may have moved.
-                        cost, fallback = model.estimate(size, model.tpm)
-                        grant = await self.store.take(model, cost)
+                if self._head() is not waiter:
+                    refused = None  # stale once this call is the head
+                    event = waiter.event = anyio.Event()
+                    await event.wait()
+                    continue
+                # The first reply may bring the real limits: only one call goes before it.
+                wait = self._flying and model.first_reply_wait()
+                if wait:
+                    refused = None
+                else:
+                    if refused is None:
+                        grant, fallback = await self._ask(size, priority)
                         if grant.wait <= 0:
                             break
-                        wait = grant.wait
-                        held = held or grant.reason == RATE
-                    event = waiter.event = anyio.Event()
-                    with anyio.move_on_after(wait):
-                        await event.wait()
-                else:
-                    event = waiter.event = anyio.Event()
+                    else:
+                        grant, refused = refused, None
+                    # A waiting interactive call renews its client's lease in the fleet.
+                    wait = min(grant.wait, LEASE / 2) if priority == INTERACTIVE else grant.wait
+                    held = held or grant.reason == RATE
+                event = waiter.event = anyio.Event()
+                with anyio.move_on_after(wait):
                     await event.wait()
         finally:
             queue.remove(waiter)
             self._waiting -= 1
+            if priority == INTERACTIVE:
+                self._unclaim()
             self.poke()  # the next head, if any
+        logger.debug("quota: a %s call waited %.3f s", NAMES[priority], model.clock() - started)
         return self._admit(grant.handle, size, fallback, held=held)
+
+    async def _ask(self, size: int, priority: int) -> tuple[Grant, int]:
+        """Ask the store for the head's place, estimated afresh (the limits may have moved).
+
+        Returns:
+            The store's answer, and the tokens to charge if the call never reports usage.
+        """
+        model = self.model
+        cost, fallback = model.estimate(size, model.tpm)
+        behind = len(self._queues[priority]) - 1
+        return await self._take(cost, priority, behind), fallback
+
+    async def _take(self, cost: int, priority: int, behind: int) -> Grant:
+        """Ask the store for a place, keeping track of this client's lease."""
+        if priority != INTERACTIVE:
+            return await self.store.take(self.model, cost, priority, behind)
+        self._leased = True  # until the store says otherwise, the take may leave one
+        grant = await self.store.take(self.model, cost, priority, behind)
+        # Admitted with no one behind, the store dropped the lease; else it holds one.
+        self._leased = bool(behind) or grant.wait > 0
+        return grant
+
+    def _unclaim(self) -> None:
+        """No interactive call of this client waits: drop its lease, if it may hold one."""
+        if self._leased and not self._queues[INTERACTIVE]:
+            self._leased = False
+            self.store.release()
 
     def _head(self) -> _Waiter | None:
         for queue in self._queues:

@@ -9,6 +9,10 @@ A call counts in the minute windows from its start for a window and a margin (th
 service sees it a little after it starts); a refused call does not count at all. A store
 answers "start now" (and counts the call) or "ask again in so many seconds" (and counts
 nothing): a waiter holds no capacity, so one that is cancelled wastes none.
+
+Each call says its priority. One process's queue orders its own waiters; a shared store
+also makes a batch call of one client step aside while another client's interactive calls
+wait (see ``mpt_async._priority``): the memory store has nothing to share.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import collections
 import math
 from typing import Protocol
 
+from mpt_async._priority import INTERACTIVE
 from mpt_async._quota_model import Limits, QuotaModel, Usage
 
 __all__ = ["MARGIN", "MAX_LOG", "Grant", "MemoryQuotaStore", "QuotaStore"]
@@ -26,8 +31,9 @@ MARGIN = 0.02
 #: The most calls a log keeps (the oldest go first): a bound on memory at any rate.
 MAX_LOG = 100_000
 
-#: Why a call could not start: the rate, a minute window, or a pause.
-RATE, WINDOW, PAUSE = "rate", "window", "pause"
+#: Why a call could not start: the rate, a minute window, a pause, or (a batch call) other
+#: clients' interactive calls that wait.
+RATE, WINDOW, PAUSE, PRIORITY = "rate", "window", "pause", "priority"
 
 
 class Grant:
@@ -44,8 +50,22 @@ class Grant:
 class QuotaStore(Protocol):
     """Where the counters live."""
 
-    async def take(self, model: QuotaModel, cost: int) -> Grant:
-        """Count a call of ``cost`` tokens starting now, if the limits allow."""
+    async def take(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE, behind: int = 0
+    ) -> Grant:
+        """Count a call of ``cost`` tokens starting now, if the limits allow.
+
+        Args:
+            model: The policy, for the limits in force.
+            cost: The call's estimated tokens.
+            priority: Its queue: a batch call steps aside for other clients' waiting
+                interactive calls (a shared store).
+            behind: Interactive calls of this client waiting behind this one (a shared
+                store keeps this client's lease while some remain).
+        """
+
+    def release(self) -> None:
+        """This client's interactive calls no longer wait: drop its lease (best effort)."""
 
     def settle(self, handle: object, tokens: int) -> None:
         """Replace a counted call's tokens (``-1``: it was refused, forget it)."""
@@ -84,9 +104,17 @@ class MemoryQuotaStore:
     def __repr__(self) -> str:
         return f"<MemoryQuotaStore {len(self._log)} calls in the window>"
 
-    async def take(self, model: QuotaModel, cost: int) -> Grant:
-        """Count a call starting now, or say how long to wait (see :class:`QuotaStore`)."""
+    async def take(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE, behind: int = 0
+    ) -> Grant:
+        """Count a call starting now, or say how long to wait (see :class:`QuotaStore`).
+
+        The priority is the limiter's business here: one process has one queue.
+        """
         return self.take_now(model.current(), cost)
+
+    def release(self) -> None:
+        """No lease in one process."""
 
     def take_now(self, limits: Limits, cost: int) -> Grant:
         """:meth:`take`, without awaiting."""

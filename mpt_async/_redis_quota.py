@@ -7,6 +7,14 @@ answers with the fleet's counters and learned rate, which the quota model adopts
 Redis does not answer and the store fails open, the same model goes on with counters in
 this process (:class:`~mpt_async._quota_store.MemoryQuotaStore`): the rules do not change,
 only where the counts are kept.
+
+Each store is one client's voice in the fleet, named by a random lease id. The limiter
+says with each take whether it is a batch call (which steps aside while another client's
+lease is live) and how many interactive calls wait behind it (while some do, the take
+renews this client's lease); :meth:`RedisQuotaStore.release` drops the lease with the next
+run of the script, sent soon by the background task. Redis keeps only the leases and
+their expiry; when to hold one is the limiter's business, and their length the
+priority module's (``mpt_async._priority``).
 """
 
 from __future__ import annotations
@@ -16,8 +24,17 @@ import secrets
 from typing import Any
 
 from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
+from mpt_async._priority import BATCH, INTERACTIVE, LEASE, RECHECK
 from mpt_async._quota_model import QuotaModel, Usage
-from mpt_async._quota_store import MARGIN, PAUSE, RATE, WINDOW, Grant, MemoryQuotaStore
+from mpt_async._quota_store import (
+    MARGIN,
+    PAUSE,
+    PRIORITY,
+    RATE,
+    WINDOW,
+    Grant,
+    MemoryQuotaStore,
+)
 from mpt_async._redis_scripts import TAKE
 from mpt_async._redis_store import RedisStore, _Unavailable, _WrongReply
 from mpt_async._token_store import token_key
@@ -29,7 +46,7 @@ _MILLI = 1000
 #: Owed corrections sent by the background task once this many have piled up (else they
 #: ride with the next call: one round trip per call).
 _OWED_FLUSH = 128
-_REASONS = {1: RATE, 2: WINDOW, 3: PAUSE}
+_REASONS = {1: RATE, 2: WINDOW, 3: PAUSE, 4: PRIORITY}
 #: Reply fields are below this (exact as floats); a rate is at most a million a second.
 _EXACT = 1 << 53
 _MAX_RATE = 10**6 * _MILLI
@@ -56,7 +73,7 @@ def _reply(raw: object) -> list[int]:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _EXACT:
             raise _WrongReply
         values.append(value)
-    if values[3] > _MAX_RATE or values[1] > 3:
+    if values[3] > _MAX_RATE or values[1] > 4:
         raise _WrongReply
     return values
 
@@ -78,23 +95,36 @@ class RedisQuotaStore:
         self.model = model
         self.store = store
         application = application_key(base_url, auth)
-        self._keys = [store.key(application, f"quota-{name}:{endpoint}") for name in "slc"]
+        self._keys = [store.key(application, f"quota-{name}:{endpoint}") for name in "slcp"]
         self._horizon = round(model.window * (1 + MARGIN) * _US)
         self._local = MemoryQuotaStore(model)
         self._owed: list[Any] = []  # (id, real tokens), flattened
         self._usage = Usage(0, 0, 0)
         self._shared: tuple[int | None, int | None] = (None, None)  # announced, as sent
+        self._lease = secrets.token_hex(8)  # this client's name among the leases
+        self._drop = False  # the lease is to be dropped with the next run
         store.register(self)
 
     def __repr__(self) -> str:
         return f"<RedisQuotaStore {self.store!r}>"
 
-    async def take(self, model: QuotaModel, cost: int) -> Grant:
-        """Take a place in the shared budget, or say how long to wait."""
+    async def take(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE, behind: int = 0
+    ) -> Grant:
+        """Take a place in the shared budget, or say how long to wait.
+
+        A batch call steps aside while another client's lease is live; an interactive call
+        leaves this client's lease when it must wait or others wait behind it, and drops it
+        otherwise.
+        """
         reservation = secrets.token_hex(8)
+        # A batch call carries a pending drop; an interactive take decides the lease anew.
+        drop = "-" if self._drop else ""
+        lease = drop if priority == BATCH else "+" if behind else "?"
+        self._drop = False
         try:
-            answer = await self._run(reservation, cost)
-        except _Unavailable:
+            answer = await self._run(reservation, cost, lease, batch=priority == BATCH)
+        except _Unavailable:  # in-process order only, until Redis answers again
             return self._local.take_now(model.current(), cost)
         wait, why = answer[0], answer[1]
         if why == 0 and wait == 0:
@@ -102,36 +132,17 @@ class RedisQuotaStore:
         # A wait is never longer than the window (the script resets what lies beyond).
         return Grant(min(max(wait / _US, 0.001), self._horizon / _US), _REASONS.get(why, RATE))
 
-    async def _run(self, reservation: str, cost: int) -> list[int]:
+    async def _run(
+        self, reservation: str, cost: int, lease: str = "", *, batch: bool = False
+    ) -> list[int]:
         model = self.model
-        limits = model.current()
-        now = model.clock()
-        rate = model.rate
-        seed = 0 if math.isinf(rate) else max(1, round(rate * _MILLI))
-        cut = 0 if model.cut is None else max(1, round(model.cut * _MILLI))
-        grown = max(0, round(model.grown * _MILLI))
-        owed, model.cut, model.grown = self._owed, None, 0.0
-        announced = self._shared = model.announced
-        self._owed = []
+        owed = self._owed
         arguments = [
-            reservation,
-            round(limits.interval * _US),
-            limits.per_second or 0,
-            limits.rpm or 0,
-            limits.tpm or 0,
-            self._horizon,
-            cost,
-            max(0, math.ceil((limits.not_before - now) * _US)) if limits.not_before > now else 0,
-            seed,
-            model.epoch - (1 if cut else 0),  # a cut was made in the epoch before it
-            cut,
-            model.epoch - (1 if cut else 0),
-            grown,
-            *(limit or 0 for limit in announced),  # with every call: Redis may lose them
-            limits.burst,
-            int(model.limits.adopt_server_limits),
+            *self._arguments(reservation, cost),
+            *(self._lease, int(batch), lease, round(LEASE * _US), round(RECHECK * _US)),
             *owed,
         ]
+        self._owed = []
 
         async def take(connection: Any) -> list[int]:
             return _reply(await connection.script(TAKE)(keys=self._keys, args=arguments))
@@ -149,6 +160,36 @@ class RedisQuotaStore:
             model.adopt_announced(answer[8] or None, answer[9] or None)
         return answer
 
+    def _arguments(self, reservation: str, cost: int) -> list[Any]:
+        """The script's first arguments: the limits in force and what the fleet should learn."""
+        model = self.model
+        limits = model.current()
+        now = model.clock()
+        rate = model.rate
+        seed = 0 if math.isinf(rate) else max(1, round(rate * _MILLI))
+        cut = 0 if model.cut is None else max(1, round(model.cut * _MILLI))
+        grown = max(0, round(model.grown * _MILLI))
+        model.cut, model.grown = None, 0.0
+        announced = self._shared = model.announced
+        return [
+            reservation,
+            round(limits.interval * _US),
+            limits.per_second or 0,
+            limits.rpm or 0,
+            limits.tpm or 0,
+            self._horizon,
+            cost,
+            max(0, math.ceil((limits.not_before - now) * _US)) if limits.not_before > now else 0,
+            seed,
+            model.epoch - (1 if cut else 0),  # a cut was made in the epoch before it
+            cut,
+            model.epoch - (1 if cut else 0),
+            grown,
+            *(limit or 0 for limit in announced),  # with every call: Redis may lose them
+            limits.burst,
+            int(model.limits.adopt_server_limits),
+        ]
+
     def settle(self, handle: object, tokens: int) -> None:
         """Send a call's real tokens (``-1``: refused) with the next call."""
         if not isinstance(handle, str):
@@ -157,6 +198,11 @@ class RedisQuotaStore:
         self._owed += (handle, tokens)
         if tokens < 0 or len(self._owed) >= 2 * _OWED_FLUSH:
             self.store.nudge()  # a refusal teaches the fleet now
+
+    def release(self) -> None:
+        """Drop this client's lease with the next run of the script, sent soon."""
+        self._drop = True
+        self.store.nudge()
 
     def usage(self) -> Usage:
         """The fleet's counters as of the last round trip."""
@@ -170,8 +216,10 @@ class RedisQuotaStore:
     async def flush(self) -> None:
         """Send what is owed to Redis now (token counts, a cut, announced limits)."""
         model = self.model
-        if self._owed or model.cut is not None or model.grown or model.announced != self._shared:
+        owes = self._owed or model.cut is not None or model.grown
+        if owes or self._drop or model.announced != self._shared:
+            lease, self._drop = ("-" if self._drop else ""), False
             try:
-                await self._run("", 0)
+                await self._run("", 0, lease)
             except Exception:  # noqa: BLE001 - only bookkeeping: the windows expire
                 return

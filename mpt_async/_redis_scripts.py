@@ -11,35 +11,49 @@ The keys of one budget (all hash-tagged with one application, so one Redis Clust
    starts (a ``Retry-After``), ``rate`` and ``epoch`` the fleet's learned rate and the count
    of its cuts, ``rpm``/``tpm`` the limits replies announced, ``tokens`` the log's tokens;
 2. the log: a sorted set of the calls of the last window, scored by their start;
-3. a hash of each logged call's tokens.
+3. a hash of each logged call's tokens;
+4. the leases: a sorted set of the clients whose interactive calls wait, each scored by
+   when its lease lapses unless renewed.
 
 A call starts at once (and is logged) or is told how long to wait (and nothing is kept):
-a waiter holds no capacity. State beyond a sane horizon (a clock step, a failover to a
-host behind) is corrupt and reset. Every key expires a window after its last call.
+a waiter holds no capacity. A batch call that could start is told to ask again soon while
+another client holds a live lease; the lease claims no capacity, and lapses by itself.
+State beyond a sane horizon (a clock step, a failover to a host behind) is corrupt and
+reset. Every key expires a window after its last call.
 """
 
 from __future__ import annotations
 
 __all__ = ["TAKE", "UNLOCK"]
 
-#: KEYS: the three keys above. ARGV: 1 id ("": only record), 2 interval, 3 calls per
+#: KEYS: the four keys above. ARGV: 1 id ("": only record), 2 interval, 3 calls per
 #: second, 4 rpm, 5 tpm (0: none), 6 the window (with its margin), 7 the call's tokens,
 #: 8 a pause from now, 9 this process's rate and 10 epoch (seed a lost state), 11 a cut
 #: rate and 12 the epoch it was made in, 13 the rate grown since (0: none), 14 announced
 #: rpm, 15 announced tpm (0: none), 16 the burst (calls that may start at once), 17 "1" to
-#: obey the limits announced to any process, then pairs (logged id, real tokens; -1: forget
-#: it).
-#: Returns {wait (0: started), why (0 none, 1 rate, 2 window, 3 pause), now, rate, epoch,
-#: calls in the last second, calls in the window, tokens in the window, announced rpm,
-#: announced tpm}.
+#: obey the limits announced to any process, 18 this client's lease id, 19 "1" for a batch
+#: call (it steps aside while another client's lease is live), 20 what to do with this
+#: client's lease ("+" renew it, "-" drop it, "?" renew it if the call must wait and drop it
+#: if it starts, "" nothing), 21 a lease's length, 22 how soon a batch call stepping aside
+#: asks again, then pairs (logged id, real tokens; -1: forget it).
+#: Returns {wait (0: started), why (0 none, 1 rate, 2 window, 3 pause, 4 another client's
+#: interactive calls wait), now, rate, epoch, calls in the last second, calls in the
+#: window, tokens in the window, announced rpm, announced tpm}.
 TAKE = """
-local state, log, costs = KEYS[1], KEYS[2], KEYS[3]
+local state, log, costs, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id, horizon = ARGV[1], tonumber(ARGV[6])
 local tokens = tonumber(redis.call('HGET', state, 'tokens') or '0') or 0
 
-for i = 18, #ARGV, 2 do
+-- Lapsed leases go, and any lasting far longer than one is given (corrupt).
+local lease, mine, action = tonumber(ARGV[21]), ARGV[18], ARGV[20]
+redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', leases, '(' .. (now + 2 * lease), '+inf')
+if action == '+' then redis.call('ZADD', leases, now + lease, mine) end
+if action == '-' then redis.call('ZREM', leases, mine) end
+
+for i = 23, #ARGV, 2 do
   local member, real = ARGV[i], tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', costs, member) or '')
   if old then
@@ -89,8 +103,10 @@ local last_second = redis.call('ZCOUNT', log, '(' .. (now - 1000000), '+inf')
 local function answer(wait, why)
   redis.call('HSET', state, 'rate', rate, 'epoch', epoch, 'pause', pause, 'tat', tat)
   redis.call('HSET', state, 'tokens', tokens)
+  if action == '?' and why == 0 then redis.call('ZREM', leases, mine) end
+  if action == '?' and why > 0 then redis.call('ZADD', leases, now + lease, mine) end
   local ttl = math.floor(horizon / 1000) + 1000
-  for _, key in ipairs({state, log, costs}) do redis.call('PEXPIRE', key, ttl) end
+  for _, key in ipairs({state, log, costs, leases}) do redis.call('PEXPIRE', key, ttl) end
   return {wait, why, now, rate, epoch, last_second, calls, tokens, arpm, atpm}
 end
 if id == '' then return answer(0, 0) end
@@ -122,6 +138,11 @@ if tpm > 0 and calls > 0 and tokens + cost > tpm then
     if left + cost <= tpm then break end
   end
   return answer(leaves - now, 2)
+end
+if ARGV[19] == '1' then  -- a batch call: after any other client's waiting live calls
+  local others = redis.call('ZCARD', leases)
+  if redis.call('ZSCORE', leases, mine) then others = others - 1 end
+  if others > 0 then return answer(tonumber(ARGV[22]), 4) end
 end
 
 redis.call('ZADD', log, now, id)

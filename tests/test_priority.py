@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -158,3 +159,21 @@ async def test_a_cancelled_waiter_of_either_priority_holds_no_capacity(
             assert 0 < (await limiter.store.take(limiter.model, 10)).wait <= 1.0
     assert scope.cancelled_caught
     assert len(chat_requests(emulator)) == 2
+
+
+@pytest.mark.anyio
+async def test_the_log_tells_each_priority_s_wait(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call that waited logs its priority and its wait (DEBUG); one that did not, nothing."""
+    caplog.set_level(logging.DEBUG, logger="mpt_async")
+    async with spaced(emulator, 20) as client:
+        await client.chat(HI)  # not held: no line
+        assert not [r for r in caplog.records if "call waited" in r.getMessage()]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: client.chat(HI, priority="batch"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(lambda: client.chat(HI))
+    waits = [r.getMessage() for r in caplog.records if "call waited" in r.getMessage()]
+    assert [line.split()[2] for line in waits] == ["interactive", "batch"]
+    assert all(line.endswith(" s") for line in waits)
