@@ -455,7 +455,6 @@ class Client:
         network = {"verify": verify, "proxy": proxy, "trust_env": trust_env}
         http_client, owns_http = _http_client(http_client, max_connections, network, base_url)
         self._endpoint = endpoint
-        self._server = _telemetry_server(telemetry, base_url, limiter, endpoint)
         self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
@@ -467,6 +466,7 @@ class Client:
             appid=_check_appid(appid),
             iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
+        self._server = _telemetry_server(telemetry, base_url, self._request_loop.limiter, endpoint)
         self._is_copy = False
         self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 
