@@ -338,13 +338,20 @@ class _LoopGuard:
             raise ConfigurationError(msg)
 
 
-def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
-    """Where the spans say calls go; ``None`` with telemetry off."""
+def _telemetry_server(
+    telemetry: object, base_url: str, limiter: Limiter, endpoint: str
+) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off.
+
+    With telemetry on, the learned-rate gauge reports the client's limiter.
+    """
     if not check_bool(telemetry, "telemetry"):
         return None
     from mpt_async import _telemetry  # with the first client
 
-    return _telemetry.server_of(base_url)
+    server = _telemetry.server_of(base_url)
+    _telemetry.watch_quota(limiter, endpoint, server)
+    return server
 
 
 @attrs.frozen
@@ -448,7 +455,6 @@ class Client:
         network = {"verify": verify, "proxy": proxy, "trust_env": trust_env}
         http_client, owns_http = _http_client(http_client, max_connections, network, base_url)
         self._endpoint = endpoint
-        self._server = _telemetry_server(telemetry, base_url)
         self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
@@ -460,6 +466,7 @@ class Client:
             appid=_check_appid(appid),
             iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
+        self._server = _telemetry_server(telemetry, base_url, self._request_loop.limiter, endpoint)
         self._is_copy = False
         self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 
