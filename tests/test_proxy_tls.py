@@ -458,6 +458,21 @@ async def test_proxy_overrides_the_environment_and_trust_env_false_ignores_it(
     assert len(chat_requests(emulator)) == 2
 
 
+@pytest.fixture
+async def dead_proxy_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every proxy variable names a proxy that is down."""
+    down = f"http://127.0.0.1:{await closed_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, down)
+
+
+async def test_the_plugins_client_reaches_the_emulator_directly(
+    dead_proxy_everywhere: None, mpt_client: mpt_async.Client, route: tuple[str, str]
+) -> None:
+    """The pytest plugin's client ignores the machine's proxies: its emulator is local."""
+    assert (await mpt_client.chat(HI)).result
+
+
 # -- proxies: failures are typed, and never show the credentials -----------------------------
 
 
