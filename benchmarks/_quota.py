@@ -307,9 +307,10 @@ def targets(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The section of RESULTS.md, title included."""
     lines = [
-        "### A quota never told (`quota`)",
+        "## A quota never told (`quota`)",
         "",
         f"The emulator refuses calls over {LIMIT:g}/s (a bucket of one second's calls); the "
         "client is given no limit. Chart: `docs/images/quota.png`.",
@@ -344,7 +345,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{batch['ideal']:.1f} s).",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

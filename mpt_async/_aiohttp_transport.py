@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from mpt_async._proxy import Proxies, Proxy, ProxyFailure
 from mpt_async._tls import TLS
 
 #: aiohttp (and asyncio) are imported on first use: they cost more than all the rest.
@@ -110,8 +111,14 @@ def _client_timeout(pool: float | None, connect: float | None, read: float | Non
     )
 
 
-def _translate(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _translate(
+    exc: BaseException, request: httpx.Request, proxy: Proxy | None = None
+) -> httpx.TransportError:
     """Turn aiohttp's failure into the httpx exception a caller of httpx expects."""
+    if proxy is not None and isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return ProxyFailure(proxy, request=request)
+    if proxy is not None and isinstance(exc, aiohttp.ClientHttpProxyError):
+        return ProxyFailure(proxy, exc.status, request=request)
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return httpx.ConnectTimeout(str(exc) or "connect timed out", request=request)
@@ -165,20 +172,43 @@ class _Body(httpx.AsyncByteStream):
             response.close()  # unread body: the connection cannot be reused
 
 
+def _routed(request: httpx.Request, proxy: Proxy | None) -> dict[str, Any]:
+    """The request's headers and proxy, as aiohttp's keyword arguments.
+
+    The proxy's credentials go on the ``CONNECT`` for an ``https`` origin, and on the
+    request itself (which goes to the proxy) for an ``http`` one.
+    """
+    headers = request.headers.multi_items()
+    if proxy is None:
+        return {"headers": headers}
+    credentials = [(name.decode(), value.decode()) for name, value in proxy.headers]
+    if request.url.scheme == "https":
+        return {"headers": headers, "proxy": proxy.url, "proxy_headers": dict(credentials)}
+    return {"headers": headers + credentials, "proxy": proxy.url}
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests with an aiohttp session (asyncio only).
 
     Args:
         max_connections: The pool's size.
         tls: The TLS settings for ``https`` origins; httpx's default trust when ``None``.
+        proxies: Which proxy each origin is reached through; none when ``None``.
     """
 
-    def __init__(self, *, max_connections: int = 100, tls: TLS | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        tls: TLS | None = None,
+        proxies: Proxies | None = None,
+    ) -> None:
         if not AIOHTTP_AVAILABLE:  # pragma: no cover
             msg = "the aiohttp transport needs aiohttp: pip install 'mpt-async[speed]'"
             raise RuntimeError(msg)
         self._max_connections = max_connections
         self._tls = TLS() if tls is None else tls
+        self._proxies = Proxies(trust_env=False) if proxies is None else proxies
         self._session: Any = None
         self._closed = False
         self._bodies: weakref.WeakSet[_Body] = weakref.WeakSet()  # to fail on close
@@ -211,18 +241,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None:
             session = self._session = self._open()
+        proxy = self._proxies.for_url(request.url)
         try:
             response = await session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
                 data=request.content,
                 timeout=_timeout(request),
                 allow_redirects=False,
                 compress=None,
+                **_routed(request, proxy),
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, request) from exc
+            raise _translate(exc, request, proxy) from exc
         except asyncio.CancelledError:
             if self.is_closed and not _cancelling():  # aiohttp cancels its waiters on close
                 raise httpx.ConnectError(_CLOSED, request=request) from None
@@ -255,11 +286,15 @@ class AutoTransport(httpx.AsyncBaseTransport):
     Args:
         limits: The pool limits for both transports.
         tls: The TLS settings for both; httpx's default trust when ``None``.
+        proxies: Which proxy each origin is reached through, for both; none when ``None``.
     """
 
-    def __init__(self, limits: httpx.Limits, tls: TLS | None = None) -> None:
+    def __init__(
+        self, limits: httpx.Limits, tls: TLS | None = None, proxies: Proxies | None = None
+    ) -> None:
         self._limits = limits
         self._tls = TLS() if tls is None else tls
+        self._proxies = proxies
         self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
         self._closed = False
@@ -272,14 +307,18 @@ class AutoTransport(httpx.AsyncBaseTransport):
             transport: httpx.AsyncBaseTransport | None = self._aiohttp
             if transport is None:
                 transport = self._aiohttp = AiohttpTransport(
-                    max_connections=self._limits.max_connections or 100, tls=self._tls
+                    max_connections=self._limits.max_connections or 100,
+                    tls=self._tls,
+                    proxies=self._proxies,
                 )
         else:
             transport = self._httpx
             if transport is None:
                 from mpt_async._pool import PoolTransport  # not needed on asyncio
 
-                transport = self._httpx = PoolTransport(limits=self._limits, tls=self._tls)
+                transport = self._httpx = PoolTransport(
+                    limits=self._limits, tls=self._tls, proxies=self._proxies
+                )
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -29,8 +29,10 @@ from mpt_async._auth import (
 )
 from mpt_async._backoff import Backoff
 from mpt_async._exceptions import ConfigurationError
+from mpt_async._logging import logger
 from mpt_async._options import ChatOptions, check_names
 from mpt_async._priority import Priority, check_priority
+from mpt_async._proxy import Proxies, check_proxy
 from mpt_async._timeouts import DEFAULT_TIMEOUTS, TimeoutLike, Timeouts, as_timeouts
 from mpt_async._tls import TLS, check_verify
 from mpt_async._validate import check_bool, check_instance, check_int, check_str, refuse
@@ -61,33 +63,31 @@ _DEFAULT_BACKOFF = Backoff()
 
 
 def _pick_transport(
-    limits: httpx.Limits, tls: TLS | None = None
-) -> httpx.AsyncBaseTransport | None:
+    limits: httpx.Limits, tls: TLS | None = None, proxies: Proxies | None = None
+) -> httpx.AsyncBaseTransport:
     """Pick the transport under the client's own ``httpx.AsyncClient``.
 
-    aiohttp on asyncio when installed, else mpt_async's pool. ``MPT_ASYNC_TRANSPORT=httpx``
-    picks httpx's own transport (``None``), and so does a proxy in the environment without
-    aiohttp. Each is handed the client's TLS settings.
+    aiohttp on asyncio when installed, else mpt_async's pool; ``MPT_ASYNC_TRANSPORT`` picks
+    one (``httpx``: httpx's own). Each is handed the client's TLS settings and proxies.
     """
     tls = TLS() if tls is None else tls
+    proxies = Proxies(trust_env=False) if proxies is None else proxies
     choice = os.environ.get("MPT_ASYNC_TRANSPORT", "auto")
     if choice == "httpx":
-        return None
-    if choice == "auto" and not AIOHTTP_AVAILABLE:
-        from mpt_async._pool import PoolTransport, proxy_in_env
+        from mpt_async._httpx_transport import HttpxTransport
 
-        return None if proxy_in_env() else PoolTransport(limits=limits, tls=tls)
-    if choice == "pool":
+        return HttpxTransport(limits, tls, proxies)
+    if choice == "pool" or (choice == "auto" and not AIOHTTP_AVAILABLE):
         from mpt_async._pool import PoolTransport
 
-        return PoolTransport(limits=limits, tls=tls)
+        return PoolTransport(limits=limits, tls=tls, proxies=proxies)
     if choice not in ("auto", "aiohttp"):
         msg = f"MPT_ASYNC_TRANSPORT must be auto, pool, httpx or aiohttp, not {choice!r}"
         raise ConfigurationError(msg)
     if not AIOHTTP_AVAILABLE:
         msg = "MPT_ASYNC_TRANSPORT=aiohttp needs aiohttp: pip install 'mpt-async[speed]'"
         raise ConfigurationError(msg)
-    return AutoTransport(limits, tls)
+    return AutoTransport(limits, tls, proxies)
 
 
 def _on_trio() -> bool:
@@ -138,33 +138,46 @@ class _OwnHTTP(httpx.AsyncClient):
 
 
 def _http_client(
-    http_client: object, max_connections: object, verify: object, trust_env: object
-) -> httpx.AsyncClient:
+    http_client: object,
+    max_connections: object,
+    network: Mapping[str, object],
+    base_url: str,
+) -> tuple[httpx.AsyncClient, bool]:
     """The caller's ``httpx.AsyncClient`` checked, or a new one with a pool of that size.
 
-    The client's own carries its TLS settings (``verify``, ``trust_env``) to whichever
-    transport it picks; the caller's owns its TLS, so passing them with it is a mistake.
+    The client's own carries its TLS settings and proxies (``network``: ``verify``,
+    ``proxy``, ``trust_env``) to whichever transport it picks, and says at DEBUG which
+    transport and proxy it uses; the caller's owns them, so passing them with it is a
+    mistake. The second item says whether the client is the library's own.
     """
     max_connections = check_int(max_connections, "max_connections", low=1)
-    trust_env = check_bool(trust_env, "trust_env")
+    verify, proxy = network["verify"], network["proxy"]
+    trust_env = check_bool(network["trust_env"], "trust_env")
     if http_client is None:
         tls = TLS(check_verify(True if verify is None else verify), trust_env=trust_env)
+        proxies = Proxies(check_proxy(proxy), trust_env=trust_env)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        transport = _pick_transport(limits, tls)
-        if transport is None:  # httpx's own, with the same TLS context
-            return _OwnHTTP(limits=limits, verify=tls.context(), trust_env=trust_env)
-        return _OwnHTTP(limits=limits, transport=transport)
-    if verify is not None or not trust_env:
-        refuse(
-            "verify" if verify is not None else "trust_env",
-            "cannot be set with http_client=: your httpx client owns its TLS and proxies "
-            "(set them on it)",
-        )
-    return check_instance(
+        own = _OwnHTTP(limits=limits, transport=_pick_transport(limits, tls, proxies))
+        _say_route(own, proxies, base_url)
+        return own, True
+    if verify is not None or proxy is not None or not trust_env:
+        name = "verify" if verify is not None else "proxy" if proxy is not None else "trust_env"
+        refuse(name, "cannot be set with http_client=: your httpx client owns its TLS and proxies")
+    checked = check_instance(
         http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
     )
+    return checked, False
+
+
+def _say_route(http: httpx.AsyncClient, proxies: Proxies, base_url: str) -> None:
+    """Say at DEBUG which transport and proxy a new client uses (an unusable proxy fails)."""
+    proxy = proxies.for_url(httpx.URL(base_url))  # the door check of the environment's
+    wire = _transport_in_use(http, owned=True)
+    if wire == "aiohttp":
+        wire = f"aiohttp on asyncio, {_pool_name(None)} on trio"
+    logger.debug("client for %s: HTTP transport %s; proxy %s (%r)", base_url, wire, proxy, proxies)
 
 
 def _check_endpoint(value: object) -> str:
@@ -325,13 +338,20 @@ class _LoopGuard:
             raise ConfigurationError(msg)
 
 
-def _telemetry_server(telemetry: object, base_url: str) -> _telemetry.Server | None:
-    """Where the spans say calls go; ``None`` with telemetry off."""
+def _telemetry_server(
+    telemetry: object, base_url: str, limiter: Limiter, endpoint: str
+) -> _telemetry.Server | None:
+    """Where the spans say calls go; ``None`` with telemetry off.
+
+    With telemetry on, the learned-rate gauge reports the client's limiter.
+    """
     if not check_bool(telemetry, "telemetry"):
         return None
     from mpt_async import _telemetry  # with the first client
 
-    return _telemetry.server_of(base_url)
+    server = _telemetry.server_of(base_url)
+    _telemetry.watch_quota(limiter, endpoint, server)
+    return server
 
 
 @attrs.frozen
@@ -388,8 +408,12 @@ class Client:
             ``None`` or ``True``, httpx's default trust (certifi's CA bundle); a path to a
             CA bundle (PEM) or directory; an ``ssl.SSLContext``; ``False``, no check at all
             (for tests only). Not with ``http_client=``: yours owns its TLS.
-        trust_env: Whether the environment may set the TLS trust (``SSL_CERT_FILE``,
-            ``SSL_CERT_DIR``). Not ``False`` with ``http_client=``.
+        proxy: The HTTP proxy every call goes through (``http://[user:password@]host:port``),
+            on every transport; ``None``: the environment's (``HTTPS_PROXY``, ``HTTP_PROXY``,
+            ``ALL_PROXY``, ``NO_PROXY``, read as httpx reads them). SOCKS proxies are not
+            spoken: pass an httpx client with a SOCKS transport as ``http_client=``.
+        trust_env: Whether the environment may set the proxy and the TLS trust
+            (``SSL_CERT_FILE``, ``SSL_CERT_DIR``). Not ``False`` with ``http_client=``.
 
     Raises:
         ConfigurationError: For missing credentials or a bad option.
@@ -413,6 +437,7 @@ class Client:
         appid: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext | None = None,
+        proxy: str | None = None,
         trust_env: bool = True,
     ) -> None:
         endpoint = _check_endpoint(endpoint)
@@ -420,7 +445,6 @@ class Client:
         api = check_api(auth, api)
         base_url = _check_base_url(base_url or base_url_from_env(api))
         self._extra_body = _check_extra_body(extra_body, api)
-        limiter = _limiter(rate_limits, base_url, auth, endpoint)
         from mpt_async._request_loop import CallOptions, RequestLoop  # with the first client
 
         self._options = CallOptions(
@@ -428,21 +452,21 @@ class Client:
             max_retries=_check_max_retries(max_retries),
             backoff=_check_backoff(backoff),
         )
-        owns_http = http_client is None
-        http_client = _http_client(http_client, max_connections, verify, trust_env)
+        network = {"verify": verify, "proxy": proxy, "trust_env": trust_env}
+        http_client, owns_http = _http_client(http_client, max_connections, network, base_url)
         self._endpoint = endpoint
-        self._server = _telemetry_server(telemetry, base_url)
         self._request_loop = RequestLoop(
             http=http_client,
             owns_http=owns_http,
             base_url=base_url,
             auth=auth,
             token_store=_check_token_store(token_store),
-            limiter=limiter,
+            limiter=_limiter(rate_limits, base_url, auth, endpoint),
             api=api,
             appid=_check_appid(appid),
             iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
         )
+        self._server = _telemetry_server(telemetry, base_url, self._request_loop.limiter, endpoint)
         self._is_copy = False
         self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 

@@ -30,7 +30,6 @@ connection, busy ones too: each call in flight ends in an httpx error.
 
 from __future__ import annotations
 
-import os
 import ssl
 import sys
 import time
@@ -44,9 +43,10 @@ import httpcore
 import httpx
 
 from mpt_async._body import finish_iterator
+from mpt_async._proxy import Proxies, Proxy, ProxyFailure
 from mpt_async._tls import TLS
 
-__all__ = ["PoolTransport", "proxy_in_env"]
+__all__ = ["PoolTransport"]
 
 _Key = tuple[bytes, bytes, int]
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
@@ -55,6 +55,8 @@ _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20
 SWEEP_EVERY = 1.0
 
 
+#: The most bytes of a response head, interim ones included (h11's bound, and ``_wire``'s).
+_MAX_HEAD = httpcore.AsyncHTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE
 #: What httpcore raises for a failed exchange (it has no common base class).
 _HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 
@@ -66,14 +68,6 @@ def _mapped(exc: Exception) -> Exception:
         if isinstance(target, type) and issubclass(target, httpx.TransportError):
             return target(str(exc))
     return httpx.RemoteProtocolError(str(exc))
-
-
-def proxy_in_env() -> bool:
-    """Whether the environment names a proxy (which httpx's own transport would use)."""
-    return any(
-        value and name.lower() in ("http_proxy", "https_proxy", "all_proxy")
-        for name, value in os.environ.items()
-    )
 
 
 def holds_unread(stream: httpcore.AsyncNetworkStream) -> bool:
@@ -105,6 +99,56 @@ def holds_unread(stream: httpcore.AsyncNetworkStream) -> bool:
     return True
 
 
+async def _tunnel(
+    stream: httpcore.AsyncNetworkStream, proxy: Proxy, host: str, port: int, bound: float | None
+) -> None:
+    """Ask the HTTP proxy at the other end of ``stream`` for a tunnel to ``host:port``.
+
+    ``CONNECT``, with the proxy's credentials if it has some. Its answer's head is parsed
+    by h11 (there with every install; httptools is not) within the bound of any head, the
+    whole exchange within ``bound`` seconds. On return the stream is the tunnel.
+
+    Raises:
+        ProxyFailure: A refusal (any status but 2xx), a broken or oversized answer, the
+            proxy's close, or bytes after its answer.
+        httpx.ConnectTimeout: No answer within ``bound``.
+    """
+    authority = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")
+    machine = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+    request = h11.Request(
+        method=b"CONNECT", target=authority, headers=[(b"Host", authority), *proxy.headers]
+    )
+    try:
+        with anyio.fail_after(bound):
+            await stream.write(machine.send(request) + machine.send(h11.EndOfMessage()))
+            answer = await _proxy_answer(machine, stream)
+    except TimeoutError:
+        raise httpx.ConnectTimeout("timed out waiting for the proxy's answer") from None
+    except h11.RemoteProtocolError:
+        raise ProxyFailure(proxy, what="broke the HTTP protocol") from None
+    if not 200 <= answer.status_code < 300:
+        raise ProxyFailure(proxy, answer.status_code)
+    if machine.trailing_data[0]:
+        raise ProxyFailure(proxy, what="sent bytes after accepting the tunnel")
+
+
+async def _proxy_answer(machine: h11.Connection, stream: httpcore.AsyncNetworkStream) -> Any:
+    """The proxy's final answer's head (interim ones skipped, all within ``_MAX_HEAD``)."""
+    received = 0
+    while True:
+        event = machine.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.read(64 * 1024)
+            received += len(data)
+            if received > _MAX_HEAD:
+                raise h11.RemoteProtocolError("the answer's head is too long")
+            machine.receive_data(data)
+        elif isinstance(event, h11.Response):
+            return event
+        elif not isinstance(event, h11.InformationalResponse):  # the proxy closed
+            raise h11.RemoteProtocolError("the proxy closed the connection")
+
+
 def _default_backend() -> httpcore.AsyncNetworkBackend:
     """Httpcore's trio backend on trio (fewer layers), its anyio one on asyncio."""
     trio = sys.modules.get("trio")  # if trio was never imported, it is not running
@@ -122,6 +166,8 @@ class _Connection(Protocol):
     """What the pool needs of a connection: httpcore's (h11) or ``_wire``'s (httptools)."""
 
     key: _Key
+    #: The headers for the HTTP proxy its requests go to in absolute form, or ``None``.
+    forward: list[tuple[bytes, bytes]] | None
 
     async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
         """Send ``request``; closing the response's body hands the connection to ``give_back``."""
@@ -155,6 +201,7 @@ class _H11Connection(httpcore.AsyncHTTP11Connection):
         super().__init__(httpcore.Origin(*key), stream, keepalive_expiry=expiry)
         self.key = key
         self._stream = stream
+        self.forward: list[tuple[bytes, bytes]] | None = None
 
     def has_expired(self) -> bool:
         """Whether an idle connection is too old, or holds bytes (unasked, or the close)."""
@@ -174,11 +221,14 @@ class _H11Connection(httpcore.AsyncHTTP11Connection):
     async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
         """Send ``request`` through httpcore; closing the body hands the connection back."""
         scheme, host, port = self.key
+        target, headers = request.url.raw_path, request.headers.raw
+        if self.forward is not None:  # to an HTTP proxy: the absolute URL, its headers
+            target, headers = str(request.url).encode("ascii"), [*headers, *self.forward]
         response = await self.handle_async_request(
             httpcore.Request(
                 method=request.method,
-                url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
-                headers=request.headers.raw,
+                url=httpcore.URL(scheme=scheme, host=host, port=port, target=target),
+                headers=headers,
                 content=request.stream,
                 extensions=request.extensions,
             )
@@ -291,8 +341,9 @@ class _ClosedWhenCollected(httpx.AsyncByteStream):
 class PoolTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests over a constant-time pool of HTTP/1.1 connections.
 
-    Works on every event loop anyio supports. Proxies and HTTP/2 are not supported (use
-    httpx's own transport for them).
+    Works on every event loop anyio supports. HTTP proxies are spoken (a ``CONNECT``
+    tunnel for ``https`` origins, absolute-form requests for ``http`` ones); HTTP/2 and
+    SOCKS are not (use httpx's own transport for them).
 
     Args:
         limits: The pool's size, idle connections kept, and how long they are kept.
@@ -301,6 +352,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             trio, its anyio one elsewhere.
         parser: What parses the responses: ``"httptools"`` (C), ``"h11"`` (httpcore's
             connection, pure Python); when ``None``, httptools if it is installed.
+        proxies: Which proxy each origin is reached through; none when ``None``.
     """
 
     def __init__(
@@ -310,6 +362,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         tls: TLS | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         parser: Literal["httptools", "h11"] | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
         self._max = limits.max_connections
         self._keep = limits.max_keepalive_connections
@@ -317,6 +370,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self._tls_settings = TLS() if tls is None else tls
         self._backend = network_backend
         self._parser = parser
+        self._proxies = Proxies(trust_env=False) if proxies is None else proxies
         self._open: _Opener | None = None  # chosen at the first connection (imports lazily)
         self._idle: dict[_Key, list[_Connection]] = {}
         self._idle_count = 0
@@ -364,14 +418,19 @@ class PoolTransport(httpx.AsyncBaseTransport):
         return response
 
     async def _connect(self, key: _Key, bound: float | None) -> _Connection:
-        """Open a new connection to ``key`` (the caller holds a slot for it)."""
+        """Open a new connection to ``key`` (the caller holds a slot for it).
+
+        Through a proxy: a tunnel for an ``https`` origin, then TLS to the origin inside
+        it; for an ``http`` origin, a connection whose requests go to the proxy.
+        """
         self._check_open()
         scheme, host, port = key
         name = host.decode("ascii")
-        if self._backend is None:
-            self._backend = _default_backend()
-        stream = await self._backend.connect_tcp(name, port, timeout=bound)
+        proxy = self._proxies.for_origin(scheme.decode("ascii"), name, port)
+        stream = await self._open_stream(name, port, proxy, bound)
         try:
+            if proxy is not None and scheme == b"https":
+                await _tunnel(stream, proxy, name, port, bound)
             if scheme == b"https":
                 stream = await stream.start_tls(self._tls(), server_hostname=name, timeout=bound)
             self._check_open()  # it may have been closed while connecting
@@ -382,8 +441,23 @@ class PoolTransport(httpx.AsyncBaseTransport):
         if self._open is None:
             self._open = _opener(self._parser)
         connection = self._open(key, stream, self._expiry)
+        if proxy is not None and scheme == b"http":
+            connection.forward = proxy.headers
         self._connections.add(connection)
         return connection
+
+    async def _open_stream(
+        self, host: str, port: int, proxy: Proxy | None, bound: float | None
+    ) -> httpcore.AsyncNetworkStream:
+        """A TCP connection to ``host:port``, or to the proxy (failing as the proxy's fault)."""
+        if self._backend is None:
+            self._backend = _default_backend()
+        if proxy is None:
+            return await self._backend.connect_tcp(host, port, timeout=bound)
+        try:
+            return await self._backend.connect_tcp(proxy.host, proxy.port, timeout=bound)
+        except httpcore.ConnectError as exc:
+            raise ProxyFailure(proxy) from exc
 
     def _check_open(self) -> None:
         if self._closed:

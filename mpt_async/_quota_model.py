@@ -15,10 +15,17 @@ The rate per second is learned (unless adaptation is off):
   packets). A client that is never held back never grows it, and never waits.
 - **Cut to what was measured.** A per-second refusal sets the rate to :data:`MARGIN` times
   the calls admitted in the last second (the quota, as the service just showed it), or
-  :data:`BACKOFF` times the rate if a cut in the last :data:`HOLD` seconds did not suffice.
-  One cut per "epoch": a refusal of a call admitted before the last cut says nothing new.
+  :data:`BACKOFF` times the rate if such a cut in the last :data:`HOLD` seconds did not
+  suffice. One cut per "epoch": a refusal of a call admitted before the last cut says
+  nothing new.
 - **Hold, then probe.** After a cut the rate stays put for :data:`HOLD` seconds, then grows
   again, more gently (:data:`GROWTH`), so that a quota that went up is found within seconds.
+- **A refused probe goes back.** A rate that held for a whole hold is proven. When the probe
+  above it is refused without having found much more (less than :data:`FOUND_MORE` times
+  it), the rate goes back to :data:`CREEP` times the proven one, not to what the last second
+  measured: the service's window let the probe's first calls through, so that measure
+  overstates the quota, and cutting to it costs a second refusal and a deeper cut. A probe
+  costs one refusal per hold, and the rate creeps up on the quota.
 
 Per-minute quotas are not probed for: they are announced (``X-Ratelimit-Limit-*``), or
 learned from a refusal as the calls (tokens) the window held when it came, and forgotten
@@ -38,10 +45,13 @@ from mpt_async._ratelimit import LearnedLimits, RateLimitInfo, RateLimits
 
 __all__ = [
     "BACKOFF",
+    "CREEP",
+    "FOUND_MORE",
     "GROWTH",
     "HOLD",
     "INITIAL_RATE",
     "MARGIN",
+    "REFINE_WITHIN",
     "Limits",
     "QuotaModel",
     "TokenEstimate",
@@ -59,8 +69,17 @@ START_GROWTH = 4.0
 GROWTH = 1.0
 #: After a refusal: this share of the rate measured when it came.
 MARGIN = 0.95
-#: After a refusal that a recent cut did not prevent: this share of the rate.
-BACKOFF = 0.7
+#: Seconds after a cut in which the refusals of calls already in flight refine it.
+REFINE_WITHIN = 1.0
+#: After a refusal that a recent cut by measure did not prevent: this share of the rate.
+BACKOFF = 0.8
+#: After a probe is refused: this share of the rate that held before it (creeping up on
+#: the quota, one hold at a time).
+CREEP = 1.04
+#: A probe that got this many times the proven rate through in its last second found a
+#: quota that went up (measured 16-22 calls/s for 12/s, over 25 for 6 -> 20/s): it is cut
+#: from that measure instead of going back.
+FOUND_MORE = 2.25
 #: Seconds the rate stays put after a cut.
 HOLD = 4.0
 #: The longest the other calls wait for the first call's reply (and its announced limits).
@@ -177,6 +196,10 @@ class QuotaModel:
         self.epoch: int = 0
         self._hold_until = -math.inf
         self._cut_at = -math.inf
+        #: The rate set by the last cut: proven good if its hold passed without a refusal.
+        self._proven: float | None = None
+        #: Whether the last cut came during a hold (the quota is below what it measured).
+        self._held_cut = False
         self._announced_rpm: int | None = None
         self._announced_tpm: int | None = None
         self._learned_rpm: int | None = None
@@ -321,14 +344,49 @@ class QuotaModel:
                 self._learned_tpm = max(1, usage.tokens)
                 self._forget_tpm = now + FORGET_AFTER * self.window
             return
-        if not self.adaptive or epoch != self.epoch:
-            return  # (an old epoch's refusal: the cut since then answered it)
-        rate = self.rate
-        measured = usage.last_second
-        target = MARGIN * (min(rate, measured) if measured >= 1 else rate)
-        if now - self._cut_at < HOLD:
-            target = min(target, BACKOFF * rate)  # the last cut did not suffice
+        if not self.adaptive:
+            return
+        if epoch != self.epoch:
+            self._refine(now, epoch, usage.last_second)
+            return
+        self._cut(now, usage.last_second)
+
+    def _refine(self, now: float, epoch: int, measured: int) -> None:
+        """A call in flight at the last cut was refused too: lower that cut, if need be.
+
+        No new cut (the cut answered it), but the call has left the last second's count, so
+        the count is closer to the quota. A burst's refusals come this way: 16 calls sent at
+        once to a 12/s quota count 15, then 14, 13, 12 as their refusals arrive.
+        """
+        if epoch != self.epoch - 1 or now - self._cut_at > REFINE_WITHIN or measured < 1:
+            return
+        refined = max(FLOOR, MARGIN * measured)
+        if refined < self.rate:
+            self.rate = self._proven = self.cut = refined
+
+    def _cut(self, now: float, measured: int) -> None:
+        """Lower the rate after a per-second refusal, and hold it there."""
+        rate, proven = self.rate, self._proven
+        probed = (
+            now >= self._hold_until
+            and proven is not None
+            and proven < rate
+            and measured <= FOUND_MORE * proven
+        )
+        if probed:
+            # A probe above a rate that held for a whole hold was refused: go back to just
+            # above that rate (the service's window let the probe's first calls through, so
+            # the calls counted in the last second overstate the quota).
+            target = CREEP * proven  # type: ignore[operator]
+        else:
+            target = rate
+            if self._held_cut and now - self._cut_at < HOLD:
+                target = BACKOFF * rate  # the last cut, by measure, did not suffice
+        if measured >= 1:
+            target = min(target, MARGIN * measured)
         self.rate = max(FLOOR, min(target, MARGIN * rate))
+        self._proven = self.rate  # proven once its hold passes without a refusal
+        self._held_cut = not probed
         self.cut = self.rate
         self.epoch += 1
         self._cut_at = now
@@ -338,11 +396,14 @@ class QuotaModel:
         """Take the fleet's rate and epoch (from a shared store)."""
         if not self.adaptive or not rate > 0 or math.isinf(rate):
             return
-        if epoch != self.epoch:
+        fleet_cut = epoch != self.epoch
+        if fleet_cut:
             self._hold_until = self.clock() + HOLD  # another process cut it
             self._cut_at = self.clock()
             self.epoch = epoch
         self.rate = min(max(FLOOR, rate), self.limits.qps or math.inf)
+        if fleet_cut:
+            self._proven = self.rate
 
     def learn(self, size: int, prompt_tokens: int, completion_tokens: int) -> None:
         """Improve the token estimate from a settled call."""

@@ -6,6 +6,7 @@ The rules, in one place:
   access token, and on the token endpoint the Secret Key).
 - ``Authorization`` headers, whatever their scheme, and any bce-auth-v1 signature string.
 - ``Bearer`` credentials.
+- The password in a URL's user information (``http://user:password@proxy:3128``).
 - Literal secrets the caller knows of (a key, a token), wherever they appear.
 
 The API Key (``client_id``) and the IAM Access Key identify an account without granting
@@ -40,6 +41,8 @@ _PATTERNS = (
     ),
     (re.compile(r"(?i)\bbce-auth-v1/[^\s'\"<>]*"), f"bce-auth-v1/{MASK}"),
     (re.compile(r"(?i)\b(bearer\s+)[^\s'\"<>]+"), rf"\1{MASK}"),
+    # scheme://user:password@host: the password.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"<>]*:)[^/\s@'\"<>]+@"), rf"\1{MASK}@"),
 )
 
 

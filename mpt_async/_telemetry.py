@@ -23,7 +23,10 @@ What is recorded:
   waited);
 - the histograms ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` and,
   for streams, ``gen_ai.client.operation.time_to_first_chunk`` and
-  ``gen_ai.client.operation.time_per_output_chunk``.
+  ``gen_ai.client.operation.time_per_output_chunk``;
+- the gauge ``mpt_async.quota.learned_rate``: the calls per second each client with
+  telemetry on holds itself to (learned, or the ceiling it was given), read when the
+  application's metric reader collects, so it costs nothing per call.
 
 Message content is recorded (as JSON strings in ``gen_ai.input.messages`` and
 ``gen_ai.output.messages``) only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
@@ -44,6 +47,7 @@ import contextlib
 import json
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -222,10 +226,50 @@ class _Instruments:
             meter.create_histogram(name, unit, words, explicit_bucket_boundaries_advisory=buckets)
             for name, unit, words, buckets in _HISTOGRAMS
         )
+        with _CONTAINED:  # a meter without this gauge still records the histograms
+            meter.create_observable_gauge(
+                "mpt_async.quota.learned_rate",
+                callbacks=[_learned_rates],
+                unit="{request}/s",
+                description="The calls per second the client holds itself to, learned or given.",
+            )
 
 
 _UNSET: Any = object()
 _instruments: _Instruments | None = _UNSET
+
+
+class _Learns(Protocol):
+    """What the learned-rate gauge reads: a limiter."""
+
+    def learned(self) -> Any: ...
+
+
+#: The limiters of the clients with telemetry on, and what their gauge points carry.
+_WATCHED: weakref.WeakKeyDictionary[_Learns, dict[str, str | int]] = weakref.WeakKeyDictionary()
+
+
+def watch_quota(limiter: _Learns, endpoint: str, server: Server) -> None:
+    """Have the ``mpt_async.quota.learned_rate`` gauge report ``limiter`` while it lives."""
+    address, port = server
+    _WATCHED[limiter] = {
+        "gen_ai.request.model": endpoint,
+        "server.address": address,
+        "server.port": port,
+    }
+
+
+def _learned_rates(_options: Any) -> Iterable[Any]:
+    """The gauge's points, one per watched limiter that holds calls to a rate."""
+    from opentelemetry.metrics import Observation
+
+    points = []
+    for limiter, attributes in list(_WATCHED.items()):
+        with _CONTAINED:
+            qps = limiter.learned().qps
+            if qps is not None:
+                points.append(Observation(qps, attributes))
+    return points
 
 
 def _global_instruments() -> _Instruments | None:

@@ -26,6 +26,7 @@ from mpt_async._exceptions import (
     MPTError,
 )
 from mpt_async._models import ErrorEnvelope
+from mpt_async._proxy import ProxyFailure
 
 __all__ = [
     "AttemptFailed",
@@ -146,7 +147,9 @@ def connection_error(exc: httpx.TransportError, doing: str) -> APIConnectionErro
     if isinstance(exc, httpx.TimeoutException):
         what = _TIMED_OUT.get(type(exc), "timed out")
         return APITimeoutError(f"{what} {doing} ({type(exc).__name__})")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, ProxyFailure):  # its message is the package's: the proxy's address
+        detail = str(exc) if exc.status else f"{exc} ({_reason(exc)})"
+    elif isinstance(exc, httpx.ConnectError):
         detail = f"could not connect to {_address(exc)} ({_reason(exc)})"
     elif isinstance(exc, httpx.RemoteProtocolError):
         detail = "the server closed the connection or broke the HTTP protocol"

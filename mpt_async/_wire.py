@@ -59,8 +59,13 @@ def _refuse(what: str) -> httpcore.LocalProtocolError:
     return httpcore.LocalProtocolError(f"the request's {what} would break HTTP/1.1 framing")
 
 
-def _head(request: httpx.Request) -> tuple[bytes, bool, bool]:
+def _head(
+    request: httpx.Request, forward: list[tuple[bytes, bytes]] | None = None
+) -> tuple[bytes, bool, bool]:
     """The request's head; whether its body is chunked; whether it asks to close.
+
+    With ``forward`` (the headers for an HTTP proxy), the head is for that proxy: its target
+    is the absolute URL, and those headers are added.
 
     Raises:
         httpcore.LocalProtocolError: A method, target, header name or value that would
@@ -68,12 +73,12 @@ def _head(request: httpx.Request) -> tuple[bytes, bool, bool]:
             transfer coding other than chunked.
     """
     method = request.method.encode("ascii", "replace")
-    target = request.url.raw_path
+    target = request.url.raw_path if forward is None else str(request.url).encode("ascii")
     if not _TOKEN(method) or not _TARGET(target):
         raise _refuse("method or target")
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     chunked = close = False
-    for name, value in request.headers.raw:
+    for name, value in [*request.headers.raw, *(forward or ())]:
         if not _TOKEN(name) or not _FIELD(value):
             raise _refuse("headers")
         lower = name.lower()
@@ -128,6 +133,7 @@ class Connection:
         "_stream",
         "chunks",
         "complete",
+        "forward",
         "key",
     )
 
@@ -153,6 +159,8 @@ class Connection:
         self.chunks: list[bytes] = []
         #: The response was read to its end.
         self.complete = False
+        #: The headers for the HTTP proxy the requests go to (absolute-form), or ``None``.
+        self.forward: list[tuple[bytes, bytes]] | None = None
 
     # -- the pool's view -----------------------------------------------------------------
 
@@ -193,7 +201,7 @@ class Connection:
             httpcore.TimeoutException: A write or read outlasted its timeout.
             httpcore.NetworkError: The connection failed.
         """
-        head, chunked, close = _head(request)
+        head, chunked, close = _head(request, self.forward)
         self._begin(request.method)
         timeouts = request.extensions.get("timeout") or {}
         try:

@@ -111,7 +111,7 @@ async def test_closing_the_client_with_calls_in_flight(
     """``aclose()`` amid 50 calls: each ends in its answer or an MPTError; nothing stays open."""
     emulator.set_chunk_delay(0.02)
     monkeypatch.setattr(
-        _client, "_pick_transport", lambda limits, tls: transport(route[1], max_connections=10)
+        _client, "_pick_transport", lambda limits, *_: transport(route[1], max_connections=10)
     )
     client = token_client(emulator, max_connections=10, max_retries=2)
     outcomes: list[object] = []

@@ -17,7 +17,7 @@ import pytest
 
 import mpt_async
 from mpt_async import _client
-from mpt_async._pool import PoolTransport, proxy_in_env
+from mpt_async._pool import PoolTransport
 from mpt_async.testing import Emulator
 
 from .clientkit import HI, cancel_when, token_client, wait_no_connections
@@ -277,19 +277,15 @@ async def test_only_http_and_https() -> None:
 
 
 def test_the_client_picks_the_pool_without_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No aiohttp: the pool; a proxy in the environment: httpx's own transport."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    """No aiohttp: the pool, a proxy in the environment or not (the pool speaks to proxies)."""
     monkeypatch.delenv("MPT_ASYNC_TRANSPORT", raising=False)
     monkeypatch.setattr(_client, "AIOHTTP_AVAILABLE", False)
     limits = httpx.Limits(max_connections=7)
-    assert not proxy_in_env()
     assert isinstance(_client._pick_transport(limits), PoolTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert proxy_in_env()
-    assert _client._pick_transport(limits) is None
+    assert isinstance(_client._pick_transport(limits), PoolTransport)
     monkeypatch.setenv("MPT_ASYNC_TRANSPORT", "httpx")
-    assert _client._pick_transport(limits) is None
+    assert isinstance(_client._pick_transport(limits), httpx.AsyncHTTPTransport)
 
 
 async def test_trio_and_asyncio_clients_work_through_the_pool(emulator: Emulator) -> None:

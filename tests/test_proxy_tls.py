@@ -2,13 +2,19 @@
 
 Over real sockets: the emulator serves the calls; in front of it, a TLS-terminating pipe
 written here (with a throwaway CA from ``trustme``, which no default trust knows) serves
-``https``. Each case runs on every transport the client may carry its calls on: the pool
-with httptools and with h11 and httpx's own (asyncio and trio), and aiohttp (asyncio).
+``https``, and a byte-level forward proxy written here (``CONNECT`` tunnels, absolute-form
+requests) records what it was sent. Each case runs on every transport the client may carry
+its calls on: the pool with httptools and with h11 and httpx's own (asyncio and trio), and
+aiohttp (asyncio).
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.util
+import logging
 import ssl
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -23,7 +29,8 @@ import trustme
 
 import mpt_async
 from mpt_async import _pool
-from mpt_async._aiohttp_transport import AutoTransport
+from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
+from mpt_async._proxy import Proxies
 from mpt_async.testing import Emulator
 
 from .clientkit import FAST, HI, chat_requests
@@ -56,6 +63,10 @@ _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """An event loop and the transport a client made now picks (through the environment)."""
     loop, name = request.param
+    if name == "aiohttp" and not AIOHTTP_AVAILABLE:
+        pytest.skip("aiohttp is not installed")
+    if name == "pool-httptools" and importlib.util.find_spec("httptools") is None:
+        pytest.skip("httptools is not installed")
     monkeypatch.setenv("MPT_ASYNC_TRANSPORT", _ENV[name])
     if name == "pool-h11":  # what a plain install (no httptools) gets
         monkeypatch.setattr(_pool, "_opener", lambda parser: _pool._H11Connection)
@@ -79,8 +90,8 @@ def carrier(client: mpt_async.Client) -> str:
     if isinstance(wire, AutoTransport):
         return "aiohttp"
     if isinstance(wire, _pool.PoolTransport):
-        (connection, *_) = wire._connections
-        return "pool-h11" if isinstance(connection, _pool._H11Connection) else "pool-httptools"
+        opened = wire._open  # the connection class chosen at the first connection
+        return "pool-h11" if opened is _pool._H11Connection else "pool-httptools"
     return "httpx" if isinstance(wire, httpx.AsyncHTTPTransport) else type(wire).__name__
 
 
@@ -269,3 +280,396 @@ def test_verify_with_your_own_http_client_is_a_configuration_error(
                 auth="token", base_url="http://test", http_client=offline_http, **options
             )
     assert sent == []
+
+
+# -- a forward proxy, byte by byte -----------------------------------------------------------
+
+#: The proxy's credentials in the tests; the password must never show.
+PASSWORD = "s3cret-proxy-pw"
+CREDENTIALS = f"alice:{PASSWORD}"
+BASIC = b"Basic " + base64.b64encode(CREDENTIALS.encode())
+
+
+class ForwardProxy:
+    """What the proxy saw: each request's method, target and ``Proxy-Authorization``."""
+
+    def __init__(self, require: bytes | None) -> None:
+        self.require = require
+        self.url = ""
+        self.seen: list[tuple[bytes, bytes, bytes | None]] = []
+
+    def with_credentials(self, credentials: str = CREDENTIALS) -> str:
+        """The proxy's URL with credentials in it."""
+        return self.url.replace("http://", f"http://{credentials}@")
+
+    async def serve(self, client: anyio.abc.SocketStream) -> None:
+        """One client connection: one tunnel, or one forwarded exchange."""
+        async with client:
+            head = b""
+            with anyio.fail_after(30):
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    head += await client.receive()
+            head, _, rest = head.partition(b"\r\n\r\n")
+            line, *fields = head.split(b"\r\n")
+            method, target, _ = line.split(b" ")
+            pairs = [field.split(b":", 1) for field in fields]
+            headers = [(name.strip(), value.strip()) for name, value in pairs]
+            auth = next((v for n, v in headers if n.lower() == b"proxy-authorization"), None)
+            self.seen.append((method, target, auth))
+            if self.require is not None and auth != self.require:
+                await client.send(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b"Proxy-Authenticate: Basic\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+                return
+            if method == b"CONNECT":
+                host, _, port = target.decode().rpartition(":")
+                upstream = await anyio.connect_tcp(host, int(port))
+                await client.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:  # absolute-form: on to the origin in origin-form, one exchange only
+                url = httpx.URL(target.decode())
+                upstream = await anyio.connect_tcp(url.host, url.port or 80)
+                kept = [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP]
+                lines = [b"%s %s HTTP/1.1" % (method, url.raw_path)]
+                lines += [b"%s: %s" % pair for pair in [*kept, (b"Connection", b"close")]]
+                rest = b"\r\n".join(lines) + b"\r\n\r\n" + rest
+            if rest:
+                await upstream.send(rest)
+            await pipe_both(client, upstream)
+
+
+_HOP_BY_HOP = (b"proxy-authorization", b"connection", b"keep-alive", b"proxy-connection")
+
+
+@asynccontextmanager
+async def forward_proxy(require: bytes | None = None) -> AsyncIterator[ForwardProxy]:
+    """A forward proxy on loopback; with ``require``, anything else is answered 407."""
+    proxy = ForwardProxy(require)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    proxy.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        with suppress(OSError, anyio.BrokenResourceError, anyio.EndOfStream, ValueError):
+            await proxy.serve(client)
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        try:
+            yield proxy
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def closed_port() -> int:
+    """A loopback port where nothing listens (it did a moment ago)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener:
+        return int(listener.extra(anyio.abc.SocketAttribute.local_port))
+
+
+def shows(error: BaseException) -> str:
+    """Everything an error shows: its str, its repr and its formatted traceback (chained)."""
+    return f"{error}\n{error!r}\n" + "".join(traceback.format_exception(error))
+
+
+def leaked(text: str) -> bool:
+    """Whether ``text`` shows the proxy's password or its credentials, even encoded."""
+    return PASSWORD in text or BASIC.decode() in text or BASIC[6:].decode() in text
+
+
+# -- proxies: the environment's, on every transport ------------------------------------------
+
+
+async def test_http_proxy_from_the_environment_carries_the_calls(
+    emulator: Emulator, route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` is honoured on each transport: absolute-form requests, credentials sent."""
+    async with forward_proxy(require=BASIC) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.with_credentials())
+        async with token_client(emulator, max_retries=0) as client:
+            assert (await client.chat(HI)).result
+            async with client.chat_stream(HI) as stream:
+                assert [chunk async for chunk in stream][-1].is_end
+            assert carrier(client) == route[1]
+    origin = emulator.base_url.encode()
+    assert len(proxy.seen) >= 3  # the token, the chat and the stream
+    assert all(method == b"POST" and target.startswith(origin) for method, target, _ in proxy.seen)
+    assert {auth for _, _, auth in proxy.seen} == {BASIC}
+    assert len(chat_requests(emulator)) == 2
+
+
+async def test_https_goes_through_a_connect_tunnel_with_one_trust(
+    emulator: Emulator,
+    ca: trustme.CA,
+    ca_path: Path,
+    route: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``HTTPS_PROXY``: a ``CONNECT`` tunnel, then TLS to the origin: ``verify=`` holds there."""
+    async with tls_front(emulator, ca) as front, forward_proxy(require=BASIC) as proxy:
+        monkeypatch.setenv("https_proxy", proxy.with_credentials())
+        async with token_client(emulator, front.url, verify=ca_path, max_retries=0) as client:
+            assert (await client.chat(HI)).result
+            assert carrier(client) == route[1]
+        authority = front.url.removeprefix("https://").encode()
+        assert proxy.seen[0] == (b"CONNECT", authority, BASIC)
+        assert front.handshakes >= 1
+        async with token_client(emulator, front.url, max_retries=0) as client:
+            with pytest.raises(mpt_async.APIConnectionError, match="TLS") as caught:
+                await client.chat(HI)
+        assert not leaked(shows(caught.value))
+    assert len(chat_requests(emulator)) == 1
+    # The credentials went on the CONNECT only, never inside the tunnel to the service.
+    assert all("proxy-authorization" not in r.headers for r in emulator.requests)
+
+
+async def test_no_proxy_reaches_the_host_directly(
+    emulator: Emulator, route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host in ``NO_PROXY`` (here with its port) is reached directly, on each transport."""
+    async with forward_proxy() as proxy:
+        port = httpx.URL(emulator.base_url).port
+        monkeypatch.setenv("ALL_PROXY", proxy.url)
+        monkeypatch.setenv("no_proxy", f"example.com, 127.0.0.1:{port}")
+        async with token_client(emulator) as client:
+            assert (await client.chat(HI)).result
+        monkeypatch.setenv("no_proxy", "127.0.0.1:1")  # another port: proxied
+        async with token_client(emulator) as client:
+            assert (await client.chat(HI)).result
+    assert len(proxy.seen) == 2  # the second client's token and chat
+    assert len(chat_requests(emulator)) == 2
+
+
+async def test_proxy_overrides_the_environment_and_trust_env_false_ignores_it(
+    emulator: Emulator, route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``proxy=`` wins over the environment (``NO_PROXY`` too); ``trust_env=False`` ignores it."""
+    down = f"http://127.0.0.1:{await closed_port()}"
+    monkeypatch.setenv("HTTP_PROXY", down)
+    async with forward_proxy() as proxy:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with token_client(emulator, proxy=proxy.url) as client:
+            assert (await client.chat(HI)).result
+        monkeypatch.delenv("NO_PROXY")
+        async with token_client(emulator, trust_env=False) as client:
+            assert (await client.chat(HI)).result
+    assert len(proxy.seen) == 2  # the first client's token and chat only
+    assert len(chat_requests(emulator)) == 2
+
+
+# -- proxies: failures are typed, and never show the credentials -----------------------------
+
+
+async def test_a_tunnel_refused_407_is_typed_and_hides_the_credentials(
+    emulator: Emulator,
+    ca: trustme.CA,
+    ca_path: Path,
+    route: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ``CONNECT`` answered 407: an APIConnectionError with the status; no credential shows."""
+    caplog.set_level(logging.DEBUG)
+    async with tls_front(emulator, ca) as front, forward_proxy(require=b"Basic other") as proxy:
+        client = mpt_async.Client(
+            auth=emulator.issue_token(),
+            base_url=front.url,
+            verify=ca_path,
+            proxy=proxy.with_credentials(),
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(mpt_async.APIConnectionError, match="407") as caught:
+                await client.chat(HI)
+            assert not leaked(repr(client))
+        assert proxy.seen == [(b"CONNECT", front.url[8:].encode(), BASIC)]
+        assert front.handshakes == 0
+    assert not leaked(shows(caught.value))
+    assert not leaked(caplog.text)
+    assert "127.0.0.1" in caplog.text  # the DEBUG line names the proxy, without its password
+
+
+async def test_a_forwarded_request_refused_407_is_an_api_error_without_credentials(
+    emulator: Emulator, route: tuple[str, str]
+) -> None:
+    """An ``http`` origin's request answered 407 by the proxy: an APIError with that status."""
+    async with forward_proxy(require=b"Basic other") as proxy:
+        client = mpt_async.Client(
+            auth=emulator.issue_token(),
+            base_url=emulator.base_url,
+            proxy=proxy.with_credentials(),
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(mpt_async.APIError) as caught:
+                await client.chat(HI)
+    assert caught.value.status_code == 407
+    assert proxy.seen[0][2] == BASIC
+    assert not leaked(shows(caught.value))
+    assert emulator.requests == []
+
+
+async def test_a_proxy_that_is_down_is_typed_and_hides_the_credentials(
+    emulator: Emulator, route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No proxy listening: an APIConnectionError naming the proxy; no credential shows."""
+    port = await closed_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{CREDENTIALS}@127.0.0.1:{port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://{CREDENTIALS}@127.0.0.1:{port}")
+    for base_url in (emulator.base_url, "https://127.0.0.1:9"):
+        client = mpt_async.Client(auth=emulator.issue_token(), base_url=base_url, max_retries=0)
+        async with client:
+            with pytest.raises(
+                mpt_async.APIConnectionError, match=f"proxy 127.0.0.1:{port}"
+            ) as caught:
+                await client.chat(HI)
+        assert not leaked(shows(caught.value))
+    assert emulator.requests == []
+
+
+async def _endless_head(client: anyio.abc.SocketStream) -> None:
+    await client.send(b"HTTP/1.1 200 OK\r\n")
+    while True:  # until the client hangs up
+        await client.send(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+
+
+async def _silent(client: anyio.abc.SocketStream) -> None:
+    await anyio.sleep_forever()
+
+
+#: What a hostile proxy does after reading the head of a ``CONNECT``.
+HOSTILE = {
+    "bytes after its 200": lambda client: client.send(b"HTTP/1.1 200 OK\r\n\r\nnot TLS"),
+    "a broken answer": lambda client: client.send(b"HTTP/1.1 two hundred\r\n\r\n"),
+    "an endless head": _endless_head,
+    "a close": lambda client: client.aclose(),
+    "silence": _silent,
+}
+
+
+@pytest.mark.parametrize("behaviour", list(HOSTILE))
+async def test_a_hostile_proxy_gives_a_typed_error_in_bounded_time(
+    emulator: Emulator, route: tuple[str, str], behaviour: str
+) -> None:
+    """Whatever a proxy answers to ``CONNECT``, the call ends in an APIConnectionError.
+
+    The pool bounds the exchange by the ``connect`` timeout, httpcore (httpx) by the
+    ``read`` one, aiohttp by the ``pool`` one (its connect bound covers waiting for the pool
+    and connecting): each is small here.
+    """
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            with suppress(Exception):
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await client.receive()
+                await HOSTILE[behaviour](client)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    timeout = mpt_async.Timeouts(connect=0.5, pool=1, read=5, stream_read=5, total=None)
+    client = mpt_async.Client(
+        auth=emulator.issue_token(),
+        base_url="https://127.0.0.1:9",  # never reached
+        proxy=f"http://{CREDENTIALS}@127.0.0.1:{port}",
+        max_retries=0,
+        timeout=timeout,
+    )
+    async with listener, anyio.create_task_group() as tg, client:
+        tg.start_soon(listener.serve, serve)
+        with anyio.fail_after(60), pytest.raises(mpt_async.APIConnectionError) as caught:
+            await client.chat(HI)
+        tg.cancel_scope.cancel()
+    assert not leaked(shows(caught.value))
+
+
+# -- proxies: the door -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["proxy=", "ALL_PROXY", "HTTPS_PROXY"])
+@pytest.mark.parametrize("url", ["socks5://alice:pw@127.0.0.1:1080", "socks5h://127.0.0.1:1"])
+def test_a_socks_proxy_is_a_configuration_error_before_any_io(
+    emulator: Emulator, where: str, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SOCKS proxy is refused when the client is made, pointing to ``http_client=``."""
+    options: dict[str, Any] = {}
+    if where == "proxy=":
+        options["proxy"] = url
+    else:
+        monkeypatch.setenv(where, url)
+    with pytest.raises(mpt_async.ConfigurationError, match="http_client=") as caught:
+        token_client(emulator, "https://127.0.0.1:9", **options)
+    assert "pw@" not in shows(caught.value)
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    ("proxy", "match"),
+    [
+        (3128, "must be a proxy URL string or None"),
+        ("https://proxy.example:3128", "must be an http:// proxy URL"),
+        ("ftp://proxy.example", "must be an http:// proxy URL"),
+        ("http://alice:pw@proxy.example:port", "is not a valid proxy URL"),
+        ("http://alice:pw@proxy.example:99999", "outside 1..65535"),
+    ],
+)
+def test_a_bad_proxy_is_a_configuration_error(emulator: Emulator, proxy: Any, match: str) -> None:
+    """A ``proxy=`` of another type, scheme or form is refused, without echoing it."""
+    with pytest.raises(mpt_async.ConfigurationError, match=match) as caught:
+        token_client(emulator, proxy=proxy)
+    assert "pw@" not in str(caught.value)
+
+
+def test_proxy_with_your_own_http_client_is_a_configuration_error(
+    offline_http: httpx.AsyncClient, sent: list[httpx.Request]
+) -> None:
+    """With ``http_client=``, ``proxy=`` is refused: the caller's client owns its proxies."""
+    with pytest.raises(mpt_async.ConfigurationError, match="owns its TLS and proxies"):
+        mpt_async.Client(
+            auth="token", base_url="http://test", http_client=offline_http, proxy="http://p:1"
+        )
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "expected"),
+    [
+        ({"HTTPS_PROXY": "p:1"}, "https://a.com", "http://p:1"),
+        ({"HTTPS_PROXY": "p:1"}, "http://a.com", None),
+        ({"HTTP_PROXY": "p:1", "ALL_PROXY": "q:2"}, "https://a.com", "http://q:2"),
+        ({"https_proxy": "p:1", "HTTPS_PROXY": "q:2"}, "https://a.com", "http://p:1"),
+        ({"https_proxy": "", "HTTPS_PROXY": "q:2"}, "https://a.com", None),
+        ({"HTTP_PROXY": "p:1", "REQUEST_METHOD": "GET"}, "http://a.com", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "*"}, "https://a.com", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "a.com"}, "https://www.a.com", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "a.com"}, "https://wwwa.com", "http://p:1"),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": ".a.com"}, "https://a.com", "http://p:1"),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "*.a.com"}, "https://b.a.com", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "a.com:8443"}, "https://a.com", "http://p:1"),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "a.com:443"}, "https://a.com", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "10.0.0.0/8"}, "http://10.1.2.3", None),
+        ({"ALL_PROXY": "p:1", "NO_PROXY": "::1"}, "http://[::1]:80", None),
+        ({"ALL_PROXY": "p:1", "no_proxy": "LOCALHOST"}, "http://localhost", None),
+    ],
+)
+def test_the_environment_is_read_as_httpx_reads_it(
+    environ: dict[str, str], url: str, expected: str | None
+) -> None:
+    """The proxy variables' precedence and the ``NO_PROXY`` forms (a table, no sockets)."""
+    proxy = Proxies(environ=environ).for_url(httpx.URL(url))
+    assert (None if proxy is None else proxy.url) == expected
+
+
+def test_the_debug_line_names_transport_and_proxy_without_the_password(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new client says at DEBUG which transport and proxy it uses, password masked."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://{CREDENTIALS}@proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with caplog.at_level(logging.DEBUG, logger="mpt_async"):
+        client = token_client(emulator)
+    assert client.http_transport.split("+")[0] in caplog.text
+    assert "proxy.example:3128" in caplog.text
+    assert not leaked(caplog.text)

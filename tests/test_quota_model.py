@@ -12,12 +12,15 @@ import pytest
 from mpt_async import LearnedLimits, QuotaKind, RateLimitInfo, RateLimits
 from mpt_async._quota_model import (
     BACKOFF,
+    CREEP,
+    FOUND_MORE,
     GROWTH,
     HOLD,
     INITIAL_BURST,
     INITIAL_RATE,
     MARGIN,
     MAX_TOKENS,
+    REFINE_WITHIN,
     START_GROWTH,
     QuotaModel,
     Usage,
@@ -86,6 +89,21 @@ def test_a_refusal_cuts_to_what_was_measured() -> None:
     assert model.epoch == 1
 
 
+def test_refusals_of_a_burst_in_flight_refine_the_cut() -> None:
+    """A burst's later refusals lower the cut to what the count fell to, in one epoch."""
+    clock, model, _ = model_and_store()
+    model.rate = 40.0
+    model.refused(QuotaKind.SECOND, epoch=0, usage=usage(15))
+    for left in (14, 13, 12):
+        clock.now += 0.01
+        model.refused(QuotaKind.SECOND, epoch=0, usage=usage(left))
+    assert model.rate == pytest.approx(MARGIN * 12)
+    assert model.epoch == 1
+    clock.now += REFINE_WITHIN + 0.1  # later stragglers say nothing new
+    model.refused(QuotaKind.SECOND, epoch=0, usage=usage(5))
+    assert model.rate == pytest.approx(MARGIN * 12)
+
+
 def test_refusals_of_calls_admitted_before_a_cut_are_ignored() -> None:
     """One cut per epoch: the calls already sent when it came say nothing new."""
     _, model, _ = model_and_store()
@@ -117,6 +135,49 @@ def test_the_rate_holds_after_a_cut_then_probes() -> None:
     clock.now += HOLD
     model.admitted(held=True)
     assert model.rate == held + GROWTH
+
+
+def probed_above(clock: Clock, model: QuotaModel, proven_last_second: int) -> float:
+    """Cut once, let the hold pass without a refusal, probe: the proven rate."""
+    model.rate = 40.0
+    model.refused(QuotaKind.SECOND, epoch=0, usage=usage(proven_last_second))
+    proven = model.rate
+    clock.now += HOLD + 0.1
+    for _ in range(30):
+        model.admitted(held=True)
+    assert model.rate > proven
+    return proven
+
+
+def test_a_refused_probe_goes_back_to_just_above_the_proven_rate() -> None:
+    """A probe refused near the proven rate goes back to CREEP times it, not to the burst."""
+    clock, model, _ = model_and_store()
+    proven = probed_above(clock, model, 6)
+    # The service's window let the probe's first calls through: 9 in the last second.
+    model.refused(QuotaKind.SECOND, epoch=1, usage=usage(9))
+    assert model.rate == pytest.approx(CREEP * proven)
+    assert model.rate < MARGIN * 9
+
+
+def test_a_probe_that_found_much_more_is_cut_by_measure() -> None:
+    """A probe that got FOUND_MORE times the proven rate through found a quota gone up."""
+    clock, model, _ = model_and_store()
+    proven = probed_above(clock, model, 6)
+    through = math.ceil(FOUND_MORE * proven) + 1
+    model.refused(QuotaKind.SECOND, epoch=1, usage=usage(through))
+    assert model.rate == pytest.approx(MARGIN * through)
+    assert model.rate > 2 * proven
+
+
+def test_a_refusal_in_the_hold_after_a_probe_cuts_by_measure_without_backoff() -> None:
+    """The rate a probe went back to is refused in its hold: cut by measure, not BACKOFF."""
+    clock, model, _ = model_and_store()
+    probed_above(clock, model, 6)
+    model.refused(QuotaKind.SECOND, epoch=1, usage=usage(9))
+    back = model.rate
+    clock.now += 1.0
+    model.refused(QuotaKind.SECOND, epoch=2, usage=usage(6))
+    assert model.rate == pytest.approx(min(MARGIN * 6, MARGIN * back))
 
 
 def test_ceilings_cap_learning_and_adaptation_can_be_turned_off() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -269,6 +270,29 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
         await anyio.Path(out).write_text(json.dumps(timeline(span, children)))
 
 
+@pytest.mark.anyio
+async def test_learned_rate_gauge_follows_the_client(emulator: Emulator, otel: Recorded) -> None:
+    """The gauge mpt_async.quota.learned_rate reads each client's rate, down after a refusal."""
+    async with token_client(emulator) as client:
+        await client.chat(HI)
+        first = client.learned_limits().qps
+        ((before, _),) = otel.points("mpt_async.quota.learned_rate")
+        emulator.inject(Fault.error(18))
+        await client.chat(HI)
+        ((after, _),) = otel.points("mpt_async.quota.learned_rate")
+        assert before.value == first
+        assert after.value == client.learned_limits().qps
+        assert after.value < before.value
+        assert dict(after.attributes or {}) == {
+            "gen_ai.request.model": "mpt-30b-instruct",
+            "server.address": "127.0.0.1",
+            "server.port": emulator.port,
+        }
+    del client
+    gc.collect()
+    assert otel.points("mpt_async.quota.learned_rate") == []  # a client gone, its point too
+
+
 def timeline(span: ReadableSpan, children: list[ReadableSpan]) -> dict[str, Any]:
     """A call span and its children as seconds from the call's start (for a chart)."""
     t0 = span.start_time or 0
@@ -514,6 +538,9 @@ class BrokenProviders:
         class Meter:
             def create_histogram(self, *args: Any, **kwargs: Any) -> Histogram:
                 return Histogram()
+
+            def create_observable_gauge(self, *args: Any, **kwargs: Any) -> None:
+                return None
 
         return Meter()
 

@@ -144,6 +144,9 @@ async def tls_options(ca_bundle: str) -> None:
         async with Client(auth="24.x", verify=verify, trust_env=False) as client:
             print(client.http_transport)
     Client(auth="24.x", verify=1)  # type: ignore[arg-type]
+    Client(auth="24.x", proxy="http://user:pw@proxy.example:3128", verify=ca_bundle)
+    Client(auth="24.x", proxy=None, trust_env=True)
+    Client(auth="24.x", proxy=3128)  # type: ignore[arg-type]
 
 
 async def mistakes_are_caught(client: Client) -> None:
