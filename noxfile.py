@@ -38,7 +38,10 @@ TRANSPORT_TESTS = (
 #: Each install, stamina style: (what to install beside TEST_TOOLS, the tests to run).
 INSTALLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # No extra: no aiohttp, no httptools: the pool parses with h11 on asyncio and trio.
-    "plain": ((), (*TRANSPORT_TESTS, "tests/test_import.py")),
+    "plain": (
+        ("trustme>=1.1",),
+        (*TRANSPORT_TESTS, "tests/test_import.py", "tests/test_proxy_tls.py"),
+    ),
     # aiohttp on asyncio, the pool with httptools on trio, orjson.
     "speed": ((), TRANSPORT_TESTS),
     "redis": ((), ("tests/test_redis_store.py", "tests/test_redis_lies.py")),

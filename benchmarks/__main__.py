@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _httpx_aiohttp, _paired, _quota, _redis_bench, _report, _telemetry, _v2
+from benchmarks import (
+    _httpx_aiohttp,
+    _paired,
+    _priority,
+    _quota,
+    _redis_bench,
+    _report,
+    _telemetry,
+    _v2,
+)
 from benchmarks._clients import find_aiohttp_transport
 from benchmarks._section import Context, Section, child_env
 from benchmarks._server import EmulatorProcess, cores, pin_self
@@ -323,6 +332,7 @@ SECTIONS: list[Section] = [
     Section("telemetry", _telemetry.run, _telemetry.targets, markdown=_telemetry.markdown),
     Section("redis", _redis_bench.run, _redis_bench.targets, _redis_bench.lines),
     Section("quota", _quota.run, _quota.targets, markdown=_quota.markdown),
+    Section("priority", _priority.run, _priority.targets, markdown=_priority.markdown),
     Section(
         "httpx_aiohttp",
         _httpx_aiohttp.run,

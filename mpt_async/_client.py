@@ -168,6 +168,7 @@ def _http_client(
     checked = check_instance(
         http_client, "http_client", httpx.AsyncClient, what="an httpx.AsyncClient"
     )
+    logger.debug("client for %s: your http_client, with its own transport and proxies", base_url)
     return checked, False
 
 

@@ -117,7 +117,8 @@ if early > now then return answer(early - now, 1) end
 local per_second = tonumber(ARGV[3])
 if per_second > 0 and last_second >= per_second then
   local nth = redis.call('ZREVRANGE', log, per_second - 1, per_second - 1, 'WITHSCORES')
-  local frees = tonumber(nth[2]) + 1000000 + math.floor(horizon / 51)
+  -- A second and its margin, as in MemoryQuotaStore (20 ms; not the minute's margin).
+  local frees = tonumber(nth[2]) + 1020000
   if frees > now then return answer(frees - now, 1) end
 end
 local rpm, tpm, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])

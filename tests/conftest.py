@@ -6,6 +6,7 @@ with ``-p mpt_async.testing.pytest_plugin`` in pyproject.toml.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +17,18 @@ from mpt_async import _converter
 from mpt_async.testing import Emulator
 
 from .clientkit import clear_credentials
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_proxy_from_the_machine() -> Iterator[None]:
+    """The suite talks to loopback only: the machine's proxy variables are set aside.
+
+    A test about proxies sets its own (``tests/test_proxy_tls.py``).
+    """
+    names = [n for n in os.environ if n.lower() in ("http_proxy", "https_proxy", "all_proxy")]
+    saved = {name: os.environ.pop(name) for name in names}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True, scope="session")

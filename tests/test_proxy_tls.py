@@ -11,6 +11,7 @@ aiohttp (asyncio).
 from __future__ import annotations
 
 import base64
+import importlib.util
 import logging
 import ssl
 import traceback
@@ -28,7 +29,7 @@ import trustme
 
 import mpt_async
 from mpt_async import _pool
-from mpt_async._aiohttp_transport import AutoTransport
+from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._proxy import Proxies
 from mpt_async.testing import Emulator
 
@@ -62,6 +63,10 @@ _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """An event loop and the transport a client made now picks (through the environment)."""
     loop, name = request.param
+    if name == "aiohttp" and not AIOHTTP_AVAILABLE:
+        pytest.skip("aiohttp is not installed")
+    if name == "pool-httptools" and importlib.util.find_spec("httptools") is None:
+        pytest.skip("httptools is not installed")
     monkeypatch.setenv("MPT_ASYNC_TRANSPORT", _ENV[name])
     if name == "pool-h11":  # what a plain install (no httptools) gets
         monkeypatch.setattr(_pool, "_opener", lambda parser: _pool._H11Connection)
@@ -415,6 +420,8 @@ async def test_https_goes_through_a_connect_tunnel_with_one_trust(
                 await client.chat(HI)
         assert not leaked(shows(caught.value))
     assert len(chat_requests(emulator)) == 1
+    # The credentials went on the CONNECT only, never inside the tunnel to the service.
+    assert all("proxy-authorization" not in r.headers for r in emulator.requests)
 
 
 async def test_no_proxy_reaches_the_host_directly(
@@ -449,6 +456,21 @@ async def test_proxy_overrides_the_environment_and_trust_env_false_ignores_it(
             assert (await client.chat(HI)).result
     assert len(proxy.seen) == 2  # the first client's token and chat only
     assert len(chat_requests(emulator)) == 2
+
+
+@pytest.fixture
+async def dead_proxy_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every proxy variable names a proxy that is down."""
+    down = f"http://127.0.0.1:{await closed_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, down)
+
+
+async def test_the_plugins_client_reaches_the_emulator_directly(
+    dead_proxy_everywhere: None, mpt_client: mpt_async.Client, route: tuple[str, str]
+) -> None:
+    """The pytest plugin's client ignores the machine's proxies: its emulator is local."""
+    assert (await mpt_client.chat(HI)).result
 
 
 # -- proxies: failures are typed, and never show the credentials -----------------------------

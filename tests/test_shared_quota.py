@@ -180,3 +180,26 @@ async def test_a_quota_reply_of_the_wrong_type_fails_open_or_raises(reply: bytes
             limiter = shared(store, qps=50, adaptive=False)
             with pytest.raises(SharedStoreError, match="wrong type"):
                 await limiter.acquire(10)
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_full_second_frees_a_second_and_its_margin_later(
+    redis: RedisServer, prefix: str
+) -> None:
+    """Five calls just started under 5 a second: the next may start about 1.02 s on.
+
+    As in one process: the margin is 20 ms of the second, not a share of the minute window
+    (which held the whole fleet back 2.2 s).
+    """
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=5, adaptive=False)
+        (await limiter.acquire(10)).finish()
+        log = state_key(redis, prefix).replace("quota-s", "quota-l")
+        sec, usec = redis.cli("time").split()
+        now = int(sec) * 1_000_000 + int(usec)
+        redis.cli("zadd", log, *(x for i in range(5) for x in (str(now), f"call-{i}")))
+        key = state_key(redis, prefix)
+        redis.cli("hset", key, "tat", "0")  # only the calls of the last second count
+        grant = await limiter.store.take(limiter.model, 10)
+    assert 0.5 < grant.wait <= 1.02

@@ -67,13 +67,15 @@ def mpt_emulator(_mpt_emulator_session: Emulator) -> Emulator:
 async def mpt_client(mpt_emulator: Emulator, anyio_backend: object) -> AsyncIterator[Client]:
     """A :class:`~mpt_async.Client` for ``mpt_emulator`` (token auth, no wait between retries).
 
-    It is closed after the test.
+    It reaches the emulator directly, whatever proxy the environment names (the emulator is
+    on this machine), and is closed after the test.
     """
     from mpt_async import AccessTokenAuth, Backoff, Client
 
     no_wait = Backoff(initial=0, maximum=0, jitter=0, max_retry_after=0)
     auth = AccessTokenAuth(mpt_emulator.api_key, mpt_emulator.secret_key)
-    async with Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait) as client:
+    client = Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait, trust_env=False)
+    async with client:
         yield client
 
 
@@ -81,11 +83,12 @@ async def mpt_client(mpt_emulator: Emulator, anyio_backend: object) -> AsyncIter
 async def mpt_v2_client(mpt_emulator: Emulator, anyio_backend: object) -> AsyncIterator[Client]:
     """A v2 :class:`~mpt_async.Client` for ``mpt_emulator`` (its API key, no wait between retries).
 
-    It is closed after the test.
+    It reaches the emulator directly, like ``mpt_client``, and is closed after the test.
     """
     from mpt_async import APIKeyAuth, Backoff, Client
 
     no_wait = Backoff(initial=0, maximum=0, jitter=0, max_retry_after=0)
     auth = APIKeyAuth(mpt_emulator.v2_api_key)
-    async with Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait) as client:
+    client = Client(auth=auth, base_url=mpt_emulator.base_url, backoff=no_wait, trust_env=False)
+    async with client:
         yield client
