@@ -151,6 +151,12 @@ def _environment(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _shown(value: str) -> str:
+    """A variable's value as it may be shown: a URL's password masked, even without a scheme."""
+    shown = redact(value if "://" in value else f"http://{value}")
+    return (shown if "://" in value else shown.removeprefix("http://"))[:200]
+
+
 def _split_port(entry: str) -> tuple[str, int | None]:
     """``host[:port]`` or ``[v6][:port]`` or a bare IPv6 address, as (host, port)."""
     if entry.startswith("["):
@@ -227,7 +233,7 @@ class Proxies:
     def __repr__(self) -> str:
         if self.explicit is not None:
             return f"<Proxies {self.explicit!r} (proxy=)>"
-        said = [f"{name}={redact(value)[:200]}" for name, value in self._variables.values()]
+        said = [f"{name}={_shown(value)}" for name, value in self._variables.values()]
         return f"<Proxies {', '.join(said) or 'none'}>"
 
     def _proxy(self, kind: str) -> Proxy | None:

@@ -676,6 +676,15 @@ def test_the_environment_is_read_as_httpx_reads_it(
     assert (None if proxy is None else proxy.url) == expected
 
 
+@pytest.mark.parametrize("value", [f"http://{CREDENTIALS}@p:1", f"{CREDENTIALS}@p:1"])
+def test_the_proxies_repr_masks_the_password(value: str) -> None:
+    """A proxy variable is shown with its password masked, with or without a scheme."""
+    shown = repr(Proxies(environ={"HTTPS_PROXY": value, "NO_PROXY": "a.com"}))
+    assert "alice:***@p:1" in shown
+    assert "NO_PROXY=a.com" in shown
+    assert not leaked(shown)
+
+
 def test_the_debug_line_names_transport_and_proxy_without_the_password(
     emulator: Emulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
