@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from mpt_async._logging import logger
 from mpt_async._proxy import Proxies, Proxy, ProxyFailure
 from mpt_async._tls import TLS
 
@@ -87,6 +88,8 @@ def _on_asyncio() -> bool:
 
 
 _CLOSED = "the connection pool is closed"
+#: Whether asyncio can start TLS over a TLS connection (an https service via an https proxy).
+_TLS_IN_TLS = sys.version_info >= (3, 11)
 
 
 def _cancelling() -> bool:
@@ -298,12 +301,35 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._httpx: httpx.AsyncBaseTransport | None = None
         self._aiohttp: AiohttpTransport | None = None
         self._closed = False
+        self._said_tls_in_tls = False
+
+    def _aiohttp_can(self, request: httpx.Request) -> bool:
+        """Whether aiohttp can carry ``request``: not TLS in TLS before Python 3.11.
+
+        An ``https`` service through an ``https://`` proxy needs asyncio's ``start_tls`` over
+        a TLS connection, which Python 3.10 lacks: such calls go through the pool (said once
+        at DEBUG).
+        """
+        if _TLS_IN_TLS or self._proxies is None or request.url.scheme != "https":
+            return True
+        proxy = self._proxies.for_url(request.url)
+        if proxy is None or proxy.scheme != "https":
+            return True
+        if not self._said_tls_in_tls:
+            self._said_tls_in_tls = True
+            logger.debug(
+                "calls to %s through %r go through mpt_async's pool: aiohttp cannot speak TLS "
+                "inside TLS before Python 3.11",
+                request.url.host,
+                proxy,
+            )
+        return False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the transport that suits the running event loop."""
         if self._closed:
             raise httpx.ConnectError(_CLOSED, request=request)
-        if _on_asyncio():
+        if _on_asyncio() and self._aiohttp_can(request):
             transport: httpx.AsyncBaseTransport | None = self._aiohttp
             if transport is None:
                 transport = self._aiohttp = AiohttpTransport(

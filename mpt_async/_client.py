@@ -409,10 +409,11 @@ class Client:
             ``None`` or ``True``, httpx's default trust (certifi's CA bundle); a path to a
             CA bundle (PEM) or directory; an ``ssl.SSLContext``; ``False``, no check at all
             (for tests only). Not with ``http_client=``: yours owns its TLS.
-        proxy: The HTTP proxy every call goes through (``http://[user:password@]host:port``),
-            on every transport; ``None``: the environment's (``HTTPS_PROXY``, ``HTTP_PROXY``,
-            ``ALL_PROXY``, ``NO_PROXY``, read as httpx reads them). SOCKS proxies are not
-            spoken: pass an httpx client with a SOCKS transport as ``http_client=``.
+        proxy: The HTTP proxy every call goes through, on every transport:
+            ``http://[user:password@]host:port``, or ``https://`` for TLS to the proxy too.
+            ``None``: the environment's (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
+            ``NO_PROXY``, read as httpx reads them). SOCKS proxies are not spoken: pass an
+            httpx client with a SOCKS transport as ``http_client=``.
         trust_env: Whether the environment may set the proxy and the TLS trust
             (``SSL_CERT_FILE``, ``SSL_CERT_DIR``). Not ``False`` with ``http_client=``.
 

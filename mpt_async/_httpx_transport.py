@@ -53,10 +53,11 @@ class HttpxTransport(httpx.AsyncHTTPTransport):
         transport = self._through.get(proxy.url)
         if transport is None:
             headers = {name.decode(): value.decode() for name, value in proxy.headers}
+            context = self._context if proxy.scheme == "https" else None  # TLS to the proxy
             transport = self._through[proxy.url] = httpx.AsyncHTTPTransport(
                 verify=self._context,
                 limits=self._limits,
-                proxy=httpx.Proxy(proxy.url, headers=headers),
+                proxy=httpx.Proxy(proxy.url, ssl_context=context, headers=headers),
             )
         return transport
 

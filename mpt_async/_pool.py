@@ -449,15 +449,28 @@ class PoolTransport(httpx.AsyncBaseTransport):
     async def _open_stream(
         self, host: str, port: int, proxy: Proxy | None, bound: float | None
     ) -> httpcore.AsyncNetworkStream:
-        """A TCP connection to ``host:port``, or to the proxy (failing as the proxy's fault)."""
+        """A TCP connection to ``host:port``, or to the proxy (failing as the proxy's fault).
+
+        To an ``https://`` proxy, TLS is spoken with the client's one TLS context.
+        """
         if self._backend is None:
             self._backend = _default_backend()
         if proxy is None:
             return await self._backend.connect_tcp(host, port, timeout=bound)
         try:
-            return await self._backend.connect_tcp(proxy.host, proxy.port, timeout=bound)
+            stream = await self._backend.connect_tcp(proxy.host, proxy.port, timeout=bound)
         except httpcore.ConnectError as exc:
             raise ProxyFailure(proxy) from exc
+        if proxy.scheme == "https":
+            try:
+                return await stream.start_tls(self._tls(), proxy.host, timeout=bound)
+            except httpcore.ConnectError as exc:  # httpcore closed the stream
+                raise ProxyFailure(proxy, what="could not be reached over TLS") from exc
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+        return stream
 
     def _check_open(self) -> None:
         if self._closed:

@@ -14,7 +14,9 @@ The environment is read as httpx (and curl) read it, once, when the client is ma
   ``*`` is every host; ``example.com`` is that domain and its subdomains; ``.example.com``
   and ``*.example.com`` the subdomains only; an IP address, or a network
   (``10.0.0.0/8``); any of them with ``:port`` to apply to that port only.
-- A value without a scheme is an ``http://`` proxy.
+- A value without a scheme is an ``http://`` proxy. An ``https://`` proxy is spoken to
+  over TLS, trusting what the client trusts for the service (its ``verify=``); SOCKS
+  proxies are refused.
 
 An explicit ``proxy=`` is used for every request, whatever the environment says; with
 ``trust_env=False`` the environment is not read at all.
@@ -47,14 +49,16 @@ class Proxy:
     """An HTTP proxy: its address, and the ``Proxy-Authorization`` it is sent (if any).
 
     Args:
-        text: The proxy's URL, ``http://[user:password@]host[:port]``.
+        text: The proxy's URL, ``http[s]://[user:password@]host[:port]`` (``https``: the
+            client speaks TLS to the proxy too, trusting what it trusts for the service).
         name: What the user knows it by (``proxy`` or a variable's name), for errors.
 
     Raises:
-        ConfigurationError: Not a URL, a SOCKS proxy, or another scheme than ``http``.
+        ConfigurationError: Not a URL, a SOCKS proxy, or another scheme than ``http`` or
+            ``https``.
     """
 
-    __slots__ = ("authorization", "host", "port", "url")
+    __slots__ = ("authorization", "host", "port", "scheme", "url")
 
     def __init__(self, text: str, name: str = "proxy") -> None:
         if "://" not in text:
@@ -67,18 +71,19 @@ class Proxy:
             refuse(
                 name, f"names a SOCKS proxy, which the client's transports do not speak: {_SOCKS}"
             )
-        if url.scheme != "http" or not url.host:
+        if url.scheme not in ("http", "https") or not url.host:
             refuse(
                 name,
-                "must be an http:// proxy URL, such as http://proxy.example:3128 (for an "
-                "https:// proxy or another kind, pass your own httpx.AsyncClient as http_client=)",
+                "must be an http:// or https:// proxy URL, such as http://proxy.example:3128 "
+                "(for another kind, pass your own httpx.AsyncClient as http_client=)",
             )
         if url.port is not None and not 0 < url.port < 65536:
             refuse(name, f"has port {url.port}, outside 1..65535")
+        self.scheme = url.scheme
         self.host = url.host
-        self.port = url.port or 80
+        self.port = url.port or (443 if url.scheme == "https" else 80)
         #: The proxy's address, shown wherever it is named: never its credentials.
-        self.url = f"http://{self.address}"
+        self.url = f"{self.scheme}://{self.address}"
         #: The ``Proxy-Authorization`` header's value, or ``None`` without credentials.
         self.authorization: bytes | None = None
         if url.userinfo:
@@ -149,6 +154,12 @@ def _environment(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
         if name is not None and environ[name].strip():
             found[kind] = (name, environ[name].strip())
     return found
+
+
+def _shown(value: str) -> str:
+    """A variable's value as it may be shown: a URL's password masked, even without a scheme."""
+    shown = redact(value if "://" in value else f"http://{value}")
+    return (shown if "://" in value else shown.removeprefix("http://"))[:200]
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:
@@ -227,7 +238,7 @@ class Proxies:
     def __repr__(self) -> str:
         if self.explicit is not None:
             return f"<Proxies {self.explicit!r} (proxy=)>"
-        said = [f"{name}={redact(value)[:200]}" for name, value in self._variables.values()]
+        said = [f"{name}={_shown(value)}" for name, value in self._variables.values()]
         return f"<Proxies {', '.join(said) or 'none'}>"
 
     def _proxy(self, kind: str) -> Proxy | None:

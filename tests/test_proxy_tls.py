@@ -28,7 +28,7 @@ import pytest
 import trustme
 
 import mpt_async
-from mpt_async import _pool
+from mpt_async import _aiohttp_transport, _pool
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._proxy import Proxies
 from mpt_async.testing import Emulator
@@ -300,9 +300,9 @@ class ForwardProxy:
 
     def with_credentials(self, credentials: str = CREDENTIALS) -> str:
         """The proxy's URL with credentials in it."""
-        return self.url.replace("http://", f"http://{credentials}@")
+        return self.url.replace("://", f"://{credentials}@")
 
-    async def serve(self, client: anyio.abc.SocketStream) -> None:
+    async def serve(self, client: anyio.abc.ByteStream) -> None:
         """One client connection: one tunnel, or one forwarded exchange."""
         async with client:
             head = b""
@@ -343,15 +343,27 @@ _HOP_BY_HOP = (b"proxy-authorization", b"connection", b"keep-alive", b"proxy-con
 
 
 @asynccontextmanager
-async def forward_proxy(require: bytes | None = None) -> AsyncIterator[ForwardProxy]:
-    """A forward proxy on loopback; with ``require``, anything else is answered 407."""
+async def forward_proxy(
+    require: bytes | None = None, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[ForwardProxy]:
+    """A forward proxy on loopback; with ``require``, anything else is answered 407.
+
+    With ``tls``, an ``https://`` proxy: clients speak TLS to it (with that server context).
+    """
     proxy = ForwardProxy(require)
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    proxy.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    proxy.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
-    async def serve(client: anyio.abc.SocketStream) -> None:
-        with suppress(OSError, anyio.BrokenResourceError, anyio.EndOfStream, ValueError):
-            await proxy.serve(client)
+    async def serve(client: anyio.abc.ByteStream) -> None:
+        async with client:
+            with suppress(Exception):  # a client that hung up, or refused our certificate
+                if tls is not None:
+                    with anyio.fail_after(30):
+                        client = await anyio.streams.tls.TLSStream.wrap(
+                            client, server_side=True, ssl_context=tls, standard_compatible=False
+                        )
+                await proxy.serve(client)
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, serve)
@@ -422,6 +434,56 @@ async def test_https_goes_through_a_connect_tunnel_with_one_trust(
     assert len(chat_requests(emulator)) == 1
     # The credentials went on the CONNECT only, never inside the tunnel to the service.
     assert all("proxy-authorization" not in r.headers for r in emulator.requests)
+
+
+async def test_an_https_proxy_is_spoken_to_over_tls_with_the_one_trust(
+    emulator: Emulator, ca: trustme.CA, ca_path: Path, route: tuple[str, str]
+) -> None:
+    """An ``https://`` proxy: TLS to it (then TLS in TLS to an https service), same trust."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with tls_front(emulator, ca) as front, forward_proxy(BASIC, tls=context) as proxy:
+        for base_url in (front.url, emulator.base_url):
+            async with token_client(
+                emulator, base_url, verify=ca_path, proxy=proxy.with_credentials(), max_retries=0
+            ) as client:
+                assert (await client.chat(HI)).result
+        methods = [method for method, _, _ in proxy.seen]
+        assert methods[0] == b"CONNECT"
+        assert methods[-1] == b"POST"
+        assert {auth for _, _, auth in proxy.seen} == {BASIC}
+        async with token_client(
+            emulator, proxy=proxy.with_credentials(), max_retries=0
+        ) as client:  # the default trust refuses the proxy's certificate
+            with pytest.raises(mpt_async.APIConnectionError, match="TLS") as caught:
+                await client.chat(HI)
+        assert not leaked(shows(caught.value))
+    assert len(chat_requests(emulator)) == 2
+
+
+async def test_without_tls_in_tls_aiohttp_hands_such_calls_to_the_pool(
+    emulator: Emulator,
+    ca: trustme.CA,
+    ca_path: Path,
+    route: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before Python 3.11 (no TLS in TLS on asyncio), https via an https proxy takes the pool."""
+    if route[1] != "aiohttp":
+        pytest.skip("aiohttp's case")
+    monkeypatch.setattr(_aiohttp_transport, "_TLS_IN_TLS", False)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with tls_front(emulator, ca) as front, forward_proxy(tls=context) as proxy:
+        with caplog.at_level(logging.DEBUG, logger="mpt_async"):
+            async with token_client(emulator, front.url, verify=ca_path, proxy=proxy.url) as client:
+                assert (await client.chat(HI)).result
+                wire: Any = client._request_loop.http._transport
+                assert wire._aiohttp is None
+                assert isinstance(wire._httpx, _pool.PoolTransport)
+        assert proxy.seen[0][0] == b"CONNECT"
+    assert "cannot speak TLS inside TLS" in caplog.text
 
 
 async def test_no_proxy_reaches_the_host_directly(
@@ -623,8 +685,7 @@ def test_a_socks_proxy_is_a_configuration_error_before_any_io(
     ("proxy", "match"),
     [
         (3128, "must be a proxy URL string or None"),
-        ("https://proxy.example:3128", "must be an http:// proxy URL"),
-        ("ftp://proxy.example", "must be an http:// proxy URL"),
+        ("ftp://proxy.example", "must be an http:// or https:// proxy URL"),
         ("http://alice:pw@proxy.example:port", "is not a valid proxy URL"),
         ("http://alice:pw@proxy.example:99999", "outside 1..65535"),
     ],
@@ -674,6 +735,15 @@ def test_the_environment_is_read_as_httpx_reads_it(
     """The proxy variables' precedence and the ``NO_PROXY`` forms (a table, no sockets)."""
     proxy = Proxies(environ=environ).for_url(httpx.URL(url))
     assert (None if proxy is None else proxy.url) == expected
+
+
+@pytest.mark.parametrize("value", [f"http://{CREDENTIALS}@p:1", f"{CREDENTIALS}@p:1"])
+def test_the_proxies_repr_masks_the_password(value: str) -> None:
+    """A proxy variable is shown with its password masked, with or without a scheme."""
+    shown = repr(Proxies(environ={"HTTPS_PROXY": value, "NO_PROXY": "a.com"}))
+    assert "alice:***@p:1" in shown
+    assert "NO_PROXY=a.com" in shown
+    assert not leaked(shown)
 
 
 def test_the_debug_line_names_transport_and_proxy_without_the_password(
