@@ -545,7 +545,7 @@ async def test_a_tunnel_refused_407_is_typed_and_hides_the_credentials(
     route: tuple[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A ``CONNECT`` answered 407: an APIConnectionError with the status; no credential shows."""
+    """A ``CONNECT`` answered 407: a typed error with the status, not retried; nothing leaks."""
     caplog.set_level(logging.DEBUG)
     async with tls_front(emulator, ca) as front, forward_proxy(require=b"Basic other") as proxy:
         client = mpt_async.Client(
@@ -553,7 +553,8 @@ async def test_a_tunnel_refused_407_is_typed_and_hides_the_credentials(
             base_url=front.url,
             verify=ca_path,
             proxy=proxy.with_credentials(),
-            max_retries=0,
+            max_retries=2,
+            backoff=FAST,
         )
         async with client:
             with pytest.raises(mpt_async.APIConnectionError, match="407") as caught:
