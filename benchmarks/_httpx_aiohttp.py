@@ -24,12 +24,11 @@ import statistics
 from typing import Any
 
 from benchmarks._clients import MptAsync
+from benchmarks._pairing import cells_spec, measure_cells, paired_rounds
 from benchmarks._section import Context, Row
-from benchmarks._worker import cpu_seconds
 
 #: The transports compared, the shipped one first.
 NAMES = ("own", "httpx-aiohttp", "httpx-aiohttp+check")
-CHUNKS = 50
 
 
 def _transport(name: str, pool: int) -> Any:
@@ -77,21 +76,8 @@ class _Over(MptAsync):
         )
 
 
-async def _cpu_per_call(adapter: Any, mode: str, conc: int, calls: int) -> float:
-    call = adapter.chat if mode == "chat" else adapter.stream
-    return await cpu_seconds(call, conc, calls, CHUNKS if mode == "stream" else 0) / calls
-
-
 async def _cell(adapters: dict[str, Any], mode: str, conc: int, spec: dict) -> dict:
-    calls = spec["calls_chat"] if mode == "chat" else spec["calls_stream"]
-    for adapter in adapters.values():  # warm-up: connections, token, caches
-        await _cpu_per_call(adapter, mode, conc, max(2 * conc, 30))
-    rounds: list[dict[str, float]] = []
-    for i in range(spec["rounds"]):
-        order = NAMES[i % len(NAMES) :] + NAMES[: i % len(NAMES)]
-        rounds.append(
-            {name: await _cpu_per_call(adapters[name], mode, conc, calls) for name in order}
-        )
+    rounds = await paired_rounds(adapters, mode, conc, spec)
     return {
         "cpu_us": {n: statistics.median(r[n] for r in rounds) * 1e6 for n in NAMES},
         # Above 1: the other transport costs more CPU per call than the own one.
@@ -100,18 +86,7 @@ async def _cell(adapters: dict[str, Any], mode: str, conc: int, spec: dict) -> d
 
 
 async def _measure(spec: dict) -> dict:
-    adapters = {name: _Over(name) for name in NAMES}
-    for adapter in adapters.values():
-        await adapter.open(spec["base_url"], max(spec["concurrency"]))
-    try:
-        return {
-            f"{mode} c={conc}": await _cell(adapters, mode, conc, spec)
-            for mode in ("chat", "stream")
-            for conc in spec["concurrency"]
-        }
-    finally:
-        for adapter in adapters.values():
-            await adapter.close()
+    return await measure_cells({name: _Over(name) for name in NAMES}, _cell, spec)
 
 
 def worker(spec: dict) -> dict:
@@ -123,14 +98,7 @@ def run(ctx: Context) -> dict:
     """One worker process for every cell (skipped without httpx-aiohttp)."""
     if importlib.util.find_spec("httpx_aiohttp") is None:
         raise RuntimeError("httpx-aiohttp is not installed (nox -s bench installs it)")
-    args = ctx.args
-    spec = {
-        "task": "httpx_aiohttp",
-        "calls_chat": max(50, args.calls_chat // 2),
-        "calls_stream": max(20, args.calls_stream // 2),
-        "rounds": max(3, 3 * args.rounds),
-        "concurrency": [1, 20, 100],
-    }
+    spec = cells_spec("httpx_aiohttp", ctx.args, [1, 20, 100])
     return {"settings": spec, "cells": ctx.worker(spec, timeout=900)}
 
 

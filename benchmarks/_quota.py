@@ -8,8 +8,13 @@ refilled continuously):
 - **moving**: 24 callers for three phases while the limit moves 12 -> 6 -> 20 per second,
   sampled every 0.5 s (accepted calls, refusals, the learned rate): the chart's data.
 
-And once, on asyncio: the **batch** command, 300 lines at ``--concurrency 32``, against a
-12/s emulator.
+- **cost**: client CPU per call, the adaptive default against no limiter, in paired rounds
+  of calls no quota limits, and the first call of a fresh client.
+
+On asyncio only, **announced**: 26 concurrent calls under 20 calls a minute that each reply
+announces (the model is the same on trio; this one waits a minute). And once: the **batch**
+command, 300 lines at ``--concurrency 32``, against a 12/s emulator; and the **fleet**: 4
+processes (2 asyncio, 2 trio) on one Redis, 60 calls each, learning a 12/s quota together.
 
 Run alone: ``python -m benchmarks --sections quota``.
 """
@@ -33,10 +38,39 @@ PHASE_SECONDS = 10.0
 CALLERS = 24
 SAMPLE = 0.5
 BATCH_LINES = 300
+FLEET = ("asyncio", "trio", "asyncio", "trio")
+FLEET_CALLS = 60  # per process
+ANNOUNCED_RPM = 20
+ANNOUNCED_CALLS = 26
+COST_CALLS = 300
+COST_ROUNDS = 10
+COST_WARM_UP = 800
 RESULT = "QUOTA-RESULT "
 
 
 # -- the worker (one runtime) --------------------------------------------------------------
+
+
+async def _concurrent(client: Any, calls: int) -> tuple[int, int]:
+    """``calls`` chat calls at once: (answered, failed)."""
+    import anyio
+
+    import mpt_async
+
+    answered = failed = 0
+
+    async def one() -> None:
+        nonlocal answered, failed
+        try:
+            await client.chat([{"role": "user", "content": "hi"}])
+            answered += 1
+        except mpt_async.MPTError:
+            failed += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(calls):
+            tg.start_soon(one)
+    return answered, failed
 
 
 async def _burst(emu: Any) -> dict[str, Any]:
@@ -44,25 +78,13 @@ async def _burst(emu: Any) -> dict[str, Any]:
 
     import mpt_async
 
-    answered = failed = 0
     auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
     async with mpt_async.Client(auth=auth, base_url=emu.base_url) as client:
         await client.chat([{"role": "user", "content": "warm the token"}])
         await anyio.sleep(1.5)  # the bucket refills: the burst meets a full quota
         before = emu.stats.error_responses
         started = time.monotonic()
-
-        async def one() -> None:
-            nonlocal answered, failed
-            try:
-                await client.chat([{"role": "user", "content": "hi"}])
-                answered += 1
-            except mpt_async.MPTError:
-                failed += 1
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(BURST):
-                tg.start_soon(one)
+        answered, failed = await _concurrent(client, BURST)
     elapsed = time.monotonic() - started
     return {
         "answered": answered,
@@ -123,6 +145,65 @@ async def _moving(emu: Any) -> dict[str, Any]:
     return {"answered": answered, "failed": failed, "samples": samples}
 
 
+async def _announced(emu: Any) -> dict[str, Any]:
+    """26 concurrent calls under a per-minute quota that each reply announces."""
+    import mpt_async
+
+    auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
+    # The last calls wait for the minute to pass: past the default bound of a live call's
+    # wait (60 s), so the bound is raised, as a caller who expects that wait would.
+    timeout = mpt_async.Timeouts(quota=120)
+    async with mpt_async.Client(auth=auth, base_url=emu.base_url, timeout=timeout) as client:
+        started = time.monotonic()
+        answered, failed = await _concurrent(client, ANNOUNCED_CALLS)
+    return {
+        "answered": answered,
+        "failed": failed,
+        "refusals": emu.stats.error_responses,
+        "seconds": time.monotonic() - started,
+    }
+
+
+async def _cost(emu: Any) -> dict[str, Any]:
+    """Client CPU per call, the adaptive default against no limiter, in paired rounds."""
+    import statistics
+
+    import mpt_async
+
+    auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
+    off = mpt_async.RateLimits(adaptive=False, adopt_server_limits=False)
+    hi = [{"role": "user", "content": "hi"}]
+    clients = {
+        "default": mpt_async.Client(auth=auth, base_url=emu.base_url),
+        "off": mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=off),
+    }
+    first: dict[str, float] = {}
+    for name, client in clients.items():
+        start = time.perf_counter()
+        await client.chat(hi)  # the first call of a fresh client (its token fetch too)
+        first[name] = time.perf_counter() - start
+        # Sequential calls to the emulator come faster than a fresh model's rate (50/s),
+        # which grows while they are held; a real service answers in about a second.
+        for _ in range(COST_WARM_UP):
+            await client.chat(hi)
+    cpu: dict[str, list[float]] = {name: [] for name in clients}
+    for round_ in range(COST_ROUNDS):
+        order = list(clients) if round_ % 2 else list(clients)[::-1]
+        for name in order:
+            start = time.process_time()
+            for _ in range(COST_CALLS):
+                await clients[name].chat(hi)
+            cpu[name].append((time.process_time() - start) / COST_CALLS)
+    for client in clients.values():
+        await client.aclose()
+    median = {name: statistics.median(values) for name, values in cpu.items()}
+    return {
+        "cpu_us": {name: value * 1e6 for name, value in median.items()},
+        "ratio": median["default"] / median["off"],
+        "first_ms": {name: value * 1e3 for name, value in first.items()},
+    }
+
+
 def worker(runtime: str) -> dict[str, Any]:
     import anyio
 
@@ -132,7 +213,13 @@ def worker(runtime: str) -> dict[str, Any]:
         burst = anyio.run(_burst, emu, backend=runtime)
     with Emulator(qps=PHASES[0]) as emu:
         moving = anyio.run(_moving, emu, backend=runtime)
-    return {"burst": burst, "moving": moving}
+    with Emulator() as emu:
+        cost = anyio.run(_cost, emu, backend=runtime)
+    result = {"burst": burst, "moving": moving, "cost": cost}
+    if runtime == "asyncio":  # the model is the same on trio; this one takes a minute
+        with Emulator(rpm=ANNOUNCED_RPM) as emu:
+            result["announced"] = anyio.run(_announced, emu, backend=runtime)
+    return result
 
 
 def _batch(scratch: Path) -> dict[str, Any]:
@@ -166,6 +253,75 @@ def _batch(scratch: Path) -> dict[str, Any]:
         "seconds": seconds,
         "ideal": BATCH_LINES / LIMIT,
     }
+
+
+def _fleet(scratch: Path) -> dict[str, Any]:
+    """4 processes (asyncio, trio) on one Redis, learning a 12/s quota no one gave them."""
+    import shutil
+    import tempfile
+
+    from benchmarks._redis_bench import _free_port, _result, _start_redis
+    from mpt_async.testing import Emulator
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return {"skipped": "redis-server is not installed (Debian package redis-server)"}
+    with tempfile.TemporaryDirectory(prefix="mpt-bench-quota-") as directory:
+        port = _free_port()
+        server = _start_redis(binary, port, directory)
+        try:
+            with Emulator(qps=LIMIT) as emu:
+                spec = {
+                    "mode": "learn",
+                    "url": f"redis://127.0.0.1:{port}",
+                    "prefix": "quota",
+                    "base_url": emu.base_url,
+                    "api_key": emu.api_key,
+                    "secret_key": emu.secret_key,
+                    "calls": FLEET_CALLS,
+                    "concurrency": 8,
+                }
+                results = _run_fleet(spec, scratch, _result)
+                refusals = emu.stats.error_responses
+        finally:
+            server.kill()
+            server.wait()
+    calls = FLEET_CALLS * len(FLEET)
+    return {
+        "answered": sum(r["answered"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+        "refusals": refusals,
+        "seconds": max(r["seconds"] for r in results),
+        "ideal": calls / LIMIT,
+        "learned": [r["learned"] for r in results],
+    }
+
+
+def _run_fleet(spec: dict[str, Any], scratch: Path, result: Any) -> list[dict[str, Any]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._redis_worker", json.dumps({**spec, "backend": b})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(scratch),
+            cwd=scratch,
+        )
+        for b in FLEET
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a quota fleet worker did not get ready")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        return [result(proc, 300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
 
 
 # -- the section -----------------------------------------------------------------------------
@@ -236,6 +392,7 @@ def run(ctx: Context) -> dict[str, Any]:
         result[runtime] = json.loads(line[len(RESULT) :])
         result[runtime]["phases"] = _phase_stats(result[runtime]["moving"]["samples"])
     result["batch"] = _batch(ctx.scratch)
+    result["fleet"] = _fleet(ctx.scratch)
     _chart(result, Path(__file__).resolve().parent.parent / "docs" / "images" / "quota.png")
     return result
 
@@ -294,6 +451,11 @@ def targets(result: dict[str, Any]) -> list[Row]:
                 "{:.3f}",
             )
         )
+        cost = result[runtime]["cost"]
+        rows.append(
+            target(f"quota {runtime}: CPU per call, adaptive / none", cost["ratio"], 1.03, "{:.3f}")
+        )
+    rows += _more_targets(result)
     batch = result["batch"]
     rows.append(
         [
@@ -304,6 +466,36 @@ def targets(result: dict[str, Any]) -> list[Row]:
         ]
     )
     rows.append(_time_row("quota batch CLI", batch))
+    return rows
+
+
+def _more_targets(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    announced = result["asyncio"].get("announced")
+    if announced is not None:
+        answered = announced["answered"] == ANNOUNCED_CALLS
+        rows.append(
+            [
+                f"quota: {ANNOUNCED_CALLS} calls under an announced {ANNOUNCED_RPM}/min, answered",
+                f"{announced['answered']}/{ANNOUNCED_CALLS}",
+                f"{ANNOUNCED_CALLS}/{ANNOUNCED_CALLS}",
+                verdict(answered),
+            ]
+        )
+        rows.append(target("quota: announced per-minute, refusals", announced["refusals"], 1, "{}"))
+    fleet = result["fleet"]
+    if "skipped" not in fleet:
+        calls = FLEET_CALLS * len(FLEET)
+        rows.append(
+            [
+                f"quota: {len(FLEET)} processes on one Redis, answered",
+                f"{fleet['answered']}/{calls}",
+                f"{calls}/{calls}",
+                verdict(fleet["answered"] == calls and fleet["failed"] == 0),
+            ]
+        )
+        rows.append(_time_row(f"quota: {len(FLEET)} processes on one Redis", fleet))
+        rows.append(target("quota: 4 processes, refusals / calls", fleet["refusals"] / calls, 0.15))
     return rows
 
 
@@ -343,6 +535,51 @@ def markdown(result: dict[str, Any]) -> list[str]:
         f"Batch CLI, {BATCH_LINES} lines at concurrency 32: {batch['answered']} answered, exit "
         f"{batch['exit']}, {batch['refusals']} refusals, {batch['seconds']:.1f} s (ideal "
         f"{batch['ideal']:.1f} s).",
+        "",
+        *_more_lines(result),
+    ]
+    return lines
+
+
+def _more_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    fleet = result["fleet"]
+    if "skipped" in fleet:
+        lines.append(f"{len(FLEET)} processes on one Redis: skipped, {fleet['skipped']}.")
+    else:
+        learned = ", ".join(f"{q:.1f}" for q in fleet["learned"] if q is not None)
+        lines.append(
+            f"{len(FLEET)} processes (2 asyncio, 2 trio) on one Redis, {FLEET_CALLS} calls each "
+            f"at concurrency 8, no limit given: {fleet['answered']} answered, {fleet['failed']} "
+            f"failed, {fleet['refusals']} refusals, {fleet['seconds']:.1f} s (ideal "
+            f"{fleet['ideal']:.1f} s); the rate each learned: {learned} /s."
+        )
+    announced = result["asyncio"].get("announced")
+    if announced is not None:
+        lines += [
+            "",
+            f"{ANNOUNCED_CALLS} concurrent calls under {ANNOUNCED_RPM} calls a minute that "
+            f"replies announce (`X-Ratelimit-*`): {announced['answered']} answered, "
+            f"{announced['refusals']} refusals, {announced['seconds']:.1f} s (the last "
+            f"{ANNOUNCED_CALLS - ANNOUNCED_RPM} wait for the minute to pass).",
+        ]
+    lines += [
+        "",
+        "| runtime | CPU per call, adaptive | none | ratio | first call, adaptive | none |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for runtime in ("asyncio", "trio"):
+        cost = result[runtime]["cost"]
+        lines.append(
+            f"| {runtime} | {cost['cpu_us']['default']:.0f} µs | {cost['cpu_us']['off']:.0f} µs "
+            f"| {cost['ratio']:.3f} | {cost['first_ms']['default']:.1f} ms "
+            f"| {cost['first_ms']['off']:.1f} ms |"
+        )
+    lines += [
+        "",
+        f"CPU per call: the median of {COST_ROUNDS} paired rounds of {COST_CALLS} sequential "
+        "calls that no quota limits, the default client against "
+        "`RateLimits(adaptive=False, adopt_server_limits=False)`.",
         "",
     ]
     return lines

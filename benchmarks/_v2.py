@@ -16,6 +16,7 @@ import statistics
 from typing import Any
 
 from benchmarks._clients import CLIENTS
+from benchmarks._pairing import CHUNKS, cells_spec, measure_cells, paired_rounds
 from benchmarks._section import Context, Row, target
 from benchmarks._server import process_cpu
 from benchmarks._worker import cpu_seconds
@@ -24,7 +25,6 @@ from benchmarks._worker import cpu_seconds
 NAMES = ("mpt_async", "mpt_async/v2")
 #: Issue 20: v2 adds at most 5% client CPU per call.
 MAX_V2_OVER_V1 = 1.05
-CHUNKS = 50
 
 
 async def _round(adapter: Any, mode: str, conc: int, calls: int, pid: int) -> tuple[float, float]:
@@ -37,14 +37,12 @@ async def _round(adapter: Any, mode: str, conc: int, calls: int, pid: int) -> tu
 
 
 async def _cell(adapters: dict[str, Any], mode: str, conc: int, spec: dict) -> dict:
-    calls = spec["calls_chat"] if mode == "chat" else spec["calls_stream"]
     pid = spec["server_pid"]
-    for adapter in adapters.values():  # warm-up: connections, token, caches
-        await _round(adapter, mode, conc, max(2 * conc, 30), pid)
-    rounds: list[dict[str, tuple[float, float]]] = []
-    for i in range(spec["rounds"]):
-        order = NAMES if i % 2 == 0 else NAMES[::-1]
-        rounds.append({n: await _round(adapters[n], mode, conc, calls, pid) for n in order})
+
+    async def measure(adapter: Any, mode: str, conc: int, calls: int) -> tuple[float, float]:
+        return await _round(adapter, mode, conc, calls, pid)
+
+    rounds = await paired_rounds(adapters, mode, conc, spec, measure)
     v1, v2 = NAMES
     return {
         "cpu_us": {n: statistics.median(r[n][0] for r in rounds) * 1e6 for n in NAMES},
@@ -54,18 +52,7 @@ async def _cell(adapters: dict[str, Any], mode: str, conc: int, spec: dict) -> d
 
 
 async def _measure(spec: dict) -> dict:
-    adapters = {name: CLIENTS[name]() for name in NAMES}
-    for adapter in adapters.values():
-        await adapter.open(spec["base_url"], max(spec["concurrency"]))
-    try:
-        return {
-            f"{mode} c={conc}": await _cell(adapters, mode, conc, spec)
-            for mode in ("chat", "stream")
-            for conc in spec["concurrency"]
-        }
-    finally:
-        for adapter in adapters.values():
-            await adapter.close()
+    return await measure_cells({name: CLIENTS[name]() for name in NAMES}, _cell, spec)
 
 
 def worker(spec: dict) -> dict:
@@ -75,14 +62,7 @@ def worker(spec: dict) -> dict:
 
 def run(ctx: Context) -> dict:
     """One worker process for every cell."""
-    args = ctx.args
-    spec = {
-        "task": "v2",
-        "calls_chat": max(50, args.calls_chat // 2),
-        "calls_stream": max(20, args.calls_stream // 2),
-        "rounds": max(3, 3 * args.rounds),
-        "concurrency": [1, 20],
-    }
+    spec = cells_spec("v2", ctx.args, [1, 20])
     return {"settings": spec, "cells": ctx.worker(spec, timeout=900)}
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .tcpserver import LoopbackServer
+
 __all__ = [
     "ANSWER",
     "SECRET_KEY",
@@ -130,40 +132,19 @@ def gzip_bomb(mib: int = 1024, piece: bytes = b" ") -> bytes:
     return head + again * (mib - 1)
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     """Serves every connection with ``script``; ``keep_alive`` serves each one many requests."""
 
     def __init__(self, script: Script, *, keep_alive: bool = False) -> None:
         self.script = script
         self.keep_alive = keep_alive
-        #: Connections accepted.
-        self.accepted = 0
         self.requests: list[bytes] = []
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__()
 
     @property
     def url(self) -> str:
         """The base URL to give a client."""
         return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -179,14 +160,6 @@ class HostileServer:
                         return  # one reply per connection: the script decides what it is
             except OSError:
                 return
-
-    def close(self) -> None:
-        """Stop serving and wait for the connection threads."""
-        self._stop.set()
-        self._sock.close()
-        self._acceptor.join(5)
-        for thread in self._threads:
-            thread.join(5)
 
 
 def _read_request(conn: socket.socket) -> bytes | None:

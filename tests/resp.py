@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import itertools
 import socket
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+
+from .tcpserver import LoopbackServer
 
 __all__ = [
     "HANG_UP",
@@ -69,7 +70,7 @@ def honest(command: Command) -> bytes:
     return b"+OK\r\n"
 
 
-class LyingRedis:
+class LyingRedis(LoopbackServer):
     """Serves every connection with ``script``; see the module's docstring."""
 
     def __init__(self, script: Script = honest) -> None:
@@ -78,13 +79,7 @@ class LyingRedis:
         self.commands: list[Command] = []
         #: How many bytes of answers the clients took (the socket accepted).
         self.sent = 0
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port: int = self._sock.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -94,22 +89,6 @@ class LyingRedis:
     def names(self) -> list[bytes]:
         """The names of the commands received, upper case."""
         return [command[0].upper() for command in list(self.commands)]
-
-    def wait(self, seconds: float) -> None:
-        """Pause a script (cut short when the server stops)."""
-        self._stop.wait(seconds)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -141,14 +120,6 @@ class LyingRedis:
                         self.sent += len(piece)
                 except OSError:
                     return
-
-    def close(self) -> None:
-        """Stop serving and wait for the connection threads."""
-        self._stop.set()
-        self._sock.close()
-        self._acceptor.join(5)
-        for thread in self._threads:
-            thread.join(5)
 
 
 def _take_command(buffer: bytearray) -> Command | None:
