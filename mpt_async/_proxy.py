@@ -227,7 +227,8 @@ class Proxies:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.explicit = proxy
-        found = {} if proxy is not None or not trust_env else _environment(environ or os.environ)
+        environ = os.environ if environ is None else environ
+        found = _environment(environ) if proxy is None and trust_env else {}
         self._variables = found  # parsed when first needed: an unused one is no error
         self._parsed: dict[str, Proxy] = {}
         self._any = proxy is not None or any(kind in found for kind in ("http", "https", "all"))

@@ -52,7 +52,7 @@ from mpt_async._reply import read_reply
 from mpt_async._stream import ChunkDecoder
 from mpt_async._timeouts import Timeouts
 from mpt_async._token import TOKEN_PATH, TokenCache
-from mpt_async._verdict import AttemptFailed, connection_error, request_id
+from mpt_async._verdict import AttemptFailed, request_id, transport_failure
 
 if TYPE_CHECKING:
     from mpt_async._dialect import API
@@ -464,7 +464,7 @@ class RequestLoop:
         try:
             return await self.http.send(request, stream=True)
         except httpx.TransportError as exc:
-            failure = AttemptFailed(connection_error(exc, doing), Action.RETRY)
+            failure = transport_failure(exc, doing)
         raise failure
 
     async def open_stream(

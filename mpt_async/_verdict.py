@@ -35,6 +35,7 @@ __all__ = [
     "is_error_body",
     "request_id",
     "status_failure",
+    "transport_failure",
 ]
 
 
@@ -140,6 +141,16 @@ _ERRNO = {
     errno.ENETUNREACH: "network unreachable",
     errno.ETIMEDOUT: "timed out",
 }
+
+
+def transport_failure(exc: httpx.TransportError, doing: str) -> AttemptFailed:
+    """An attempt that got no answer: retried, unless a proxy refused it (4xx) for good.
+
+    A proxy's 407 (its credentials refused) or 403 (the service forbidden) would be the same
+    on every retry.
+    """
+    refused = isinstance(exc, ProxyFailure) and exc.status is not None and exc.status < 500
+    return AttemptFailed(connection_error(exc, doing), Action.RAISE if refused else Action.RETRY)
 
 
 def connection_error(exc: httpx.TransportError, doing: str) -> APIConnectionError:

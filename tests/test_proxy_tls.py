@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import ssl
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,20 @@ def ca_path(ca: trustme.CA, tmp_path: Path) -> Path:
     return path
 
 
+@asynccontextmanager
+async def listening(
+    serve: Callable[[anyio.abc.SocketStream], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """Serve each connection to a free loopback port (yielded) in a task, until the block ends."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        try:
+            yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        finally:
+            tg.cancel_scope.cancel()
+
+
 class Front:
     """Counts the TLS handshakes it completed and those the client broke off."""
 
@@ -162,15 +176,9 @@ async def tls_front(emulator: Emulator, ca: trustme.CA) -> AsyncIterator[Front]:
                 upstream = await anyio.connect_tcp(target.host, target.port or 80)
                 await pipe_both(tls, upstream)
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    front.url = f"https://127.0.0.1:{port}"
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, serve)
-        try:
-            yield front
-        finally:
-            tg.cancel_scope.cancel()
+    async with listening(serve) as port:
+        front.url = f"https://127.0.0.1:{port}"
+        yield front
 
 
 # -- TLS: one trust on every transport -------------------------------------------------------
@@ -351,9 +359,6 @@ async def forward_proxy(
     With ``tls``, an ``https://`` proxy: clients speak TLS to it (with that server context).
     """
     proxy = ForwardProxy(require)
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    proxy.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     async def serve(client: anyio.abc.ByteStream) -> None:
         async with client:
@@ -365,12 +370,9 @@ async def forward_proxy(
                         )
                 await proxy.serve(client)
 
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, serve)
-        try:
-            yield proxy
-        finally:
-            tg.cancel_scope.cancel()
+    async with listening(serve) as port:
+        proxy.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        yield proxy
 
 
 async def closed_port() -> int:
@@ -545,7 +547,7 @@ async def test_a_tunnel_refused_407_is_typed_and_hides_the_credentials(
     route: tuple[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A ``CONNECT`` answered 407: an APIConnectionError with the status; no credential shows."""
+    """A ``CONNECT`` answered 407: a typed error with the status, not retried; nothing leaks."""
     caplog.set_level(logging.DEBUG)
     async with tls_front(emulator, ca) as front, forward_proxy(require=b"Basic other") as proxy:
         client = mpt_async.Client(
@@ -553,7 +555,8 @@ async def test_a_tunnel_refused_407_is_typed_and_hides_the_credentials(
             base_url=front.url,
             verify=ca_path,
             proxy=proxy.with_credentials(),
-            max_retries=0,
+            max_retries=2,
+            backoff=FAST,
         )
         async with client:
             with pytest.raises(mpt_async.APIConnectionError, match="407") as caught:
@@ -643,21 +646,18 @@ async def test_a_hostile_proxy_gives_a_typed_error_in_bounded_time(
                     head += await client.receive()
                 await HOSTILE[behaviour](client)
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
     timeout = mpt_async.Timeouts(connect=0.5, pool=1, read=5, stream_read=5, total=None)
-    client = mpt_async.Client(
-        auth=emulator.issue_token(),
-        base_url="https://127.0.0.1:9",  # never reached
-        proxy=f"http://{CREDENTIALS}@127.0.0.1:{port}",
-        max_retries=0,
-        timeout=timeout,
-    )
-    async with listener, anyio.create_task_group() as tg, client:
-        tg.start_soon(listener.serve, serve)
-        with anyio.fail_after(60), pytest.raises(mpt_async.APIConnectionError) as caught:
-            await client.chat(HI)
-        tg.cancel_scope.cancel()
+    async with listening(serve) as port:
+        client = mpt_async.Client(
+            auth=emulator.issue_token(),
+            base_url="https://127.0.0.1:9",  # never reached
+            proxy=f"http://{CREDENTIALS}@127.0.0.1:{port}",
+            max_retries=0,
+            timeout=timeout,
+        )
+        async with client:
+            with anyio.fail_after(60), pytest.raises(mpt_async.APIConnectionError) as caught:
+                await client.chat(HI)
     assert not leaked(shows(caught.value))
 
 
