@@ -31,6 +31,7 @@ from mpt_async._priority import Priority
 from mpt_async._public import claim as _claim
 from mpt_async._quota_kind import QuotaKind
 from mpt_async._timeouts import TimeoutLike, Timeouts
+from mpt_async._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from mpt_async._batch import (
@@ -92,8 +93,6 @@ _LAZY = {
     "TokenStore": "mpt_async._token_store",
 }
 
-#: The one place the version is written; the build reads it from here (pyproject.toml).
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AKSKAuth",

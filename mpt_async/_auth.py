@@ -91,6 +91,10 @@ class AccessTokenAuth:
     api_key: str = attrs.field(validator=_non_empty, repr=_mask)
     secret_key: str = attrs.field(validator=_non_empty, repr=False)
 
+    def _billed(self) -> tuple[str, str]:
+        """Who is billed, and the secret that proves it: only ever hashed (shared keys)."""
+        return self.api_key, self.secret_key
+
 
 @attrs.frozen
 class APIKeyAuth:
@@ -103,6 +107,10 @@ class APIKeyAuth:
     """
 
     api_key: str = attrs.field(validator=_non_empty, repr=False)
+
+    def _billed(self) -> tuple[str, str]:
+        """Who is billed, and the secret that proves it: only ever hashed (shared keys)."""
+        return "apikey\0", self.api_key
 
 
 @attrs.frozen
@@ -126,6 +134,10 @@ class AKSKAuth:
     def _check_expiration(self, _: object, value: int) -> None:
         check_int(value, "AKSKAuth.expiration", low=1, high=_MAX_EXPIRATION)
 
+    def _billed(self) -> tuple[str, str]:
+        """Who is billed, and the secret that proves it: only ever hashed (shared keys)."""
+        return f"aksk\0{self.access_key}", self.secret_key
+
 
 @attrs.frozen
 class FixedTokenAuth:
@@ -136,6 +148,10 @@ class FixedTokenAuth:
     """
 
     access_token: str = attrs.field(validator=_sendable, repr=False)
+
+    def _billed(self) -> tuple[str, str]:
+        """Who is billed, and the secret that proves it: only ever hashed (shared keys)."""
+        return "fixed\0", self.access_token
 
 
 Auth = APIKeyAuth | AccessTokenAuth | AKSKAuth | FixedTokenAuth

@@ -20,22 +20,24 @@ from collections.abc import (
     Sized,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mpt_async._client import Client
 from mpt_async._exceptions import ConfigurationError, MPTError, RequestValidationError
 from mpt_async._models import ChatRequest, ChatResponse, MessageLike
 from mpt_async._options import ChatOptions, check_options
 from mpt_async._priority import Priority, check_priority
-from mpt_async._validate import check_instance, check_int
+from mpt_async._validate import check_int, refuse
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
+
+    from mpt_async._client import Client
+    from mpt_async._timeouts import Timeouts
 
 
 __all__ = [
@@ -96,6 +98,20 @@ def as_chat_request(item: object, defaults: ChatOptions | None = None) -> ChatRe
         "must be a prompt string, a list of messages, a ChatRequest or a mapping with "
         f"'messages', not {type(item).__name__}",
     )
+
+
+@runtime_checkable
+class _BatchClient(Protocol):
+    """What a batch uses of its :class:`~mpt_async.Client`, checked by shape.
+
+    The client's module imports this one (for ``client.batch()``), so this one does not
+    import it.
+    """
+
+    @property
+    def timeout(self) -> Timeouts: ...
+
+    def with_options(self, **options: Any) -> Client: ...
 
 
 @attrs.frozen
@@ -257,7 +273,8 @@ class Batch:
         priority: Priority = "batch",
         **options: Unpack[ChatOptions],
     ) -> None:
-        client = check_instance(client, "client", Client, what="a mpt_async.Client")
+        if not isinstance(client, _BatchClient):
+            refuse("client", f"must be a mpt_async.Client, not {type(client).__name__}")
         _check_arguments(requests, concurrency, on_progress, total)
         # A batch waits for quota capacity as long as it takes: a refusal is never a result.
         self._client = client.with_options(

@@ -34,8 +34,8 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Literal
 
 import anyio
 import h11
@@ -43,60 +43,26 @@ import httpcore
 import httpx
 
 from mpt_async._body import finish_iterator
+from mpt_async._connection import (
+    HTTPCORE_ERRORS,
+    INTERIM_BODY,
+    MAX_HEAD,
+    Connection,
+    GiveBack,
+    Key,
+    announces_body,
+    holds_unread,
+    mapped,
+)
 from mpt_async._proxy import Proxies, Proxy, ProxyFailure
 from mpt_async._tls import TLS
 
 __all__ = ["PoolTransport"]
 
-_Key = tuple[bytes, bytes, int]
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 #: The most seconds between two sweeps of the idle connections (at a request).
 SWEEP_EVERY = 1.0
-
-
-#: The most bytes of a response head, interim ones included (h11's bound, and ``_wire``'s).
-_MAX_HEAD = httpcore.AsyncHTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE
-#: What httpcore raises for a failed exchange (it has no common base class).
-_HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
-
-
-def _mapped(exc: Exception) -> Exception:
-    """The httpx exception of the same name as httpcore's (httpx mirrors them all)."""
-    for cls in type(exc).__mro__:
-        target = getattr(httpx, cls.__name__, None)
-        if isinstance(target, type) and issubclass(target, httpx.TransportError):
-            return target(str(exc))
-    return httpx.RemoteProtocolError(str(exc))
-
-
-def holds_unread(stream: httpcore.AsyncNetworkStream) -> bool:
-    """Whether bytes wait to be read on ``stream``, in its socket or in a buffer above it.
-
-    httpcore's ``is_readable`` looks at the socket alone, and misses what was already taken
-    from it: anyio's asyncio streams receive more than was asked for and queue the rest,
-    and TLS decrypts whole records. Neither says so in a public API, so this looks at their
-    internals (anyio >= 4, trio); a layer it does not know counts as holding bytes, so that a
-    connection is rather closed than misread.
-    """
-    if stream.get_extra_info("is_readable"):
-        return True
-    layer = getattr(stream, "_stream", None)  # httpcore's AnyIOStream and TrioStream
-    for _ in range(4):
-        ssl_object = getattr(layer, "_ssl_object", None)  # anyio's TLSStream, trio's SSLStream
-        if ssl_object is not None:
-            incoming = getattr(layer, "_read_bio", None) or getattr(layer, "_incoming", None)
-            if incoming is None or incoming.pending or ssl_object.pending():
-                return True
-            layer = getattr(layer, "transport_stream", None)
-            continue
-        protocol = getattr(layer, "_protocol", None)  # anyio's asyncio SocketStream
-        if protocol is not None:
-            queue = getattr(protocol, "read_queue", None)
-            return queue is None or bool(queue) or bool(getattr(protocol, "is_at_eof", True))
-        # trio's SocketStream and anyio's on trio read straight from the socket.
-        return type(layer).__name__ != "SocketStream"
-    return True
 
 
 async def _tunnel(
@@ -114,7 +80,7 @@ async def _tunnel(
         httpx.ConnectTimeout: No answer within ``bound``.
     """
     authority = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")
-    machine = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+    machine = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     request = h11.Request(
         method=b"CONNECT", target=authority, headers=[(b"Host", authority), *proxy.headers]
     )
@@ -135,7 +101,7 @@ async def _tunnel(
 async def _proxy_answer(
     machine: h11.Connection, stream: httpcore.AsyncNetworkStream, proxy: Proxy
 ) -> Any:
-    """The proxy's final answer's head (interim ones skipped, all within ``_MAX_HEAD``)."""
+    """The proxy's final answer's head (interim ones skipped, all within ``MAX_HEAD``)."""
     received = 0
     while True:
         event = machine.next_event()
@@ -144,7 +110,7 @@ async def _proxy_answer(
             if not data:
                 raise ProxyFailure(proxy, what="closed the connection without answering")
             received += len(data)
-            if received > _MAX_HEAD:
+            if received > MAX_HEAD:
                 raise h11.RemoteProtocolError("the answer's head is too long")
             machine.receive_data(data)
         elif isinstance(event, h11.Response):
@@ -165,31 +131,7 @@ def _default_backend() -> httpcore.AsyncNetworkBackend:
     return httpcore.AnyIOBackend()
 
 
-class _Connection(Protocol):
-    """What the pool needs of a connection: httpcore's (h11) or ``_wire``'s (httptools)."""
-
-    key: _Key
-    #: The headers for the HTTP proxy its requests go to in absolute form, or ``None``.
-    forward: list[tuple[bytes, bytes]] | None
-
-    async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
-        """Send ``request``; closing the response's body hands the connection to ``give_back``."""
-
-    def is_idle(self) -> bool:
-        """Whether it is reusable now (its last response was read to the end and closed)."""
-
-    def has_expired(self) -> bool:
-        """Whether an idle connection is too old, or holds bytes (unasked, or the close)."""
-
-    def is_closed(self) -> bool:
-        """Whether it was closed."""
-
-    async def aclose(self) -> None:
-        """Close it."""
-
-
-_GiveBack = Callable[[_Connection], Awaitable[None]]
-_Opener = Callable[[_Key, httpcore.AsyncNetworkStream, float | None], _Connection]
+_Opener = Callable[[Key, httpcore.AsyncNetworkStream, float | None], Connection]
 
 
 class _H11Connection(httpcore.AsyncHTTP11Connection):
@@ -200,7 +142,7 @@ class _H11Connection(httpcore.AsyncHTTP11Connection):
     announces a body is refused (httpcore skips it, and its body would be read as the answer).
     """
 
-    def __init__(self, key: _Key, stream: httpcore.AsyncNetworkStream, expiry: float | None):
+    def __init__(self, key: Key, stream: httpcore.AsyncNetworkStream, expiry: float | None):
         super().__init__(httpcore.Origin(*key), stream, keepalive_expiry=expiry)
         self.key = key
         self._stream = stream
@@ -217,11 +159,11 @@ class _H11Connection(httpcore.AsyncHTTP11Connection):
 
     async def _receive_event(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - httpcore's signature
         event = await super()._receive_event(timeout)
-        if isinstance(event, h11.InformationalResponse) and _announces_body(event.headers):
+        if isinstance(event, h11.InformationalResponse) and announces_body(event.headers):
             raise httpcore.RemoteProtocolError(INTERIM_BODY)
         return event
 
-    async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
+    async def send(self, request: httpx.Request, give_back: GiveBack) -> httpx.Response:
         """Send ``request`` through httpcore; closing the body hands the connection back."""
         scheme, host, port = self.key
         target, headers = request.url.raw_path, request.headers.raw
@@ -257,24 +199,15 @@ def _opener(parser: Literal["httptools", "h11"] | None) -> _Opener:
     return _H11Connection
 
 
-#: The error for an interim (1xx) answer with ``Content-Length`` or ``Transfer-Encoding``.
-INTERIM_BODY = "the server announced a body in an interim (1xx) response"
-
-
-def _announces_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether an interim answer's headers announce a body (RFC 9110 forbids it)."""
-    return any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
-
-
 class _Waiter:
     """A caller queued for a connection; ``given`` is what it was handed."""
 
     __slots__ = ("event", "given", "gone", "key", "served")
 
-    def __init__(self, key: _Key) -> None:
+    def __init__(self, key: Key) -> None:
         self.key = key
         self.event = anyio.Event()
-        self.given: _Connection | None = None
+        self.given: Connection | None = None
         self.served = False  # handed a connection, or a slot to open one in
         self.gone = False  # stopped waiting (served, timed out or cancelled)
 
@@ -284,8 +217,8 @@ class _Body(httpx.AsyncByteStream):
 
     __slots__ = ("_chunks", "_connection", "_give_back", "_stream")
 
-    def __init__(self, give_back: _GiveBack, connection: _H11Connection, stream: Any) -> None:
-        self._give_back: _GiveBack | None = give_back
+    def __init__(self, give_back: GiveBack, connection: _H11Connection, stream: Any) -> None:
+        self._give_back: GiveBack | None = give_back
         self._connection = connection
         self._stream = stream
         self._chunks: AsyncGenerator[bytes, None] | None = None
@@ -299,8 +232,8 @@ class _Body(httpx.AsyncByteStream):
             chunks = self._chunks = self._stream.__aiter__()
         try:
             chunk: bytes = await chunks.__anext__()
-        except _HTTPCORE_ERRORS as exc:
-            raise _mapped(exc) from exc
+        except HTTPCORE_ERRORS as exc:
+            raise mapped(exc) from exc
         return chunk
 
     async def aclose(self) -> None:
@@ -375,10 +308,10 @@ class PoolTransport(httpx.AsyncBaseTransport):
         self._parser = parser
         self._proxies = Proxies(trust_env=False) if proxies is None else proxies
         self._open: _Opener | None = None  # chosen at the first connection (imports lazily)
-        self._idle: dict[_Key, list[_Connection]] = {}
+        self._idle: dict[Key, list[Connection]] = {}
         self._idle_count = 0
         self._count = 0  # connections that exist or are being opened
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
         self._sweep_every = min(SWEEP_EVERY, self._expiry or SWEEP_EVERY)
@@ -413,14 +346,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._give_back(connection)
-            if isinstance(exc, (*_HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
-                raise _mapped(exc) from exc
+            if isinstance(exc, (*HTTPCORE_ERRORS, httpcore.ConnectionNotAvailable)):
+                raise mapped(exc) from exc
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)  # both connections' bodies
         response.stream = _ClosedWhenCollected(response.stream)
         return response
 
-    async def _connect(self, key: _Key, bound: float | None) -> _Connection:
+    async def _connect(self, key: Key, bound: float | None) -> Connection:
         """Open a new connection to ``key`` (the caller holds a slot for it).
 
         Through a proxy: a tunnel for an ``https`` origin, then TLS to the origin inside
@@ -485,7 +418,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     # -- the pool -------------------------------------------------------------------------
 
-    async def _acquire(self, key: _Key, bound: float | None) -> _Connection | None:
+    async def _acquire(self, key: Key, bound: float | None) -> Connection | None:
         """An idle connection to ``key``, or ``None``: a slot to open a new one in."""
         if time.monotonic() >= self._sweep_at:
             await self._sweep()
@@ -508,7 +441,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
             return None  # an idle connection to another origin made room
         return await self._wait(key, bound)
 
-    async def _wait(self, key: _Key, bound: float | None) -> _Connection | None:
+    async def _wait(self, key: Key, bound: float | None) -> Connection | None:
         """Queue until a connection (or a slot) is handed over, for at most ``bound`` seconds."""
         waiter = _Waiter(key)
         self._waiters.append(waiter)
@@ -534,7 +467,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
     async def _sweep(self) -> None:
         """Close the idle connections that expired, or hold bytes (the server's close, say)."""
         self._sweep_at = time.monotonic() + self._sweep_every
-        stale: list[_Connection] = []
+        stale: list[Connection] = []
         for key, idle in list(self._idle.items()):
             fresh = [connection for connection in idle if not connection.has_expired()]
             if len(fresh) < len(idle):
@@ -559,14 +492,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
                 await self._close(connection)
                 return
 
-    async def _close(self, connection: _Connection) -> None:
+    async def _close(self, connection: Connection) -> None:
         """Close a connection; its slot stays counted (the caller decides what becomes of it)."""
         self._connections.discard(connection)
         if not connection.is_closed():
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
 
-    async def _give_back(self, connection: _Connection | None) -> None:
+    async def _give_back(self, connection: Connection | None) -> None:
         """A connection (or, with ``None``, the slot of one never opened) comes back."""
         if connection is not None and (
             self._closed or not connection.is_idle() or connection.has_expired()

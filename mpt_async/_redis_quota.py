@@ -23,7 +23,7 @@ import math
 import secrets
 from typing import Any
 
-from mpt_async._auth import AccessTokenAuth, AKSKAuth, APIKeyAuth, Auth, FixedTokenAuth
+from mpt_async._auth import Auth
 from mpt_async._priority import BATCH, INTERACTIVE, LEASE, RECHECK
 from mpt_async._quota_model import QuotaModel, Usage
 from mpt_async._quota_store import (
@@ -54,14 +54,7 @@ _MAX_RATE = 10**6 * _MILLI
 
 def application_key(base_url: str, auth: Auth) -> str:
     """A string naming one application on one service: its credentials only as a hash."""
-    if isinstance(auth, AccessTokenAuth):
-        return token_key(base_url, auth.api_key, auth.secret_key)
-    if isinstance(auth, AKSKAuth):
-        return token_key(base_url, f"aksk\0{auth.access_key}", auth.secret_key)
-    if isinstance(auth, APIKeyAuth):
-        return token_key(base_url, "apikey\0", auth.api_key)
-    assert isinstance(auth, FixedTokenAuth)
-    return token_key(base_url, "fixed\0", auth.access_token)
+    return token_key(base_url, *auth._billed())
 
 
 def _reply(raw: object) -> list[int]:

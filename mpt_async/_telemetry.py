@@ -215,7 +215,7 @@ class _Instruments:
     ) -> None:
         from opentelemetry.trace import SpanKind
 
-        from mpt_async import __version__
+        from mpt_async._version import __version__
 
         #: Tells when neither global provider has been configured (nothing would be kept).
         self.idle = idle

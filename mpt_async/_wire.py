@@ -34,20 +34,19 @@ import httpcore
 import httptools
 import httpx
 
-from mpt_async._pool import (
-    _HTTPCORE_ERRORS,
+from mpt_async._connection import (
+    HTTPCORE_ERRORS,
     INTERIM_BODY,
-    _announces_body,
-    _GiveBack,
-    _Key,
-    _mapped,
+    MAX_HEAD,
+    GiveBack,
+    Key,
+    announces_body,
     holds_unread,
+    mapped,
 )
 
 __all__ = ["MAX_HEAD", "Connection"]
 
-#: The most bytes of response head (status line and headers, interim answers included).
-MAX_HEAD: Final = httpcore.AsyncHTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE
 _READ: Final = 64 * 1024
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
 _FIELD = re.compile(rb"[^\x00\r\n]*").fullmatch
@@ -137,9 +136,7 @@ class Connection:
         "key",
     )
 
-    def __init__(
-        self, key: _Key, stream: httpcore.AsyncNetworkStream, expiry: float | None
-    ) -> None:
+    def __init__(self, key: Key, stream: httpcore.AsyncNetworkStream, expiry: float | None) -> None:
         self.key = key
         self._stream = stream
         self._expiry = expiry
@@ -187,7 +184,7 @@ class Connection:
 
     # -- one exchange ----------------------------------------------------------------------
 
-    async def send(self, request: httpx.Request, give_back: _GiveBack) -> httpx.Response:
+    async def send(self, request: httpx.Request, give_back: GiveBack) -> httpx.Response:
         """Send ``request`` and read its answer's head; the body streams from the response.
 
         Closing the response's body hands this connection to ``give_back`` (the pool's),
@@ -350,7 +347,7 @@ class Connection:
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            self._interim_body = self._interim_body or _announces_body(self._headers)
+            self._interim_body = self._interim_body or announces_body(self._headers)
             return
         self._status = status
         self._head_done = True
@@ -376,7 +373,7 @@ class _Body(httpx.AsyncByteStream):
 
     __slots__ = ("_connection", "_give_back", "_timeout")
 
-    def __init__(self, connection: Connection, give_back: _GiveBack, timeout: float | None):
+    def __init__(self, connection: Connection, give_back: GiveBack, timeout: float | None):
         self._connection: Connection | None = connection
         self._give_back = give_back
         self._timeout = timeout
@@ -394,8 +391,8 @@ class _Body(httpx.AsyncByteStream):
                 if connection.complete:
                     raise StopAsyncIteration
                 await connection.receive(self._timeout)
-        except _HTTPCORE_ERRORS as exc:
-            raise _mapped(exc) from exc
+        except HTTPCORE_ERRORS as exc:
+            raise mapped(exc) from exc
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         return data

@@ -273,6 +273,7 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
 @pytest.mark.anyio
 async def test_learned_rate_gauge_follows_the_client(emulator: Emulator, otel: Recorded) -> None:
     """The gauge mpt_async.quota.learned_rate reads each client's rate, down after a refusal."""
+    gc.collect()  # the clients of earlier tests leave the gauge
     async with token_client(emulator) as client:
         await client.chat(HI)
         first = client.learned_limits().qps
