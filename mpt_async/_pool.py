@@ -87,7 +87,7 @@ async def _tunnel(
     try:
         with anyio.fail_after(bound):
             await stream.write(machine.send(request) + machine.send(h11.EndOfMessage()))
-            answer = await _proxy_answer(machine, stream)
+            answer = await _proxy_answer(machine, stream, proxy)
     except TimeoutError:
         raise httpx.ConnectTimeout("timed out waiting for the proxy's answer") from None
     except h11.RemoteProtocolError:
@@ -98,21 +98,24 @@ async def _tunnel(
         raise ProxyFailure(proxy, what="sent bytes after accepting the tunnel")
 
 
-async def _proxy_answer(machine: h11.Connection, stream: httpcore.AsyncNetworkStream) -> Any:
+async def _proxy_answer(
+    machine: h11.Connection, stream: httpcore.AsyncNetworkStream, proxy: Proxy
+) -> Any:
     """The proxy's final answer's head (interim ones skipped, all within ``MAX_HEAD``)."""
     received = 0
     while True:
         event = machine.next_event()
         if event is h11.NEED_DATA:
             data = await stream.read(64 * 1024)
+            if not data:
+                raise ProxyFailure(proxy, what="closed the connection without answering")
             received += len(data)
             if received > MAX_HEAD:
                 raise h11.RemoteProtocolError("the answer's head is too long")
             machine.receive_data(data)
         elif isinstance(event, h11.Response):
             return event
-        elif not isinstance(event, h11.InformationalResponse):  # the proxy closed
-            raise h11.RemoteProtocolError("the proxy closed the connection")
+        # else an interim (1xx) answer: skipped
 
 
 def _default_backend() -> httpcore.AsyncNetworkBackend:

@@ -159,7 +159,8 @@ def connection_error(exc: httpx.TransportError, doing: str) -> APIConnectionErro
         what = _TIMED_OUT.get(type(exc), "timed out")
         return APITimeoutError(f"{what} {doing} ({type(exc).__name__})")
     if isinstance(exc, ProxyFailure):  # its message is the package's: the proxy's address
-        detail = str(exc) if exc.status else f"{exc} ({_reason(exc)})"
+        unreached = exc.status is None and exc.__cause__ is not None  # say why
+        detail = f"{exc} ({_reason(exc)})" if unreached else str(exc)
     elif isinstance(exc, httpx.ConnectError):
         detail = f"could not connect to {_address(exc)} ({_reason(exc)})"
     elif isinstance(exc, httpx.RemoteProtocolError):

@@ -625,6 +625,14 @@ HOSTILE = {
     "a close": lambda client: client.aclose(),
     "silence": _silent,
 }
+#: What the pool says of each (the other transports tell some of them apart less well).
+POOL_SAYS = {
+    "bytes after its 200": "sent bytes after accepting the tunnel",
+    "a broken answer": "broke the HTTP protocol",
+    "an endless head": "broke the HTTP protocol",
+    "a close": "closed the connection without answering",
+    "silence": "timed out",
+}
 
 
 @pytest.mark.parametrize("behaviour", list(HOSTILE))
@@ -659,6 +667,8 @@ async def test_a_hostile_proxy_gives_a_typed_error_in_bounded_time(
             with anyio.fail_after(60), pytest.raises(mpt_async.APIConnectionError) as caught:
                 await client.chat(HI)
     assert not leaked(shows(caught.value))
+    if route[1].startswith("pool"):
+        assert POOL_SAYS[behaviour] in str(caught.value)
 
 
 # -- proxies: the door -----------------------------------------------------------------------
