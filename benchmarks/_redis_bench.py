@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks._section import Context, Row, child_env, verdict
+from benchmarks._section import Context, Row, child_env, target, verdict
 from benchmarks._worker import RESULT_PREFIX
 
 PROCESSES = 4
@@ -120,7 +120,7 @@ def run(ctx: Context) -> dict[str, Any]:
             base |= {"api_key": "emulator-api-key", "secret_key": "emulator-secret-key"}
             budget = _budget(ctx, base)
             ctx.log(f"redis: {PROCESSES} processes on one budget: done")
-            overhead = _result(_spawn({**base, "mode": "overhead", "calls": CALLS}, ctx), 120)
+            overhead = _result(_spawn({**base, "mode": "overhead", "calls": CALLS}, ctx), 300)
             ctx.log("redis: overhead: done")
         finally:
             server.kill()
@@ -138,7 +138,20 @@ def targets(result: dict[str, Any]) -> list[Row]:
          ">= 0.9", verdict(b["use"] >= 0.9)],
         ["redis: refusals under the shared budget", str(b["refused"]), "0",
          verdict(b["refused"] == 0)],
+        *_overhead_targets(result["overhead"]),
     ]  # fmt: skip
+
+
+def _overhead_targets(o: dict[str, Any]) -> list[Row]:
+    """One round trip per call; client CPU per call <= 1.3 x the in-process limiter's."""
+    rows: list[Row] = []
+    trips = o["redis"].get("round_trips")
+    if trips is not None:
+        # One per call, and one flush of the owed token counts per 128 calls.
+        rows.append(target("redis: round trips to Redis per call", trips, 1.01, "{:.3f}"))
+    ratio = o["redis"]["cpu_us"] / o["in-process"]["cpu_us"]
+    rows.append(target("redis: client CPU per call / in-process limiter's", ratio, 1.3))
+    return rows
 
 
 def lines(result: dict[str, Any]) -> list[str]:

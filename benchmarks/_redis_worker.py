@@ -98,11 +98,12 @@ async def _learn(spec: dict[str, Any]) -> dict[str, Any]:
     return {"answered": answered, "failed": failed, "seconds": seconds, "learned": learned}
 
 
-async def _timed(client: Any, calls: int) -> dict[str, float]:
+async def _timed(client: Any, calls: int, store: Any = None) -> dict[str, float]:
     # Warm: the token, the connection, the script loaded, and a fresh model's rate (50/s)
     # grown past these back-to-back calls (a real service answers in about a second).
     for _ in range(WARM_UP):
         await client.chat(HI)
+    trips = _count_trips(store) if store is not None else None
     latencies = []
     cpu = time.process_time()
     for _ in range(calls):
@@ -111,7 +112,23 @@ async def _timed(client: Any, calls: int) -> dict[str, float]:
         latencies.append(time.perf_counter() - start)
     cpu = time.process_time() - cpu
     q = statistics.quantiles(latencies, n=100)
-    return {"cpu_us": cpu / calls * 1e6, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3}
+    out = {"cpu_us": cpu / calls * 1e6, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3}
+    if trips is not None:
+        out["round_trips"] = trips[0] / calls
+    return out
+
+
+def _count_trips(store: Any) -> list[int]:
+    """Count the store's round trips to Redis from now on (its ``run``, wrapped)."""
+    count = [0]
+    run = store.run
+
+    async def counted(operation: Any) -> Any:
+        count[0] += 1
+        return await run(operation)
+
+    store.run = counted
+    return count
 
 
 async def _overhead(spec: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +142,7 @@ async def _overhead(spec: dict[str, Any]) -> dict[str, Any]:
     async with mpt_async.RedisStore(spec["url"], prefix=spec["prefix"] + "-o") as store:
         limits = mpt_async.RateLimits(qps=fast, shared=store)
         async with _client(spec, limits) as client:
-            out["redis"] = await _timed(client, spec["calls"])
+            out["redis"] = await _timed(client, spec["calls"], store)
     return out
 
 

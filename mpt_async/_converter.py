@@ -21,7 +21,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from mpt_async import _models
 from mpt_async._exceptions import MalformedResponseError
-from mpt_async._models import ChatChunk, ChatRequest, Usage
+from mpt_async._models import ChatChunk, ChatRequest
 
 __all__ = [
     "CONVERTER",
@@ -96,8 +96,8 @@ def make_converter(*, strict: bool = False, detailed: bool = False) -> cattrs.Co
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook_factory(attrs.has, _structure_factory)
     converter.register_unstructure_hook_factory(attrs.has, _unstructure_factory)
-    if not detailed:
-        converter.register_structure_hook(ChatChunk, _chunk_hook(strict=strict))
+    # Chunks use the generated hook too: a hand-written one saved 0.3 µs a chunk (2.04
+    # against 2.37), and the decode target (<= 1.2 x a bare loop) is met without it.
     return converter
 
 
@@ -119,60 +119,6 @@ def _unstructure_factory(cls: type[Any], converter: cattrs.Converter) -> Any:
     return make_dict_unstructure_fn(
         cls, converter, _cattrs_omit_if_default=converter.omit_if_default
     )
-
-
-_CHUNK_KEYS = frozenset(field.name for field in attrs.fields(ChatChunk))
-_USAGE_KEYS = frozenset(field.name for field in attrs.fields(Usage))
-
-
-def _chunk_hook(*, strict: bool) -> Callable[[Any, Any], ChatChunk]:
-    """A hand-written structuring of stream chunks (the one type structured per sentence).
-
-    It checks what cattrs' generated hook checks, in one function instead of a call per
-    field; on failure, ``structure`` asks the detailed converter where the problem is.
-    """
-
-    def structure_chunk(data: Any, _: Any) -> ChatChunk:
-        usage = data["usage"]
-        if strict and not (data.keys() <= _CHUNK_KEYS and usage.keys() <= _USAGE_KEYS):
-            extra = (data.keys() - _CHUNK_KEYS) | (usage.keys() - _USAGE_KEYS)
-            raise cattrs.ForbiddenExtraKeysError("", ChatChunk, set(extra))
-        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-        total = usage["total_tokens"]
-        id_, object_, result = data["id"], data["object"], data["result"]
-        created, sentence_id, is_end = data["created"], data["sentence_id"], data["is_end"]
-        truncated = data.get("is_truncated", False)
-        flagged = data.get("need_clear_history", False)
-        ban_round = data.get("ban_round")
-        if not (
-            is_int64(prompt)
-            and is_int64(completion)
-            and is_int64(total)
-            and type(id_) is str
-            and type(object_) is str
-            and type(result) is str
-            and is_int64(created)
-            and is_int64(sentence_id)
-            and type(is_end) is bool
-            and type(truncated) is bool
-            and type(flagged) is bool
-            and (ban_round is None or is_int64(ban_round))
-        ):
-            raise TypeError("a chunk field has the wrong type")
-        return ChatChunk(
-            id=id_,
-            object=object_,
-            created=created,
-            sentence_id=sentence_id,
-            is_end=is_end,
-            result=result,
-            is_truncated=truncated,
-            need_clear_history=flagged,
-            ban_round=ban_round,
-            usage=Usage(prompt, completion, total),
-        )
-
-    return structure_chunk
 
 
 def _stdlib_dumps(data: Any) -> bytes:

@@ -270,28 +270,37 @@ async def test_slow_call_shows_refresh_and_rate_limit_wait(
         await anyio.Path(out).write_text(json.dumps(timeline(span, children)))
 
 
+def gauge_points(otel: Recorded, port: int) -> list[Any]:
+    """The learned-rate gauge's points for the server on ``port``.
+
+    Other tests' clients may still be alive (a fixture or a kept traceback can hold one).
+    """
+    points = otel.points("mpt_async.quota.learned_rate")
+    return [point for point, _ in points if dict(point.attributes or {})["server.port"] == port]
+
+
 @pytest.mark.anyio
-async def test_learned_rate_gauge_follows_the_client(emulator: Emulator, otel: Recorded) -> None:
+async def test_learned_rate_gauge_follows_the_client(otel: Recorded) -> None:
     """The gauge mpt_async.quota.learned_rate reads each client's rate, down after a refusal."""
-    gc.collect()  # the clients of earlier tests leave the gauge
-    async with token_client(emulator) as client:
-        await client.chat(HI)
-        first = client.learned_limits().qps
-        ((before, _),) = otel.points("mpt_async.quota.learned_rate")
-        emulator.inject(Fault.error(18))
-        await client.chat(HI)
-        ((after, _),) = otel.points("mpt_async.quota.learned_rate")
-        assert before.value == first
-        assert after.value == client.learned_limits().qps
-        assert after.value < before.value
-        assert dict(after.attributes or {}) == {
-            "gen_ai.request.model": "mpt-30b-instruct",
-            "server.address": "127.0.0.1",
-            "server.port": emulator.port,
-        }
-    del client
-    gc.collect()
-    assert otel.points("mpt_async.quota.learned_rate") == []  # a client gone, its point too
+    with Emulator() as own:  # its own port: the points of this test's client alone
+        async with token_client(own) as client:
+            await client.chat(HI)
+            first = client.learned_limits().qps
+            (before,) = gauge_points(otel, own.port)
+            own.inject(Fault.error(18))
+            await client.chat(HI)
+            (after,) = gauge_points(otel, own.port)
+            assert before.value == first
+            assert after.value == client.learned_limits().qps
+            assert after.value < before.value
+            assert dict(after.attributes or {}) == {
+                "gen_ai.request.model": "mpt-30b-instruct",
+                "server.address": "127.0.0.1",
+                "server.port": own.port,
+            }
+        del client
+        gc.collect()
+        assert gauge_points(otel, own.port) == []  # a client gone, its point too
 
 
 def timeline(span: ReadableSpan, children: list[ReadableSpan]) -> dict[str, Any]:
