@@ -213,10 +213,8 @@ class Proxies:
     Args:
         proxy: The client's ``proxy=`` (used for every origin), or ``None``.
         trust_env: Whether the environment's proxy variables apply (without ``proxy=``).
-        environ: The environment to read (``os.environ`` when ``None``).
-
-    Raises:
-        ConfigurationError: A proxy variable that names no usable proxy (a SOCKS one, say).
+        environ: The environment to read (``os.environ`` when ``None``), now; a variable's
+            proxy URL is checked when an origin first needs it (see :meth:`for_origin`).
     """
 
     def __init__(

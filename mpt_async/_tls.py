@@ -16,6 +16,7 @@ a server is trusted, or not, whatever the transport.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from typing import TypeAlias
@@ -90,7 +91,20 @@ class TLS:
     def context(self) -> ssl.SSLContext:
         """The one ``ssl.SSLContext`` of these settings (made on the first call)."""
         if self._context is None:
-            import httpx  # httpx's default trust: certifi, or SSL_CERT_FILE / SSL_CERT_DIR
-
-            self._context = httpx.create_ssl_context(verify=self.verify, trust_env=self.trust_env)
+            assert isinstance(self.verify, bool)  # a path or a context was set at __init__
+            variables = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            self._context = _default(self.verify, self.trust_env, *variables)
         return self._context
+
+
+@functools.lru_cache(maxsize=8)
+def _default(verify: bool, trust_env: bool, *variables: str | None) -> ssl.SSLContext:
+    """The context httpx makes for ``verify=True`` or ``False``, made once and shared.
+
+    Making one reads certifi's bundle, which costs milliseconds a client. The environment's
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (``variables``, which httpx reads) are part of the
+    key, so that a new value makes a new context.
+    """
+    import httpx  # httpx's default trust: certifi, or SSL_CERT_FILE / SSL_CERT_DIR
+
+    return httpx.create_ssl_context(verify=verify, trust_env=trust_env)

@@ -6,7 +6,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -85,6 +86,45 @@ async def wait_no_connections(emu: Emulator, limit: float = 10.0) -> int:
         if count == 0 or time.monotonic() > deadline:
             return count
         await anyio.sleep(0.02)
+
+
+class Cancelled(NamedTuple):
+    """What :func:`cancel_the_first_waiter` saw."""
+
+    #: The limiter's waiting calls with both held, then once the first was cancelled.
+    waiting: tuple[int, int]
+    #: What the limiter then told a new call to wait (its store's grant).
+    next_wait: float
+    #: Whether the first waiter ended by its cancellation.
+    cancelled: bool
+
+
+async def cancel_the_first_waiter(
+    client: mpt_async.Client, first: dict[str, Any], second: dict[str, Any]
+) -> Cancelled:
+    """Cancel the first of two calls waiting behind one that took the only slot (qps=1).
+
+    The waiting calls take the options ``first``, then ``second``. Tasks are ordered with ``anyio.wait_all_tasks_blocked()``, not sleeps.
+    """
+    limiter = client._request_loop.limiter
+    await client.chat(HI)  # takes the first slot
+    scope = anyio.CancelScope()
+
+    async def waiting() -> None:
+        with scope:
+            await client.chat(HI, **first)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiting)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(partial(client.chat, HI, **second))
+        await anyio.wait_all_tasks_blocked()
+        held = limiter.waiting
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        left = limiter.waiting
+        next_wait = (await limiter.store.take(limiter.model, 10)).wait
+    return Cancelled((held, left), next_wait, scope.cancelled_caught)
 
 
 def blocks_sigint(pid: int | str, tid: int) -> bool:

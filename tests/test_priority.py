@@ -14,7 +14,7 @@ from mpt_async import ConfigurationError, Conversation, RateLimits
 from mpt_async._limiter import BATCH, INTERACTIVE, Limiter, Ticket
 from mpt_async.testing import Emulator
 
-from .clientkit import HI, chat_requests, token_client
+from .clientkit import HI, cancel_the_first_waiter, chat_requests, token_client
 
 
 def spaced(emu: Emulator, qps: float) -> mpt_async.Client:
@@ -137,27 +137,11 @@ async def test_a_cancelled_waiter_of_either_priority_holds_no_capacity(
     """At qps=1, a cancelled waiter (of either priority) leaves the next second to the other."""
     other = "batch" if cancelled == "interactive" else "interactive"
     async with spaced(emulator, 1) as client:
-        limiter = client._request_loop.limiter
-        await client.chat(HI)  # takes the first slot
-        async with anyio.create_task_group() as tg:
-            scope = anyio.CancelScope()
-
-            async def waiting() -> None:
-                with scope:
-                    await client.chat(HI, priority=cancelled)  # type: ignore[arg-type]
-
-            tg.start_soon(waiting)
-            await anyio.wait_all_tasks_blocked()
-            tg.start_soon(lambda: client.chat(HI, priority=other))  # type: ignore[arg-type]
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.waiting == 2
-            scope.cancel()
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.waiting == 1
-            # The slot one second after the first call is free: nothing was held for the
-            # cancelled call.
-            assert 0 < (await limiter.store.take(limiter.model, 10)).wait <= 1.0
-    assert scope.cancelled_caught
+        seen = await cancel_the_first_waiter(client, {"priority": cancelled}, {"priority": other})
+    assert seen.waiting == (2, 1)
+    # The slot one second after the first call is free: nothing was held for the cancelled call.
+    assert 0 < seen.next_wait <= 1.0
+    assert seen.cancelled
     assert len(chat_requests(emulator)) == 2
 
 

@@ -7,12 +7,10 @@ real redis-server and the emulator.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,36 +25,15 @@ from mpt_async._priority import LEASE
 from mpt_async._redis_quota import RedisQuotaStore
 from mpt_async.testing import Emulator
 
+from . import redisrun
 from .clientkit import HI, chat_requests, token_client, until
 from .redisrun import RedisServer, redis_server
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def _collect_coredis_leftovers() -> Iterator[None]:
-    """Collect what coredis left behind before the test ends."""
-    yield
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    """One redis-server for this module's tests (each test uses its own key prefix)."""
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    """A key prefix of this test's own."""
-    return "p" + str(abs(hash(request.node.nodeid)))
+# coredis's leftovers collected, one redis-server for the module, a key prefix per test.
+pytestmark = redisrun.COREDIS_LEFTOVERS
+_collect_coredis_leftovers = redisrun.collect_coredis_leftovers
+redis = redisrun.redis
+prefix = redisrun.prefix
 
 
 def spaced(emu: Emulator, store: RedisStore, qps: float) -> mpt_async.Client:

@@ -31,6 +31,7 @@ import mpt_async
 from mpt_async import _aiohttp_transport, _pool
 from mpt_async._aiohttp_transport import AIOHTTP_AVAILABLE, AutoTransport
 from mpt_async._proxy import Proxies
+from mpt_async._tls import TLS
 from mpt_async.testing import Emulator
 
 from .clientkit import FAST, HI, chat_requests
@@ -248,6 +249,20 @@ async def test_verify_false_skips_the_check(
     async with tls_front(emulator, ca) as front:
         async with token_client(emulator, front.url, verify=False) as client:
             assert (await client.chat(HI)).result
+
+
+def test_the_default_trust_is_made_once_and_shared(
+    ca_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients share the default context (reading certifi costs), one per trust in force."""
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    certifi = TLS().context()
+    assert TLS().context() is certifi
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_path))
+    assert TLS().context() is not certifi
+    assert TLS(trust_env=False).context() is TLS(trust_env=False).context()
+    assert TLS(False).context().verify_mode == ssl.CERT_NONE
 
 
 # -- the door: a bad verify= is refused before any I/O ---------------------------------------

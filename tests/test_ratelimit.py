@@ -17,7 +17,7 @@ from mpt_async._quota_store import MemoryQuotaStore
 from mpt_async._ratelimit import read_rate_limit
 from mpt_async.testing import Emulator, Fault
 
-from .clientkit import HI, chat_requests, token_client, until
+from .clientkit import HI, cancel_the_first_waiter, chat_requests, token_client, until
 
 
 def limited(emu: Emulator, limits: RateLimits | None, **kwargs: Any) -> mpt_async.Client:
@@ -344,26 +344,11 @@ async def test_cancelled_waiter_gives_back_its_place(emulator: Emulator) -> None
     """At qps=1, a cancelled waiter held nothing: the next one's place is the next second."""
     limits = RateLimits(qps=1, adopt_server_limits=False, adaptive=False)
     async with limited(emulator, limits) as client:
-        limiter = client._request_loop.limiter
-        await client.chat(HI)  # takes the first slot
-        async with anyio.create_task_group() as tg:
-            second = anyio.CancelScope()
-
-            async def run_second() -> None:
-                with second:
-                    await client.chat(HI)
-
-            tg.start_soon(run_second)
-            await anyio.wait_all_tasks_blocked()
-            tg.start_soon(client.chat, HI)
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.waiting == 2
-            second.cancel()
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.waiting == 1
-            # What the third is told: the slot one second after the first call, no later.
-            assert 0 < (await limiter.store.take(limiter.model, 10)).wait <= 1.0
-    assert second.cancelled_caught
+        seen = await cancel_the_first_waiter(client, {}, {})
+    assert seen.waiting == (2, 1)
+    # What the third is told: the slot one second after the first call, no later.
+    assert 0 < seen.next_wait <= 1.0
+    assert seen.cancelled
     assert len(chat_requests(emulator)) == 2
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import anyio
@@ -13,26 +11,14 @@ import pytest
 from mpt_async import RedisStore, SharedStoreError
 from mpt_async._redis_store import _spawn
 
+from . import redisrun
 from .resp import HANG_UP, Command, LyingRedis, endless, honest, lying_redis
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
-# coredis (6.9) leaves the memory streams of a connection it gave up on unclosed (see
-# test_redis_store.py): collected here, within these tests.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def _collect_coredis_leftovers() -> Iterator[None]:
-    """Collect what coredis left behind before the test ends (see ``pytestmark``)."""
-    yield
-    gc.collect()
+# coredis's leftovers collected (see redisrun.COREDIS_LEFTOVERS).
+pytestmark = redisrun.COREDIS_LEFTOVERS
+_collect_coredis_leftovers = redisrun.collect_coredis_leftovers
 
 
 def slow_info(server: list[LyingRedis], seconds: float) -> object:

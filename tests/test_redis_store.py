@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,41 +24,17 @@ from mpt_async._redis_quota import RedisQuotaStore
 from mpt_async._token_store import StoredToken, token_key
 from mpt_async.testing import Emulator
 
+from . import redisrun
 from .clientkit import HI, chat_requests, token_client, until
 from .redisrun import RedisServer, redis_cluster, redis_server, require_redis
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
-# When a server dies, coredis (6.9) may try one new connection, and leaves the anyio memory
-# streams of that failed connection unclosed: a ResourceWarning when they are collected.
-# It is coredis's, not a leak of ours; the fixture below collects it within these tests.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def _collect_coredis_leftovers() -> Iterator[None]:
-    """Collect what coredis left behind before the test ends (see ``pytestmark``)."""
-    yield
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    """One redis-server for this module's tests (each test uses its own key prefix)."""
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    """A key prefix of this test's own, so tests never share a budget."""
-    return "t" + str(abs(hash(request.node.nodeid)))
+# coredis's leftovers collected, one redis-server for the module, a key prefix per test.
+pytestmark = redisrun.COREDIS_LEFTOVERS
+_collect_coredis_leftovers = redisrun.collect_coredis_leftovers
+redis = redisrun.redis
+prefix = redisrun.prefix
 
 
 def shared_client(emu: Emulator, store: RedisStore, **limits: Any) -> mpt_async.Client:

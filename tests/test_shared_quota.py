@@ -6,9 +6,6 @@ of every wrong type.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
@@ -18,39 +15,18 @@ from mpt_async._limiter import Limiter
 from mpt_async._quota_model import MARGIN, QuotaModel
 from mpt_async._redis_quota import RedisQuotaStore
 
-from .redisrun import RedisServer, redis_server
+from . import redisrun
+from .redisrun import RedisServer
 from .resp import Command, honest, lying_redis
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 AUTH = mpt_async.AccessTokenAuth("app-key", "app-secret")
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True)
-def _collect_coredis_leftovers() -> Iterator[None]:
-    """Collect what coredis left behind before the test ends."""
-    yield
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    """One redis-server for this module's tests (each test uses its own key prefix)."""
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    """A key prefix of this test's own."""
-    return "q" + str(abs(hash(request.node.nodeid)))
+# coredis's leftovers collected, one redis-server for the module, a key prefix per test.
+pytestmark = redisrun.COREDIS_LEFTOVERS
+_collect_coredis_leftovers = redisrun.collect_coredis_leftovers
+redis = redisrun.redis
+prefix = redisrun.prefix
 
 
 def shared(store: RedisStore, **kwargs: object) -> Limiter:
