@@ -425,8 +425,9 @@ class RedisStore:
             connection = _Connection(self._address, self._timeout, self._flush)
             self._connection = connection
             _spawn(connection.run, self._tasks)
-        with anyio.move_on_after(self._timeout):
-            await connection.ready.wait()
+        if not connection.ready.is_set():  # (waiting on a set event still yields once)
+            with anyio.move_on_after(self._timeout):
+                await connection.ready.wait()
         if connection.client is None:
             raise _Unavailable
         return connection
