@@ -47,6 +47,7 @@ AUTH = {13, 14, 100, 110, 111}
 
 
 V2_RETRY = {"internal_error", "dispatch_internal_error"}
+V2_REFRESH = {"invalid_iam_token"}
 V2_WAIT = {
     *(f"{kind}rate_limit_exceeded" for kind in ("user_", "cluster_", "rpm_", "tpm_")),
     *(f"{kind}_rate_limit_exceeded" for kind in ("input_tpm", "output_tpm", "preemptible")),
@@ -66,46 +67,37 @@ V2_RAISE = {
     "model_offline",
 }
 
+V1_CODES = RETRY | WAIT | REFRESH | RAISE
+V2_CODES = V2_RETRY | V2_WAIT | V2_REFRESH | V2_RAISE
+
+#: The action each code of both pages implies.
+ACTIONS = {
+    **dict.fromkeys(RETRY | V2_RETRY, Action.RETRY),
+    **dict.fromkeys(WAIT | V2_WAIT, Action.WAIT),
+    **dict.fromkeys(REFRESH | V2_REFRESH, Action.REFRESH),
+    **dict.fromkeys(RAISE | V2_RAISE, Action.RAISE),
+}
+
 
 def test_table_covers_every_spec_code() -> None:
     """The table holds exactly the codes of both error-code pages (v1's numbers, v2's names)."""
-    assert {c for c in CODE_TABLE if isinstance(c, int)} == RETRY | WAIT | REFRESH | RAISE
-    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_RETRY | V2_WAIT | V2_RAISE | {
-        "invalid_iam_token"
-    }
+    assert {c for c in CODE_TABLE if isinstance(c, int)} == V1_CODES
+    assert {c for c in CODE_TABLE if isinstance(c, str)} == V2_CODES
 
 
-@pytest.mark.parametrize("code", sorted(V2_RETRY | V2_WAIT | V2_RAISE | {"invalid_iam_token"}))
+@pytest.mark.parametrize("code", sorted(V2_CODES))
 def test_v2_code_actions(code: str) -> None:
     """v2 server codes are retried, quota codes wait, a refused token is refreshed, the rest raise."""
     action, _ = classify_code(code)
-    expected = (
-        Action.RETRY
-        if code in V2_RETRY
-        else Action.WAIT
-        if code in V2_WAIT
-        else Action.REFRESH
-        if code == "invalid_iam_token"
-        else Action.RAISE
-    )
-    assert action is expected
+    assert action is ACTIONS[code]
     assert (classify_code(code)[1] is mpt_async.RateLimitError) == code.endswith("_exceeded")
 
 
-@pytest.mark.parametrize("code", sorted(RETRY | WAIT | REFRESH | RAISE))
+@pytest.mark.parametrize("code", sorted(V1_CODES))
 def test_code_actions_follow_the_spec(code: int) -> None:
     """Each code is retried, waited on, refreshed or raised as the error-code page implies."""
     action, cls = classify_code(code)
-    expected = (
-        Action.RETRY
-        if code in RETRY
-        else Action.WAIT
-        if code in WAIT
-        else Action.REFRESH
-        if code in REFRESH
-        else Action.RAISE
-    )
-    assert action is expected
+    assert action is ACTIONS[code]
     if code in RATE:
         assert cls is mpt_async.RateLimitError
     if code in AUTH:

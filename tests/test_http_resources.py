@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
@@ -23,7 +24,7 @@ from mpt_async.testing import Emulator
 from . import routes
 from .clientkit import HI, token_client, wait_no_connections
 from .routes import transport
-from .test_pool import OK, serving
+from .test_pool import OK, Handler, Server, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -53,56 +54,63 @@ async def test_a_stream_left_by_break_gives_its_connection_back_when_collected(
     assert await wait_no_connections(emulator) == 0
 
 
+@contextlib.asynccontextmanager
+async def after_four_at_once(
+    route: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    handler: Handler,
+    **limits: float,
+) -> AsyncIterator[tuple[Server, PoolTransport, httpx.AsyncClient]]:
+    """The route's pool and its client, after four requests at once to ``handler``'s server.
+
+    The pool sweeps its idle connections at every request. Skipped on aiohttp, whose connector sweeps its own idle connections.
+    """
+    if route[1] == "aiohttp":
+        pytest.skip("aiohttp's connector sweeps its own idle connections")
+    monkeypatch.setattr(_pool, "SWEEP_EVERY", 0.0)
+    async with serving(handler) as server:
+        pool = transport(route[1], max_connections=10, **limits)
+        assert isinstance(pool, PoolTransport)
+        async with httpx.AsyncClient(transport=pool) as http:
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(http.get, server.url)
+            yield server, pool, http
+
+
 async def test_idle_connections_the_server_closed_are_swept(
     route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Four idle connections closed by the server: the next request closes them all."""
-    if route[1] == "aiohttp":
-        pytest.skip("aiohttp's connector sweeps its own idle connections")
-    monkeypatch.setattr(_pool, "SWEEP_EVERY", 0.0)
 
     async def answer_then_close(stream: anyio.abc.SocketStream, n: int) -> bool:
         await anyio.sleep(0.01 if n <= 4 else 0)
         await stream.send(OK)
         return n > 4  # the first four connections are closed by the server
 
-    async with serving(answer_then_close) as server:
-        pool = transport(route[1], max_connections=10)
-        assert isinstance(pool, PoolTransport)
-        async with httpx.AsyncClient(transport=pool) as http:
-            async with anyio.create_task_group() as tg:
-                for _ in range(4):
-                    tg.start_soon(http.get, server.url)
-            await server.wait_open(0)
-            assert (await http.get(server.url)).text == "ok"
-            assert (pool.connections, pool.idle_connections) == (1, 1)
+    async with after_four_at_once(route, monkeypatch, answer_then_close) as (server, pool, http):
+        await server.wait_open(0)
+        assert (await http.get(server.url)).text == "ok"
+        assert (pool.connections, pool.idle_connections) == (1, 1)
 
 
 async def test_expired_idle_connections_are_swept(
     route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle connections past keepalive_expiry are closed by the next request, not kept."""
-    if route[1] == "aiohttp":
-        pytest.skip("aiohttp's connector sweeps its own idle connections")
-    monkeypatch.setattr(_pool, "SWEEP_EVERY", 0.0)
 
     async def slow(stream: anyio.abc.SocketStream, n: int) -> bool:
         await anyio.sleep(0.01)
         await stream.send(OK)
         return True
 
-    async with serving(slow) as server:
-        pool = transport(route[1], max_connections=10, keepalive_expiry=0.05)
-        assert isinstance(pool, PoolTransport)
-        async with httpx.AsyncClient(transport=pool) as http:
-            async with anyio.create_task_group() as tg:
-                for _ in range(4):
-                    tg.start_soon(http.get, server.url)
-            assert pool.idle_connections == 4
-            await anyio.sleep(0.1)  # past the expiry (a busier machine only waits longer)
-            assert (await http.get(server.url)).text == "ok"
-            assert pool.connections == 1
-            await server.wait_open(1)
+    after = after_four_at_once(route, monkeypatch, slow, keepalive_expiry=0.05)
+    async with after as (server, pool, http):
+        assert pool.idle_connections == 4
+        await anyio.sleep(0.1)  # past the expiry (a busier machine only waits longer)
+        assert (await http.get(server.url)).text == "ok"
+        assert pool.connections == 1
+        await server.wait_open(1)
 
 
 async def test_closing_the_client_with_calls_in_flight(

@@ -24,7 +24,7 @@ import mpt_async
 
 from . import routes
 from .clientkit import until
-from .hostile import ANSWER, TOKEN, Wire, hostile, http_head, json_reply
+from .hostile import ANSWER, TOKEN, HostileServer, Wire, hostile, http_head, json_reply
 from .routes import transport
 
 pytestmark = pytest.mark.anyio
@@ -100,6 +100,14 @@ async def calls(client: mpt_async.Client, count: int = CALLS) -> dict[str, str |
 
 Extra = Callable[[Wire, bytes], bytes]
 
+
+async def calls_to(route: tuple[str, str], extra: Extra) -> tuple[dict[str, Any], HostileServer]:
+    """:func:`calls` to a server that writes ``extra(wire, answer)`` for each call's answer."""
+    with hostile(lambda wire: wire.send(extra(wire, own_answer(wire))), keep_alive=True) as server:
+        async with client_for(server.url, route) as client:
+            return await calls(client), server
+
+
 #: What a server writes, in one write, for an answer ``a`` (a case: the answer must hold).
 ANSWERED: dict[str, Extra] = {
     "duplicate": lambda wire, a: a + a,
@@ -114,10 +122,7 @@ async def test_bytes_after_an_answer_never_answer_another_call(
     route: tuple[str, str], case: str
 ) -> None:
     """Extra bytes after each answer: every call still gets its own answer."""
-    extra = ANSWERED[case]
-    with hostile(lambda wire: wire.send(extra(wire, own_answer(wire))), keep_alive=True) as server:
-        async with client_for(server.url, route) as client:
-            outcomes = await calls(client)
+    outcomes, server = await calls_to(route, ANSWERED[case])
     assert_own(outcomes)
     if route[1] != "aiohttp":  # aiohttp fails an answer whose read brought junk after it
         assert outcomes == {mark: mark for mark in outcomes}
@@ -143,10 +148,7 @@ async def test_a_body_where_none_belongs_never_answers_a_call(
     route: tuple[str, str], case: str
 ) -> None:
     """A body after a 204 or inside an interim 199: never that body as a result."""
-    extra = REFUSED[case]
-    with hostile(lambda wire: wire.send(extra(wire, own_answer(wire))), keep_alive=True) as server:
-        async with client_for(server.url, route) as client:
-            outcomes = await calls(client)
+    outcomes, _ = await calls_to(route, REFUSED[case])
     assert_own(outcomes)
     assert all(isinstance(outcome, mpt_async.MPTError) for outcome in outcomes.values())
 
