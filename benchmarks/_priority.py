@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from typing import Any
 
-from benchmarks._redis_bench import _free_port, _start_redis
-from benchmarks._section import Context, Row, child_env, target, verdict
+from benchmarks._processes import NO_REDIS, redis_server, result, say, spawn, start_together, stop
+from benchmarks._section import Context, Row, target, verdict
 
 LIMIT = 12.0
 BATCH = 400
@@ -139,28 +137,7 @@ async def _work(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _spawn(spec: dict[str, Any], ctx: Context) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._priority", json.dumps(spec)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(ctx.scratch),
-        cwd=ctx.scratch,
-    )
-
-
-def _say(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-
-
-def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=timeout)
-    for line in reversed(out.splitlines()):
-        if line.startswith(RESULT):
-            return dict(json.loads(line[len(RESULT) :]))
-    raise RuntimeError(f"priority worker failed (exit {proc.returncode})")
+    return spawn("benchmarks._priority", spec, ctx.scratch)
 
 
 def _one_run(ctx: Context, base: dict[str, Any], runtime: str, url: str | None) -> dict[str, Any]:
@@ -172,21 +149,14 @@ def _one_run(ctx: Context, base: dict[str, Any], runtime: str, url: str | None) 
     roles = ["batch", "live"] if url else ["both"]
     procs = [_spawn({**spec, "role": role}, ctx) for role in roles]
     try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a priority worker did not get ready")
-        for proc in procs:
-            _say(proc, "go")
-        out = _result(procs[0], 600)
+        start_together(procs)
+        out = result(procs[0], 600, RESULT)
         if url:
-            _say(procs[1], "stop")  # the batch is over
-            out |= _result(procs[1], 60)
+            say(procs[1], "stop")  # the batch is over
+            out |= result(procs[1], 60, RESULT)
         out["refusals"] = ctx.emu.stats().get("error_responses")
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        stop(procs)
         ctx.emu.control("POST", "config", {"qps": None})
     return _summary(out, spec["calls"])
 
@@ -216,26 +186,18 @@ def run(ctx: Context) -> dict[str, Any]:
     """Each runtime in one process, then in two on one Redis (skipped without Redis)."""
     base = {"base_url": ctx.emu.base_url}
     base |= {"api_key": "emulator-api-key", "secret_key": "emulator-secret-key"}
-    result: dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
     for runtime in RUNTIMES:
-        result[f"one process, {runtime}"] = _one_run(ctx, base, runtime, None)
+        outcome[f"one process, {runtime}"] = _one_run(ctx, base, runtime, None)
         ctx.log(f"priority: one process, {runtime}: done")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        result["skipped"] = "two processes: redis-server is not installed (package redis-server)"
-        return result
-    with tempfile.TemporaryDirectory(prefix="mpt-bench-prio-") as directory:
-        port = _free_port()
-        server = _start_redis(binary, port, directory)
-        try:
-            for runtime in RUNTIMES:
-                url = f"redis://127.0.0.1:{port}"
-                result[f"two processes, {runtime}"] = _one_run(ctx, base, runtime, url)
-                ctx.log(f"priority: two processes on one Redis, {runtime}: done")
-        finally:
-            server.kill()
-            server.wait()
-    return result
+    with redis_server() as url:
+        if url is None:
+            outcome["skipped"] = f"two processes: {NO_REDIS}"
+            return outcome
+        for runtime in RUNTIMES:
+            outcome[f"two processes, {runtime}"] = _one_run(ctx, base, runtime, url)
+            ctx.log(f"priority: two processes on one Redis, {runtime}: done")
+    return outcome
 
 
 def _runs(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

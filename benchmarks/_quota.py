@@ -266,35 +266,31 @@ def _batch(scratch: Path) -> dict[str, Any]:
 
 def _fleet(scratch: Path) -> dict[str, Any]:
     """4 processes (asyncio, trio) on one Redis, learning a 12/s quota no one gave them."""
-    import shutil
-    import tempfile
-
-    from benchmarks._redis_bench import _free_port, _result, _start_redis
+    from benchmarks._processes import NO_REDIS, redis_server, result, spawn, start_together, stop
+    from benchmarks._worker import RESULT_PREFIX
     from mpt_async.testing import Emulator
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return {"skipped": "redis-server is not installed (Debian package redis-server)"}
-    with tempfile.TemporaryDirectory(prefix="mpt-bench-quota-") as directory:
-        port = _free_port()
-        server = _start_redis(binary, port, directory)
+    with redis_server() as url, Emulator(qps=LIMIT) as emu:
+        if url is None:
+            return {"skipped": NO_REDIS}
+        spec = {
+            "mode": "learn",
+            "url": url,
+            "prefix": "quota",
+            "base_url": emu.base_url,
+            "api_key": emu.api_key,
+            "secret_key": emu.secret_key,
+            "calls": FLEET_CALLS,
+            "concurrency": 8,
+        }
+        module = "benchmarks._redis_worker"
+        procs = [spawn(module, {**spec, "backend": b}, scratch) for b in FLEET]
         try:
-            with Emulator(qps=LIMIT) as emu:
-                spec = {
-                    "mode": "learn",
-                    "url": f"redis://127.0.0.1:{port}",
-                    "prefix": "quota",
-                    "base_url": emu.base_url,
-                    "api_key": emu.api_key,
-                    "secret_key": emu.secret_key,
-                    "calls": FLEET_CALLS,
-                    "concurrency": 8,
-                }
-                results = _run_fleet(spec, scratch, _result)
-                refusals = emu.stats.error_responses
+            start_together(procs)
+            results = [result(proc, 300, RESULT_PREFIX) for proc in procs]
         finally:
-            server.kill()
-            server.wait()
+            stop(procs)
+        refusals = emu.stats.error_responses
     calls = FLEET_CALLS * len(FLEET)
     return {
         "answered": sum(r["answered"] for r in results),
@@ -304,33 +300,6 @@ def _fleet(scratch: Path) -> dict[str, Any]:
         "ideal": calls / LIMIT,
         "learned": [r["learned"] for r in results],
     }
-
-
-def _run_fleet(spec: dict[str, Any], scratch: Path, result: Any) -> list[dict[str, Any]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._redis_worker", json.dumps({**spec, "backend": b})],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=child_env(scratch),
-            cwd=scratch,
-        )
-        for b in FLEET
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a quota fleet worker did not get ready")
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        return [result(proc, 300) for proc in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
 
 
 # -- the section -----------------------------------------------------------------------------

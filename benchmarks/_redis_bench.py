@@ -9,16 +9,11 @@ sequential calls with no limiter, the in-process limiter and the shared one.
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from typing import Any
 
-from benchmarks._section import Context, Row, child_env, target, verdict
+from benchmarks._processes import NO_REDIS, redis_server, result, spawn, start_together, stop
+from benchmarks._section import Context, Row, target, verdict
 from benchmarks._worker import RESULT_PREFIX
 
 PROCESSES = 4
@@ -28,44 +23,8 @@ CONCURRENCY = 8
 CALLS = 500
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_redis(binary: str, port: int, directory: str) -> subprocess.Popen[bytes]:
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:  # noqa: PERF203 - polling until it listens
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
-
-
 def _spawn(spec: dict[str, Any], ctx: Context) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._redis_worker", json.dumps(spec)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(ctx.scratch),
-        cwd=ctx.scratch,
-    )
-
-
-def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=timeout)
-    for line in reversed(out.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return dict(json.loads(line[len(RESULT_PREFIX) :]))
-    raise RuntimeError(f"redis worker failed (exit {proc.returncode})")
+    return spawn("benchmarks._redis_worker", spec, ctx.scratch)
 
 
 def _budget(ctx: Context, base: dict[str, Any]) -> dict[str, Any]:
@@ -74,18 +33,10 @@ def _budget(ctx: Context, base: dict[str, Any]) -> dict[str, Any]:
     spec = {**base, "mode": "budget", "qps": QPS, "seconds": SECONDS, "concurrency": CONCURRENCY}
     procs = [_spawn({**spec, "backend": b}, ctx) for b in backends]
     try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a redis worker did not get ready")
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = [_result(proc, SECONDS + 60) for proc in procs]
+        start_together(procs)
+        results = [result(proc, SECONDS + 60, RESULT_PREFIX) for proc in procs]
     finally:
-        for proc in procs:
-            proc.kill()
+        stop(procs)
         ctx.emu.control("POST", "config", {"qps": None})
     times = sorted(t for r in results for t in r["answered"])
     # The steady rate: the first and last second (start-up, the token fetch) left out.
@@ -108,23 +59,16 @@ def _budget(ctx: Context, base: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     """Measure the shared budget and the per-call overhead (``skipped`` without Redis)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return {"skipped": "redis-server is not installed (Debian package redis-server)"}
-    with tempfile.TemporaryDirectory(prefix="mpt-bench-redis-") as directory:
-        port = _free_port()
-        server = _start_redis(binary, port, directory)
-        try:
-            base = {"url": f"redis://127.0.0.1:{port}", "prefix": "bench"}
-            base |= {"base_url": ctx.emu.base_url}
-            base |= {"api_key": "emulator-api-key", "secret_key": "emulator-secret-key"}
-            budget = _budget(ctx, base)
-            ctx.log(f"redis: {PROCESSES} processes on one budget: done")
-            overhead = _result(_spawn({**base, "mode": "overhead", "calls": CALLS}, ctx), 300)
-            ctx.log("redis: overhead: done")
-        finally:
-            server.kill()
-            server.wait()
+    with redis_server() as url:
+        if url is None:
+            return {"skipped": NO_REDIS}
+        base = {"url": url, "prefix": "bench", "base_url": ctx.emu.base_url}
+        base |= {"api_key": "emulator-api-key", "secret_key": "emulator-secret-key"}
+        budget = _budget(ctx, base)
+        ctx.log(f"redis: {PROCESSES} processes on one budget: done")
+        spec = {**base, "mode": "overhead", "calls": CALLS}
+        overhead = result(_spawn(spec, ctx), 300, RESULT_PREFIX)
+        ctx.log("redis: overhead: done")
     return {"budget": budget, "overhead": overhead}
 
 
