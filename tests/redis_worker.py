@@ -1,6 +1,6 @@
 """One process of the shared-budget tests and benchmark: calls in a loop, on one RedisStore.
 
-Run as ``python -m tests.redis_worker CONFIG_JSON``. It prints ``ready`` once connected,
+Run as ``python -m tests.redis_worker CONFIG_JSON`` (:func:`spawn` starts one). It prints ``ready`` once connected,
 waits for a line on stdin, calls for ``seconds`` with ``concurrency`` callers, and prints
 a JSON summary: calls answered (and when, by the host's monotonic clock), calls refused,
 other errors.
@@ -9,13 +9,19 @@ other errors.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 import mpt_async
+
+if TYPE_CHECKING:
+    from mpt_async.testing import Emulator
 
 
 def _skew(seconds: float) -> None:
@@ -59,6 +65,22 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
                 for _ in range(config["concurrency"]):
                     tg.start_soon(caller)
     return counts
+
+
+def spawn(emu: Emulator, url: str, prefix: str, **config: Any) -> subprocess.Popen[str]:
+    """Start a worker calling ``emu``, its budget in the Redis at ``url`` under ``prefix``."""
+    config = {"url": url, "prefix": prefix, "base_url": emu.base_url, **config}
+    config |= {"api_key": emu.api_key, "secret_key": emu.secret_key}
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.redis_worker", json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=env,
+    )
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "endless",
     "honest",
     "lying_redis",
+    "scripts_answer",
 ]
 
 #: What a script returns to close the connection.
@@ -68,6 +69,22 @@ def honest(command: Command) -> bytes:
     if name in (b"GET", b"EVALSHA", b"EVAL"):
         return b"_\r\n"
     return b"+OK\r\n"
+
+
+def scripts_answer(reply: bytes) -> Script:
+    """A script that answers every Lua script run (EVALSHA, EVAL) with ``reply``.
+
+    SCRIPT (LOAD) gets a made-up digest; every other command an :func:`honest` answer.
+    """
+
+    def script(command: Command) -> bytes:
+        if command[0].upper() in (b"EVALSHA", b"EVAL"):
+            return reply
+        if command[0].upper() == b"SCRIPT":
+            return bulk(b"0" * 40)
+        return honest(command)
+
+    return script
 
 
 class LyingRedis(LoopbackServer):

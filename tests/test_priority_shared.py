@@ -7,12 +7,7 @@ real redis-server and the emulator.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,7 +20,7 @@ from mpt_async._priority import LEASE
 from mpt_async._redis_quota import RedisQuotaStore
 from mpt_async.testing import Emulator
 
-from . import redisrun
+from . import redis_worker, redisrun
 from .clientkit import HI, chat_requests, token_client, until
 from .redisrun import RedisServer, redis_server
 
@@ -291,19 +286,8 @@ def test_the_lease_of_a_process_that_died_lapses(
 
     Another process's batch call is held back only until the lease lapses, then starts.
     """
-    config = {"url": redis.url, "prefix": prefix, "base_url": emulator.base_url}
-    config |= {"api_key": emulator.api_key, "secret_key": emulator.secret_key}
-    config |= {"qps": 0.5, "seconds": 60, "concurrency": 2, "backend": "asyncio"}
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests.redis_worker", json.dumps(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env=env,
-    ) as worker:
+    config = {"qps": 0.5, "seconds": 60, "concurrency": 2, "backend": "asyncio"}
+    with redis_worker.spawn(emulator, redis.url, prefix, **config) as worker:
         try:
             assert worker.stdout is not None
             assert worker.stdin is not None

@@ -12,7 +12,7 @@ from mpt_async import RedisStore, SharedStoreError
 from mpt_async._redis_store import _spawn
 
 from . import redisrun
-from .resp import HANG_UP, Command, LyingRedis, endless, honest, lying_redis
+from .resp import HANG_UP, Command, LyingRedis, endless, honest, lying_redis, scripts_answer
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
@@ -110,15 +110,7 @@ async def test_a_percent_encoded_password_is_sent_decoded() -> None:
 )
 async def test_a_lock_reply_of_the_wrong_type_is_a_failure_not_a_wait(reply: bytes) -> None:
     """A lock reply other than 0 or 1 is a failure (open: go on; raise: SharedStoreError)."""
-
-    def script(command: Command) -> bytes | None:
-        if command[0].upper() in (b"EVALSHA", b"EVAL"):
-            return reply
-        if command[0].upper() == b"SCRIPT":
-            return b"$40\r\n" + b"0" * 40 + b"\r\n"
-        return honest(command)
-
-    with lying_redis(script) as server:
+    with lying_redis(scripts_answer(reply)) as server:
         # The lock's own wait is 60 s: a third of it tells a failure from a wait.
         with anyio.fail_after(20):
             async with RedisStore(server.url) as store:

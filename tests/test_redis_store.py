@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +20,7 @@ from mpt_async._redis_quota import RedisQuotaStore
 from mpt_async._token_store import StoredToken, token_key
 from mpt_async.testing import Emulator
 
-from . import redisrun
+from . import redis_worker, redisrun
 from .clientkit import HI, chat_requests, token_client, until
 from .redisrun import RedisServer, redis_cluster, redis_server, require_redis
 
@@ -414,23 +410,12 @@ def run_workers(
     emu: Emulator, url: str, prefix: str, backends: list[str], **config: Any
 ) -> list[dict[str, Any]]:
     """Start one worker process per backend, start them together, return their counts."""
-    base = {"url": url, "prefix": prefix, "base_url": emu.base_url}
-    base |= {"api_key": emu.api_key, "secret_key": emu.secret_key, **config}
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    workers = []
-    for i, backend in enumerate(backends):
-        options = {**base, "backend": backend, "skew": 37.0 if i == 0 else 0.0}
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.redis_worker", json.dumps(options)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=root,
-                env=env,
-            )
+    workers = [
+        redis_worker.spawn(
+            emu, url, prefix, backend=backend, skew=37.0 if i == 0 else 0.0, **config
         )
+        for i, backend in enumerate(backends)
+    ]
     try:
         for worker in workers:
             assert worker.stdout is not None

@@ -17,7 +17,7 @@ from mpt_async._redis_quota import RedisQuotaStore
 
 from . import redisrun
 from .redisrun import RedisServer
-from .resp import Command, honest, lying_redis
+from .resp import lying_redis, scripts_answer
 
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 AUTH = mpt_async.AccessTokenAuth("app-key", "app-secret")
@@ -139,15 +139,7 @@ async def test_a_quota_reply_of_the_wrong_type_fails_open_or_raises(reply: bytes
 
     Never a raw TypeError, IndexError, KeyError or OverflowError.
     """
-
-    def script(command: Command) -> bytes | None:
-        if command[0].upper() in (b"EVALSHA", b"EVAL"):
-            return reply
-        if command[0].upper() == b"SCRIPT":
-            return b"$40\r\n" + b"0" * 40 + b"\r\n"
-        return honest(command)
-
-    with lying_redis(script) as server, anyio.fail_after(20):
+    with lying_redis(scripts_answer(reply)) as server, anyio.fail_after(20):
         async with RedisStore(server.url, timeout=0.5) as store:
             limiter = shared(store, qps=50, adaptive=False)
             for _ in range(3):
