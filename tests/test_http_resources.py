@@ -81,17 +81,24 @@ async def after_four_at_once(
 async def test_idle_connections_the_server_closed_are_swept(
     route: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Four idle connections closed by the server: the next request closes them all."""
+    """Idle connections the server closed, under a live one: the next request closes them."""
 
     async def answer_then_close(stream: anyio.abc.SocketStream, n: int) -> bool:
-        await anyio.sleep(0.01 if n <= 4 else 0)
+        # The fourth answer comes last, so its connection (kept) tops the idle stack: the
+        # next request takes it without meeting the three dead ones below; only the sweep
+        # closes those.
+        await anyio.sleep(0.5 if n == 4 else 0.01 if n < 4 else 0)
         await stream.send(OK)
-        return n > 4  # the first four connections are closed by the server
+        if n < 4:  # the first three are closed by the server once idle in the pool
+            await anyio.sleep(0.1)
+        return n >= 4
 
     async with after_four_at_once(route, monkeypatch, answer_then_close) as (server, pool, http):
-        await server.wait_open(0)
+        await server.wait_open(1)
+        assert pool.idle_connections == 4
         assert (await http.get(server.url)).text == "ok"
         assert (pool.connections, pool.idle_connections) == (1, 1)
+        assert server.accepted == 4  # the request went over the live connection
 
 
 async def test_expired_idle_connections_are_swept(
