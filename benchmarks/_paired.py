@@ -22,7 +22,7 @@ from benchmarks._section import Context, Row, target
 
 #: The clients compared, mpt_async first.
 NAMES = ("mpt_async", "httpx+aiohttp", "aiohttp")
-#: The limits of issue 13: against the raw httpx floor, and against raw aiohttp.
+#: The limits: against the raw httpx floor, and against raw aiohttp.
 MAX_VS_HTTPX = 1.3
 MAX_VS_AIOHTTP = {"chat": 2.0, "stream": 1.2}
 

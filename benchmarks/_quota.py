@@ -1,4 +1,4 @@
-"""The ``quota`` section: a quota the client was never told, learned (issue: adaptive quota).
+"""The ``quota`` section: a quota the client was never told, learned.
 
 Each runtime (asyncio, trio) runs in a worker process of its own with its own emulator, whose
 QPS limit the client is never given (``Emulator(qps=12)``: a bucket of one second's calls,

@@ -1,6 +1,6 @@
 """The v2 interface against v1: client CPU per call, paired round by round in one process.
 
-Issue 20's target: speaking v2 (``/v2/chat/completions``, a Bearer key, OpenAI-shaped
+The target: speaking v2 (``/v2/chat/completions``, a Bearer key, OpenAI-shaped
 chunks read into the same models) adds at most 5% client CPU per call over v1, on chat
 and on a stream. One worker process opens a v1 client (an access token) and a v2 client (an
 API key) on one event loop against one emulator, then runs short rounds of each in turn,
@@ -23,7 +23,7 @@ from benchmarks._worker import cpu_seconds
 
 #: The two clients compared: v1 first.
 NAMES = ("mpt_async", "mpt_async/v2")
-#: Issue 20: v2 adds at most 5% client CPU per call.
+#: The target: v2 adds at most 5% client CPU per call.
 MAX_V2_OVER_V1 = 1.05
 
 

@@ -1,4 +1,4 @@
-"""Token stores: one access token shared by clients, runs and processes (issue 5, part 4)."""
+"""Token stores: one access token shared by clients, runs and processes."""
 
 from __future__ import annotations
 
