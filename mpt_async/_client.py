@@ -339,14 +339,32 @@ class _LoopGuard:
             raise ConfigurationError(msg)
 
 
+def _check_rest(
+    token_store: object, appid: object, base_url: str, telemetry: object
+) -> tuple[TokenStore | None, str | None, str, bool]:
+    """The token store, appid, IAM base URL and telemetry switch, checked."""
+    iam_url = _check_base_url(iam_base_url_from_env(base_url))
+    return (
+        _check_token_store(token_store),
+        _check_appid(appid),
+        iam_url,
+        check_bool(telemetry, "telemetry"),
+    )
+
+
+def _retries(max_retries: object, backoff: object) -> tuple[int, Backoff]:
+    """``max_retries`` and ``backoff``, checked."""
+    return _check_max_retries(max_retries), _check_backoff(backoff)
+
+
 def _telemetry_server(
-    telemetry: object, base_url: str, limiter: Limiter, endpoint: str
+    telemetry: bool, base_url: str, limiter: Limiter, endpoint: str
 ) -> _telemetry.Server | None:
     """Where the spans say calls go; ``None`` with telemetry off.
 
     With telemetry on, the learned-rate gauge reports the client's limiter.
     """
-    if not check_bool(telemetry, "telemetry"):
+    if not telemetry:
         return None
     from mpt_async import _telemetry  # with the first client
 
@@ -449,10 +467,10 @@ class Client:
         self._extra_body = _check_extra_body(extra_body, api)
         from mpt_async._request_loop import CallOptions, RequestLoop  # with the first client
 
-        self._options = CallOptions(
-            timeouts=as_timeouts(timeout),
-            max_retries=_check_max_retries(max_retries),
-            backoff=_check_backoff(backoff),
+        self._options = CallOptions(as_timeouts(timeout), *_retries(max_retries, backoff))
+        limiter = _limiter(rate_limits, base_url, auth, endpoint)  # all checked: then HTTP
+        token_store, appid, iam_url, telemetry = _check_rest(
+            token_store, appid, base_url, telemetry
         )
         network = {"verify": verify, "proxy": proxy, "trust_env": trust_env}
         http_client, owns_http = _http_client(http_client, max_connections, network, base_url)
@@ -462,13 +480,13 @@ class Client:
             owns_http=owns_http,
             base_url=base_url,
             auth=auth,
-            token_store=_check_token_store(token_store),
-            limiter=_limiter(rate_limits, base_url, auth, endpoint),
+            token_store=token_store,
+            limiter=limiter,
             api=api,
-            appid=_check_appid(appid),
-            iam_base_url=_check_base_url(iam_base_url_from_env(base_url)),
+            appid=appid,
+            iam_base_url=iam_url,
         )
-        self._server = _telemetry_server(telemetry, base_url, self._request_loop.limiter, endpoint)
+        self._server = _telemetry_server(telemetry, base_url, limiter, endpoint)
         self._is_copy = False
         self._loop_guard = _LoopGuard()  # shared with the copies, as the connections are
 

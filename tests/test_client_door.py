@@ -202,3 +202,20 @@ def test_the_loop_guard_tells_runs_apart() -> None:
         run(twice, guard)
         with pytest.raises(ConfigurationError, match="another event loop"):
             run(twice, guard)
+
+
+@pytest.mark.parametrize("bad", [{"telemetry": "yes"}, {"appid": 5}, {"token_store": object()}])
+def test_a_bad_argument_opens_no_http_client(
+    bad: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arguments checked after the others still fail before the client's own httpx client."""
+    made: list[object] = []
+    real = mpt_async._client._http_client  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        mpt_async._client,  # type: ignore[attr-defined]
+        "_http_client",
+        lambda *args: made.append(args) or real(*args),
+    )
+    with pytest.raises(ConfigurationError):
+        mpt_async.Client(auth=mpt_async.FixedTokenAuth("t"), **bad)
+    assert made == []
