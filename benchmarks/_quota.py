@@ -22,7 +22,7 @@ Run alone: ``python -m benchmarks --sections quota``.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import subprocess
 import sys
@@ -43,9 +43,11 @@ FLEET = ("asyncio", "trio", "asyncio", "trio")
 FLEET_CALLS = 60  # per process
 ANNOUNCED_RPM = 20
 ANNOUNCED_CALLS = 26
-COST_CALLS = 300
-COST_ROUNDS = 10
+COST_CALLS = 200  # calls per round
+COST_ROUNDS = 30  # paired rounds
 COST_WARM_UP = 10_000  # calls, at most
+FIRST_CALLS = 7  # fresh clients of each kind
+HI = [{"role": "user", "content": "hi"}]
 RESULT = "QUOTA-RESULT "
 
 
@@ -165,6 +167,102 @@ async def _announced(emu: Any) -> dict[str, Any]:
     }
 
 
+class _Waits(logging.Handler):
+    """Counts the calls the limiter held back, while attached.
+
+    From the limiter's debug line (``quota: a ... call waited``): the package's debug lines
+    cost CPU, so it is attached only outside the timed rounds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("quota: a "):
+            self.count += 1
+
+    def __enter__(self) -> _Waits:
+        logger = logging.getLogger("mpt_async")
+        self._level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("mpt_async")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+
+async def _calls(client: Any, calls: int) -> float:
+    """This thread's CPU seconds per call over ``calls`` sequential calls.
+
+    The thread's, not the process's: the emulator serves from a thread of this process, and
+    its CPU (the same in both arms) would water the ratio down.
+    """
+    start = time.thread_time()
+    for _ in range(calls):
+        await client.chat(HI)
+    return (time.thread_time() - start) / calls
+
+
+async def _warm_up(client: Any) -> int:
+    """Rounds of calls until one is not held back at all (the learned rate stayed): calls made.
+
+    Sequential calls to the emulator come faster than a fresh model's rate, which grows
+    while they are held (a real service answers in about a second).
+    """
+    made = 0
+    while made < COST_WARM_UP:
+        before = client.learned_limits().qps
+        await _calls(client, COST_CALLS)
+        made += COST_CALLS
+        if client.learned_limits().qps == before:
+            break
+    return made
+
+
+async def _first_calls(emu: Any, limits: dict[str, Any]) -> dict[str, Any]:
+    """The first call of fresh clients of each kind, in alternating order: ms, and waits."""
+    import statistics
+
+    import mpt_async
+
+    auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
+    ms: dict[str, list[float]] = {name: [] for name in limits}
+    with _Waits() as waits:
+        for i in range(FIRST_CALLS):
+            for name in list(limits)[:: 1 if i % 2 else -1]:
+                fresh = mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=limits[name])
+                async with fresh:
+                    start = time.perf_counter()
+                    await fresh.chat(HI)
+                    ms[name].append((time.perf_counter() - start) * 1e3)
+    return {"ms": {n: statistics.median(v) for n, v in ms.items()}, "held": waits.count}
+
+
+async def _paired(clients: dict[str, Any]) -> list[dict[str, float]]:
+    """COST_ROUNDS rounds of each client in turn (the order rotates), CPU per call."""
+    rounds = []
+    names = list(clients)
+    for i in range(COST_ROUNDS):
+        rate = clients["default"].learned_limits().qps
+        order = names[i % len(names) :] + names[: i % len(names)]
+        cpu = {name: await _calls(clients[name], COST_CALLS) for name in order}
+        cpu["held"] = float(clients["default"].learned_limits().qps != rate)
+        rounds.append(cpu)
+    return rounds
+
+
+def _spread(ratios: list[float]) -> list[float]:
+    """The lowest, the quartiles and the highest."""
+    import statistics
+
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return [min(ratios), q1, q3, max(ratios)]
+
+
 async def _cost(emu: Any) -> dict[str, Any]:
     """Client CPU per call, the adaptive default against no limiter, in paired rounds."""
     import statistics
@@ -173,43 +271,31 @@ async def _cost(emu: Any) -> dict[str, Any]:
 
     auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
     off = mpt_async.RateLimits(adaptive=False, adopt_server_limits=False)
-    hi = [{"role": "user", "content": "hi"}]
-    clients = {
-        "default": mpt_async.Client(auth=auth, base_url=emu.base_url),
-        "off": mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=off),
-    }
+    # "off again", a second client like "off", is the control: its ratio to "off" shows how
+    # far the machine's noise alone moves a ratio.
+    limits = {"default": None, "off": off, "off again": off}
     async with mpt_async.Client(auth=auth, base_url=emu.base_url) as process_warm_up:
-        await process_warm_up.chat(hi)  # imports, the emulator's token: not the first call's
-    first: dict[str, float] = {}
-    for name, client in clients.items():
-        start = time.perf_counter()
-        await client.chat(hi)  # the first call of a fresh client (its token fetch too)
-        first[name] = time.perf_counter() - start
-        # Sequential calls to the emulator come faster than a fresh model's rate (50/s),
-        # which grows while they are held; a real service answers in about a second. Warm
-        # up until the rate is well past these calls', so that no round is held back.
-        for _ in range(COST_WARM_UP // 100):
-            start = time.perf_counter()
-            for _ in range(100):
-                await client.chat(hi)
-            pace = 100 / (time.perf_counter() - start)
-            if (client.learned_limits().qps or math.inf) > 3 * pace:
-                break
-    cpu: dict[str, list[float]] = {name: [] for name in clients}
-    for round_ in range(COST_ROUNDS):
-        order = list(clients) if round_ % 2 else list(clients)[::-1]
-        for name in order:
-            start = time.process_time()
-            for _ in range(COST_CALLS):
-                await clients[name].chat(hi)
-            cpu[name].append((time.process_time() - start) / COST_CALLS)
+        await process_warm_up.chat(HI)  # imports, the emulator's token: not the first call's
+    first = await _first_calls(emu, {"default": None, "off": off})
+    clients = {
+        name: mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=value)
+        for name, value in limits.items()
+    }
+    with _Waits() as waits:
+        warm = {name: await _warm_up(client) for name, client in clients.items()}
+    rounds = await _paired(clients)
     for client in clients.values():
         await client.aclose()
-    median = {name: statistics.median(values) for name, values in cpu.items()}
     return {
-        "cpu_us": {name: value * 1e6 for name, value in median.items()},
-        "ratio": median["default"] / median["off"],
-        "first_ms": {name: value * 1e3 for name, value in first.items()},
+        "cpu_us": {n: statistics.median(r[n] for r in rounds) * 1e6 for n in clients},
+        "ratio": statistics.median(r["default"] / r["off"] for r in rounds),
+        "spread": _spread([r["default"] / r["off"] for r in rounds]),
+        "control": statistics.median(r["off again"] / r["off"] for r in rounds),
+        "control_spread": _spread([r["off again"] / r["off"] for r in rounds]),
+        "held_rounds": int(sum(r["held"] for r in rounds)),
+        "warm_up": {"calls": warm, "held": waits.count},
+        "first_ms": first["ms"],
+        "first_held": first["held"],
     }
 
 
@@ -429,10 +515,7 @@ def targets(result: dict[str, Any]) -> list[Row]:
                 "{:.3f}",
             )
         )
-        cost = result[runtime]["cost"]
-        rows.append(
-            target(f"quota {runtime}: CPU per call, adaptive / none", cost["ratio"], 1.03, "{:.3f}")
-        )
+        rows += _cost_targets(runtime, result[runtime]["cost"])
     rows += _more_targets(result)
     batch = result["batch"]
     rows.append(
@@ -445,6 +528,24 @@ def targets(result: dict[str, Any]) -> list[Row]:
     )
     rows.append(_time_row("quota batch CLI", batch))
     return rows
+
+
+def _cost_targets(runtime: str, cost: dict[str, Any]) -> list[Row]:
+    held = cost["first_held"]
+    return [
+        target(
+            f"quota {runtime}: CPU per call, adaptive / none (median of paired rounds)",
+            cost["ratio"],
+            1.03,
+            "{:.3f}",
+        ),
+        [
+            f"quota {runtime}: fresh clients' first calls held back by the limiter",
+            f"{held}/{2 * FIRST_CALLS}",
+            "0",
+            verdict(held == 0),
+        ],
+    ]
 
 
 def _more_targets(result: dict[str, Any]) -> list[Row]:
@@ -541,23 +642,44 @@ def _more_lines(result: dict[str, Any]) -> list[str]:
             f"{announced['refusals']} refusals, {announced['seconds']:.1f} s (the last "
             f"{ANNOUNCED_CALLS - ANNOUNCED_RPM} wait for the minute to pass).",
         ]
-    lines += [
+    return lines + _cost_lines(result)
+
+
+def _cost_lines(result: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        "| runtime | CPU per call, adaptive | none | ratio | first call, adaptive | none |",
+        "| runtime | CPU per call, adaptive | none | ratio | its quartiles (min - max) "
+        "| control: none / none | its quartiles | rounds held | first call, adaptive | none |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|---|")
     for runtime in ("asyncio", "trio"):
         cost = result[runtime]["cost"]
+        low, q1, q3, high = cost["spread"]
+        _, c1, c3, _ = cost["control_spread"]
         lines.append(
             f"| {runtime} | {cost['cpu_us']['default']:.0f} µs | {cost['cpu_us']['off']:.0f} µs "
-            f"| {cost['ratio']:.3f} | {cost['first_ms']['default']:.1f} ms "
-            f"| {cost['first_ms']['off']:.1f} ms |"
+            f"| {cost['ratio']:.3f} | {q1:.3f} - {q3:.3f} ({low:.3f} - {high:.3f}) "
+            f"| {cost['control']:.3f} | {c1:.3f} - {c3:.3f} | {cost['held_rounds']}/{COST_ROUNDS} "
+            f"| {cost['first_ms']['default']:.1f} ms | {cost['first_ms']['off']:.1f} ms |"
         )
+    warm = result["asyncio"]["cost"]["warm_up"]
     lines += [
         "",
-        f"CPU per call: the median of {COST_ROUNDS} paired rounds of {COST_CALLS} sequential "
-        "calls that no quota limits, the default client against "
-        "`RateLimits(adaptive=False, adopt_server_limits=False)`.",
+        f"CPU per call: the client thread's CPU (the emulator serves from another thread of "
+        f"the process) over {COST_ROUNDS} rounds of {COST_CALLS} sequential calls that no "
+        "quota limits, from the default client, one with "
+        "`RateLimits(adaptive=False, adopt_server_limits=False)` (none) and a second such "
+        "client (the control), in rotating order; a ratio is the median of the rounds' "
+        "ratios. The control shows how far the machine's noise alone moves a ratio. "
+        '"Rounds held": rounds in which the default client\'s rate still grew (some call '
+        "was held back: its cost is counted). Before the rounds, each client was warmed up "
+        "until a round of calls was not held back at all (asyncio: "
+        f"{warm['calls']['default']} calls, {warm['held']} of them held, while the learned "
+        "rate caught up with calls far faster than a real service answers). First call: "
+        f"the median of {FIRST_CALLS} fresh clients of each kind (their token fetch "
+        "included); held back by the limiter: "
+        f"{result['asyncio']['cost']['first_held']} (asyncio), "
+        f"{result['trio']['cost']['first_held']} (trio).",
         "",
     ]
     return lines

@@ -22,6 +22,7 @@ from mpt_async._quota_model import (
     MAX_TOKENS,
     REFINE_WITHIN,
     START_GROWTH,
+    START_SHARE,
     QuotaModel,
     Usage,
 )
@@ -78,6 +79,21 @@ def test_slow_start_grows_only_while_calls_are_held() -> None:
     for _ in range(5):
         model.admitted(held=True)
     assert model.rate == INITIAL_RATE + 5 * START_GROWTH
+
+
+def test_slow_start_grows_by_a_share_of_a_high_rate() -> None:
+    """Above START_GROWTH / START_SHARE a second, each held call adds START_SHARE of the rate."""
+    _, model, _ = model_and_store()
+    model.rate = 1000.0
+    assert START_SHARE * model.rate > START_GROWTH  # (so that the fixed step is not the one)
+    model.admitted(held=True)
+    assert model.rate == pytest.approx(1000.0 * (1 + START_SHARE))
+    held = 1
+    while model.rate < 2000.0:
+        model.admitted(held=True)
+        held += 1
+    # Doubling takes a few dozen held calls (the fixed step would take 250).
+    assert held == math.ceil(math.log(2) / math.log(1 + START_SHARE))
 
 
 def test_a_refusal_cuts_to_what_was_measured() -> None:
