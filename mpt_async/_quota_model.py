@@ -225,7 +225,7 @@ class QuotaModel:
         self.grown: float = 0.0
         self.cut: float | None = None
         #: Whether that cut only lowers the last one (no new epoch).
-        self.cut_refines = False
+        self.cut_refines: bool = False
 
     def __repr__(self) -> str:
         return f"<QuotaModel rate={self.rate:.3g}/s rpm={self.rpm} tpm={self.tpm}>"
