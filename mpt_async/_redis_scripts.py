@@ -15,10 +15,13 @@ The keys of one budget (all hash-tagged with one application, so one Redis Clust
 4. the leases: a sorted set of the clients whose interactive calls wait, each scored by
    when its lease lapses unless renewed.
 
-A call starts at once (and is logged) or is told how long to wait (and nothing is kept):
-a waiter holds no capacity. A batch call that could start is told to ask again soon while
-another client holds a live lease; the lease claims no capacity, and lapses by itself.
-State beyond a sane horizon (a clock step, a failover to a host behind) is corrupt and
+A run claims up to a given number of places (one at least, or none: it is told how long to
+wait, and nothing is kept, so a waiter holds no capacity): the schedule's next starts, as
+far ahead as it is told. Each is logged as starting when it may start plus the lateness
+allowed (so a place used late is never counted as leaving the service's window early). A
+batch call that could start is told to ask again soon while another client holds a live
+lease; the lease claims no capacity, and lapses by itself. State beyond a sane horizon (a
+clock step, a failover to a host behind) is corrupt and
 reset. Every key expires a window after its last call.
 """
 
@@ -26,19 +29,22 @@ from __future__ import annotations
 
 __all__ = ["TAKE", "UNLOCK"]
 
-#: KEYS: the four keys above. ARGV: 1 id ("": only record), 2 interval, 3 calls per
-#: second, 4 rpm, 5 tpm (0: none), 6 the window (with its margin), 7 the call's tokens,
-#: 8 a pause from now, 9 this process's rate and 10 epoch (seed a lost state), 11 a cut
-#: rate and 12 the epoch it was made in, 13 the rate grown since (0: none), 14 announced
-#: rpm, 15 announced tpm (0: none), 16 the burst (calls that may start at once), 17 "1" to
-#: obey the limits announced to any process, 18 this client's lease id, 19 "1" for a batch
-#: call (it steps aside while another client's lease is live), 20 what to do with this
-#: client's lease ("+" renew it, "-" drop it, "?" renew it if the call must wait and drop it
-#: if it starts, "" nothing), 21 a lease's length, 22 how soon a batch call stepping aside
-#: asks again, then pairs (logged id, real tokens; -1: forget it).
-#: Returns {wait (0: started), why (0 none, 1 rate, 2 window, 3 pause, 4 another client's
-#: interactive calls wait), now, rate, epoch, calls in the last second, calls in the
-#: window, tokens in the window, announced rpm, announced tpm}.
+#: KEYS: the four keys above. ARGV: 1 the claim's id ("": only record; its places are logged
+#: as id:1, id:2, ...), 2 interval, 3 calls per second, 4 rpm, 5 tpm (0: none), 6 the window
+#: (with its margin), 7 a place's tokens, 8 a pause from now, 9 this process's rate and 10
+#: epoch (seed a lost state), 11 a cut rate and 12 the epoch it was made in, 13 the rate
+#: grown since (0: none), 14 announced rpm, 15 announced tpm (0: none), 16 the burst (calls
+#: that may start at once), 17 "1" to obey the limits announced to any process, 18 this
+#: client's lease id, 19 "1" for a batch call (it steps aside while another client's lease
+#: is live), 20 what to do with this client's lease ("+" renew it, "-" drop it, "?" renew it
+#: if the call must wait and drop it if it starts, "" nothing), 21 a lease's length, 22 how
+#: soon a batch call stepping aside asks again, 23 the most places to claim, 24 how far
+#: ahead a place may start, 25 how late a place may be used, then pairs (logged id, real
+#: tokens; -1: forget it).
+#: Returns {wait, why (0 none, 1 rate, 2 window, 3 pause, 4 another client's interactive
+#: calls wait), now, rate, epoch, calls in the last second, calls in the window, tokens in
+#: the window, announced rpm, announced tpm, places claimed (0: wait, and why), then each
+#: place's start after now}.
 TAKE = """
 local state, log, costs, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
@@ -53,7 +59,7 @@ redis.call('ZREMRANGEBYSCORE', leases, '(' .. (now + 2 * lease), '+inf')
 if action == '+' then redis.call('ZADD', leases, now + lease, mine) end
 if action == '-' then redis.call('ZREM', leases, mine) end
 
-for i = 23, #ARGV, 2 do
+for i = 26, #ARGV, 2 do
   local member, real = ARGV[i], tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', costs, member) or '')
   if old then
@@ -100,14 +106,19 @@ local hold = tonumber(ARGV[8])
 if hold > 0 and now + hold > pause then pause = now + hold end
 
 local last_second = redis.call('ZCOUNT', log, '(' .. (now - 1000000), '+inf')
-local function answer(wait, why)
+local function answer(wait, why, starts)
   redis.call('HSET', state, 'rate', rate, 'epoch', epoch, 'pause', pause, 'tat', tat)
   redis.call('HSET', state, 'tokens', tokens)
   if action == '?' and why == 0 then redis.call('ZREM', leases, mine) end
   if action == '?' and why > 0 then redis.call('ZADD', leases, now + lease, mine) end
   local ttl = math.floor(horizon / 1000) + 1000
   for _, key in ipairs({state, log, costs, leases}) do redis.call('PEXPIRE', key, ttl) end
-  return {wait, why, now, rate, epoch, last_second, calls, tokens, arpm, atpm}
+  local reply = {wait, why, now, rate, epoch, last_second, calls, tokens, arpm, atpm, 0}
+  if starts then
+    reply[11] = #starts
+    for _, start in ipairs(starts) do reply[#reply + 1] = start end
+  end
+  return reply
 end
 if id == '' then return answer(0, 0) end
 
@@ -146,14 +157,32 @@ if ARGV[19] == '1' then  -- a batch call: after any other client's waiting live 
   if others > 0 then return answer(tonumber(ARGV[22]), 4) end
 end
 
-redis.call('ZADD', log, now, id)
-redis.call('HSET', costs, id, cost)
-tokens = tokens + cost
-calls = calls + 1
-last_second = last_second + 1
-if tat < now then tat = now end
-tat = tat + tonumber(ARGV[2])
-return answer(0, 0)
+-- The first place starts now; more follow on the schedule, as far ahead as allowed, while
+-- the limits hold them all (counted as if they were in the last second: never too many).
+local interval, burst = tonumber(ARGV[2]), tonumber(ARGV[16])
+local most, ahead, late = tonumber(ARGV[23]), tonumber(ARGV[24]), tonumber(ARGV[25])
+local starts, scored, priced = {}, {}, {}
+while #starts < most do
+  local start = tat - (burst - 1) * interval
+  if start < now then start = now end
+  if start > now + ahead then break end
+  if #starts > 0 then
+    if per_second > 0 and last_second >= per_second then break end
+    if rpm > 0 and calls >= rpm then break end
+    if tpm > 0 and tokens + cost > tpm then break end
+  end
+  local n = #starts + 1
+  local member = id .. ':' .. n
+  scored[2 * n - 1], scored[2 * n] = start + late, member
+  priced[2 * n - 1], priced[2 * n] = member, cost
+  tokens, calls, last_second = tokens + cost, calls + 1, last_second + 1
+  if tat < now then tat = now end
+  tat = tat + interval
+  starts[#starts + 1] = start - now
+end
+redis.call('ZADD', log, unpack(scored))
+redis.call('HSET', costs, unpack(priced))
+return answer(0, 0, starts)
 """
 
 #: KEYS: the lock. ARGV: the holder's id. Deletes the lock only if this holder still has it.

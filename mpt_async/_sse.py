@@ -78,7 +78,8 @@ class EventReader:
             chunk = b"".join(self._pieces) + chunk
             self._pieces, self._held = [], 0
         lines = chunk.split(b"\n")
-        self._hold(lines.pop())
+        if tail := lines.pop():  # a line whose end is still to come (rarely)
+            self._hold(tail)
         ready = self.ready
         for line in lines:
             if line[:5] == b"data:":  # the common case, inline: it runs per sentence

@@ -218,13 +218,22 @@ def test_malformed_chunk_is_typed_error(change: dict[str, Any], where: str) -> N
     assert where in str(info.value)
 
 
-def test_chunks_are_structured_like_any_model() -> None:
-    """A chunk is structured by the converter's generated hook: extra keys are refused too."""
+def test_chunks_refuse_what_any_model_refuses() -> None:
+    """The hand-written chunk hook reads every field, and the strict converter's refuses extra keys."""
     flagged = {**EXAMPLE_CHUNK, "need_clear_history": True, "ban_round": 2, "is_end": True}
     chunk = structure(flagged, ChatChunk)
     assert (chunk.need_clear_history, chunk.ban_round, chunk.is_end) == (True, 2, True)
     with pytest.raises(MalformedResponseError, match="unknown fields"):
         structure({**EXAMPLE_CHUNK, "usage": {**EXAMPLE_CHUNK["usage"], "x": 1}}, ChatChunk)
+
+
+def test_each_chunk_has_its_own_counts() -> None:
+    """Chunks share a Usage only while their counts repeat: a change shows, and so does a return."""
+    counts = [(5, 0, 5), (5, 0, 5), (5, 7, 12), (5, 0, 5), (9, 0, 9)]
+    for prompt, completion, total in counts:
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+        chunk = structure({**EXAMPLE_CHUNK, "usage": usage}, ChatChunk)
+        assert chunk.usage == Usage(prompt, completion, total)
 
 
 #: Values of every JSON type, right and wrong for some field, and integers on the 64-bit edge.

@@ -411,6 +411,37 @@ async def test_waiting_is_not_part_of_the_timeout(emulator: Emulator) -> None:
     assert outcomes == [None] * 2
 
 
+class _CountingClient(httpx.AsyncClient):
+    """An httpx client that notes the path of every request it builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built: list[str] = []
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        self.built.append(request.url.path)
+        return request
+
+
+@pytest.mark.anyio
+async def test_a_waiting_call_holds_no_request(emulator: Emulator) -> None:
+    """A call waiting for its place has no request built yet: it is built once admitted."""
+    limits = RateLimits(qps=1, adopt_server_limits=False, adaptive=False)
+    async with _CountingClient() as http, limited(emulator, limits, http_client=http) as client:
+
+        def chats() -> int:
+            return sum("/chat/" in path for path in http.built)
+
+        await client.chat(HI)  # takes this second's place
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.chat, HI)
+            await anyio.wait_all_tasks_blocked()
+            assert (client._request_loop.limiter.waiting, chats()) == (1, 1)
+        assert chats() == 2  # admitted a second later, then built
+    assert len(chat_requests(emulator)) == 2
+
+
 @pytest.mark.anyio
 async def test_retries_wait_for_their_place(emulator: Emulator) -> None:
     """A retry after error 18 waits for the next slot like any call."""

@@ -6,6 +6,8 @@ of every wrong type.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -116,6 +118,103 @@ async def test_a_schedule_far_ahead_of_redis_is_reset(redis: RedisServer, prefix
         assert int(redis.cli("hget", key, "tat").strip()) < hour_ahead
 
 
+# -- claims: several places a round trip -------------------------------------------------
+
+
+def count_round_trips(store: RedisStore) -> list[int]:
+    """Count ``store``'s round trips to Redis from now on."""
+    count = [0]
+    run = store.run
+
+    async def counted(operation: Any) -> Any:
+        count[0] += 1
+        return await run(operation)
+
+    store.run = counted  # type: ignore[method-assign]
+    return count
+
+
+def logged_places(redis: RedisServer, prefix: str) -> int:
+    """How many places the budget's log in Redis holds."""
+    return int(redis.cli("zcard", state_key(redis, prefix).replace("quota-s", "quota-l")))
+
+
+async def calls(limiter: Limiter, count: int) -> None:
+    """``count`` interactive calls, one after the other, each answered at once."""
+    for _ in range(count):
+        ticket = await limiter.acquire(10)
+        ticket.reply(None)
+        ticket.finish()
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_calls_in_a_row_claim_places_ahead(redis: RedisServer, prefix: str) -> None:
+    """100 calls in a row: a few round trips to Redis claim their places, not one each."""
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=100_000, adaptive=False)
+        trips = count_round_trips(store)
+        await calls(limiter, 100)
+    assert trips[0] <= 50  # claims of 1, 2, 4, 8, 16, 32, 32, 5 (fewer if some lapse)
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_place_claimed_ahead_is_not_handed_out_before_its_start(
+    redis: RedisServer, prefix: str
+) -> None:
+    """At qps=50 a claim for three calls gets the places of now and 20 ms on.
+
+    The next call is told to wait for the second place's start, not given it at once.
+    """
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=50, adaptive=False)
+        first = await limiter.store.take(limiter.model, 10, behind=2)
+        second = await limiter.store.take(limiter.model, 10)
+    assert first.wait == 0
+    assert second.handle is None
+    assert 0.01 < second.wait <= 0.02
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_places_not_used_in_time_are_given_back(redis: RedisServer, prefix: str) -> None:
+    """Places claimed ahead and left unused leave Redis's log with the next round trip.
+
+    Nor do they count in what the store reports (the rate's cuts measure by it).
+    """
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store, qps=1000, adaptive=False)
+        await calls(limiter, 8)
+        assert logged_places(redis, prefix) > 8  # claimed ahead
+        assert limiter.store.usage().last_second == limiter.store.usage().calls == 8
+        await anyio.sleep(0.1)  # past every place's time
+        await calls(limiter, 1)
+        assert logged_places(redis, prefix) == 9
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_cut_gives_back_the_places_claimed_at_the_old_rate(
+    redis: RedisServer, prefix: str
+) -> None:
+    """After a refusal cuts the rate, the next call waits for the new schedule.
+
+    It does not start at once on a place claimed at the old rate (a fresh model lets 16
+    start at once, so the calls before claimed several).
+    """
+    async with RedisStore(redis.url, prefix=prefix) as store:
+        limiter = shared(store)
+        await calls(limiter, 8)
+        ticket = await limiter.acquire(10)
+        ticket.refused(mpt_async.RateLimitError("qps", error_code=18, quota=QuotaKind.SECOND))
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            await calls(limiter, 1)
+        assert anyio.current_time() - started >= 0.05
+        assert limiter.model.rate < 10
+
+
 # -- replies of the wrong type -----------------------------------------------------------
 
 WRONG = {
@@ -128,6 +227,9 @@ WRONG = {
     "huge": b"*10\r\n" + b":0\r\n" * 3 + b":9223372036854775807\r\n" + b":0\r\n" * 6,
     "negative": b"*10\r\n" + b":-5\r\n" * 10,
     "texts": b"*10\r\n" + b"$1\r\n0\r\n" * 10,
+    "ten": b"*10\r\n" + b":0\r\n" * 10,
+    "places missing": b"*11\r\n" + b":0\r\n" * 10 + b":3\r\n",
+    "a place an hour ahead": b"*12\r\n" + b":0\r\n" * 10 + b":1\r\n:3600000000\r\n",
 }
 
 
