@@ -1,10 +1,11 @@
 """The transport: one request loop that owns every retry, refresh and auth decision.
 
 It wraps one pooled ``httpx.AsyncClient``. For each attempt it asks the credentials'
-strategy (``mpt_async._credentials``) for a token (as it is, or fetched and cached), has the
-interface's dialect (``mpt_async._dialect``: v1 or v2) build the request, lets the strategy
-sign it (bce-auth-v1, over the Host that goes on the wire), sends it, and hands the reply to
-the dialect's decoding, whose :class:`~mpt_async._verdict.AttemptFailed` says what went wrong and
+strategy (``mpt_async._credentials``) for a token (as it is, or fetched and cached), waits for
+the attempt's place under the quotas, has the interface's dialect (``mpt_async._dialect``: v1
+or v2) build the request (a waiting call holds none), lets the strategy sign it
+(bce-auth-v1, over the Host that goes on the wire), sends it, and hands the reply to the
+dialect's decoding, whose :class:`~mpt_async._verdict.AttemptFailed` says what went wrong and
 whether to retry, refresh or raise. Neither holds a policy: adding an interface touches the
 dialect and the credentials, not this loop. A stream is handed over only once its first
 chunk has arrived, so a timeout or a dropped connection before that is retried, and nothing
@@ -387,8 +388,9 @@ class RequestLoop:
         succeeded = False
         ticket: Ticket | None = None
         try:
-            request, token = await self._request(call)
+            token = await self.credentials.token(self.http, call.options.timeouts, call.observer)
             ticket = await self._place(call)  # after the token: admitted right before sending
+            request = self._request(call, token)  # not held while waiting; signed afresh
             if call.observer is not None:
                 call.observer.sending(self.carried(request))
             try:
@@ -514,10 +516,9 @@ class RequestLoop:
 
     # -- authentication -----------------------------------------------------------------
 
-    async def _request(self, call: _Call) -> tuple[httpx.Request, str | None]:
-        """Build one attempt's request, authenticated afresh; also return its token."""
+    def _request(self, call: _Call, token: str | None) -> httpx.Request:
+        """Build one attempt's request with ``token``, authenticated afresh."""
         credentials, timeouts = self.credentials, call.options.timeouts
-        token = await credentials.token(self.http, timeouts, call.observer)
         request = self.dialect.request(
             self.http,
             call.endpoint,
@@ -527,7 +528,7 @@ class RequestLoop:
             call.stream,
         )
         credentials.sign(request)  # over the Host that goes on the wire
-        return request, token
+        return request
 
 
 def _sending(timeouts: Timeouts) -> float:

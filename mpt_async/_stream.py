@@ -61,6 +61,22 @@ class ChatStream:
     Nothing is retried once a chunk has been handed over.
     """
 
+    # No __dict__: 10,000 streams waiting for their place hold 10,000 of these.
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_first",
+        "_flagged",
+        "_last",
+        "_observe",
+        "_observer",
+        "_opener",
+        "_parts",
+        "_rate_limit",
+        "_secrets",
+        "_ticket",
+    )
+
     def __init__(
         self, opener: Opener, observe: Callable[[], CallObserver | None] | None = None
     ) -> None:

@@ -8,10 +8,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from anyio.abc import TaskGroup
 
 import mpt_async
 from mpt_async import ConfigurationError, RateLimitInfo, RateLimits
-from mpt_async._limiter import Limiter
+from mpt_async._limiter import Limiter, Ticket
 from mpt_async._quota_model import QuotaModel
 from mpt_async._quota_store import MemoryQuotaStore
 from mpt_async._ratelimit import read_rate_limit
@@ -160,6 +161,53 @@ async def test_waiters_are_served_in_arrival_order() -> None:
             tg.start_soon(one, i)
             await anyio.wait_all_tasks_blocked()  # it reached the queue before the next starts
     assert order == list(range(6))
+
+
+async def three_wait_for_tokens(limiter: Limiter, tg: TaskGroup, admitted: list[int]) -> Ticket:
+    """TPM 100: a first call is charged 95 tokens for now, and three of 35 queue behind it."""
+
+    async def one(i: int) -> None:
+        await limiter.acquire(10)  # 10 prompt tokens and 25 guessed for the answer
+        admitted.append(i)
+
+    first = await limiter.acquire(70)
+    for i in range(3):
+        tg.start_soon(one, i)
+        await anyio.wait_all_tasks_blocked()  # it reached the queue before the next starts
+    assert limiter.waiting == 3
+    return first
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_queue_is_served_at_once_when_capacity_comes() -> None:
+    """The waiters that may start are given their places together, in order, not one a turn."""
+    limiter = local_limiter(RateLimits(tpm=100, adopt_server_limits=False, adaptive=False))
+    admitted: list[int] = []
+    async with anyio.create_task_group() as tg:
+        first = await three_wait_for_tokens(limiter, tg, admitted)
+        first.settle(20)  # 80 tokens free: two of the three fit
+        assert limiter.waiting == 1  # before either of them ran
+        assert limiter.store.usage().calls == 3
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(admitted) == [0, 1]
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_waiter_served_then_cancelled_gives_its_place_back() -> None:
+    """A waiter cancelled after the queue took its place, before it ran, holds nothing."""
+    limiter = local_limiter(RateLimits(tpm=100, adopt_server_limits=False, adaptive=False))
+    admitted: list[int] = []
+    async with anyio.create_task_group() as tg:
+        first = await three_wait_for_tokens(limiter, tg, admitted)
+        tg.cancel_scope.cancel()  # all three are cancelled ...
+        first.settle(20)  # ... and two are served before they run
+        assert limiter.store.usage().calls == 3
+    assert admitted == []
+    assert limiter.waiting == 0
+    assert limiter.store.usage().calls == 1  # only the first call's place is counted
 
 
 @pytest.mark.anyio
@@ -383,6 +431,37 @@ async def test_waiting_is_not_part_of_the_timeout(emulator: Emulator) -> None:
         outcomes = await burst(client, 2)
         assert anyio.current_time() - start >= 2.5 - 0.02
     assert outcomes == [None] * 2
+
+
+class _CountingClient(httpx.AsyncClient):
+    """An httpx client that notes the path of every request it builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built: list[str] = []
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        self.built.append(request.url.path)
+        return request
+
+
+@pytest.mark.anyio
+async def test_a_waiting_call_holds_no_request(emulator: Emulator) -> None:
+    """A call waiting for its place has no request built yet: it is built once admitted."""
+    limits = RateLimits(qps=1, adopt_server_limits=False, adaptive=False)
+    async with _CountingClient() as http, limited(emulator, limits, http_client=http) as client:
+
+        def chats() -> int:
+            return sum("/chat/" in path for path in http.built)
+
+        await client.chat(HI)  # takes this second's place
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.chat, HI)
+            await anyio.wait_all_tasks_blocked()
+            assert (client._request_loop.limiter.waiting, chats()) == (1, 1)
+        assert chats() == 2  # admitted a second later, then built
+    assert len(chat_requests(emulator)) == 2
 
 
 @pytest.mark.anyio
