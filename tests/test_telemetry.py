@@ -326,13 +326,14 @@ def test_the_gauge_reads_while_clients_are_made_in_another_thread() -> None:
     """
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
-    made: list[_Steady] = []
+    made = [_Steady()]
+    _telemetry.watch_quota(made[0], "mpt-30b-instruct", ("127.0.0.1", 1))
     stop = threading.Event()
 
     def make() -> None:
         while not stop.is_set():
             made.append(limiter := _Steady())
-            del made[:-100]  # the oldest are collected, and leave the gauge
+            del made[1:-100]  # the oldest are collected, and leave the gauge
             _telemetry.watch_quota(limiter, "mpt-30b-instruct", ("127.0.0.1", 1))
 
     thread = threading.Thread(target=make)
