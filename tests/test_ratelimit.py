@@ -8,10 +8,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from anyio.abc import TaskGroup
 
 import mpt_async
 from mpt_async import ConfigurationError, RateLimitInfo, RateLimits
-from mpt_async._limiter import Limiter
+from mpt_async._limiter import Limiter, Ticket
 from mpt_async._quota_model import QuotaModel
 from mpt_async._quota_store import MemoryQuotaStore
 from mpt_async._ratelimit import read_rate_limit
@@ -162,6 +163,53 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     assert order == list(range(6))
 
 
+async def three_wait_for_tokens(limiter: Limiter, tg: TaskGroup, admitted: list[int]) -> Ticket:
+    """TPM 100: a first call is charged 95 tokens for now, and three of 35 queue behind it."""
+
+    async def one(i: int) -> None:
+        await limiter.acquire(10)  # 10 prompt tokens and 25 guessed for the answer
+        admitted.append(i)
+
+    first = await limiter.acquire(70)
+    for i in range(3):
+        tg.start_soon(one, i)
+        await anyio.wait_all_tasks_blocked()  # it reached the queue before the next starts
+    assert limiter.waiting == 3
+    return first
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_queue_is_served_at_once_when_capacity_comes() -> None:
+    """The waiters that may start are given their places together, in order, not one a turn."""
+    limiter = local_limiter(RateLimits(tpm=100, adopt_server_limits=False, adaptive=False))
+    admitted: list[int] = []
+    async with anyio.create_task_group() as tg:
+        first = await three_wait_for_tokens(limiter, tg, admitted)
+        first.settle(20)  # 80 tokens free: two of the three fit
+        assert limiter.waiting == 1  # before either of them ran
+        assert limiter.store.usage().calls == 3
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(admitted) == [0, 1]
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_waiter_served_then_cancelled_gives_its_place_back() -> None:
+    """A waiter cancelled after the queue took its place, before it ran, holds nothing."""
+    limiter = local_limiter(RateLimits(tpm=100, adopt_server_limits=False, adaptive=False))
+    admitted: list[int] = []
+    async with anyio.create_task_group() as tg:
+        first = await three_wait_for_tokens(limiter, tg, admitted)
+        tg.cancel_scope.cancel()  # all three are cancelled ...
+        first.settle(20)  # ... and two are served before they run
+        assert limiter.store.usage().calls == 3
+    assert admitted == []
+    assert limiter.waiting == 0
+    assert limiter.store.usage().calls == 1  # only the first call's place is counted
+
+
 @pytest.mark.anyio
 @BACKENDS
 async def test_tokens_are_estimated_then_corrected() -> None:
@@ -240,6 +288,28 @@ async def test_burst_without_learning_is_refused(emulator: Emulator) -> None:
     assert kinds <= {(18, mpt_async.QuotaKind.SECOND), (None, None)}
     assert (18, mpt_async.QuotaKind.SECOND) in kinds
     assert emulator.stats.error_responses > 0
+
+
+@pytest.mark.anyio
+async def test_timeouts_quota_bounds_a_wait_for_an_announced_minute(emulator: Emulator) -> None:
+    """Under an announced rpm=2, a third call waits for the window: Timeouts.quota ends it.
+
+    A RateLimitError that says waiting would help, after the bound and not the minute, and
+    the call is never sent.
+    """
+    emulator.set_rate_limits(rpm=2)
+    timeout = mpt_async.Timeouts(quota=0.3)
+    async with limited(emulator, RateLimits(), timeout=timeout) as client:
+        await client.chat(HI)
+        await client.chat(HI)
+        assert client.learned_limits().rpm == 2
+        started = anyio.current_time()
+        with pytest.raises(mpt_async.RateLimitError) as info:
+            await client.chat(HI)
+        waited = anyio.current_time() - started
+    assert info.value.can_wait
+    assert 0.29 <= waited < 30
+    assert emulator.stats.chat_requests == 2
 
 
 @pytest.mark.anyio
