@@ -235,7 +235,7 @@ class RequestLoop:
         #: The fetched token's cache, if the credentials fetch one.
         self.tokens: TokenCache | None = self.credentials.tokens
         #: What differs between the interfaces: the request, the answer, the chunks.
-        self.dialect = dialect_for(api, self.base_url, appid)
+        self.dialect = dialect_for(api, self.base_url, appid, http if owns_http else None)
         self.closed = False
         #: The client's limiter; shared by its copies.
         self.limiter = limiter

@@ -391,6 +391,26 @@ def test_own_fields_are_every_field_the_encoders_write(api: Any, stream: bool) -
         assert written == OWN_FIELDS[api]
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_requests_on_the_own_client_are_built_as_httpx_builds_them(api: Any) -> None:
+    """Built at once on the client's own httpx client, a request is what build_request makes."""
+    from mpt_async._dialect import dialect_for
+
+    own = httpx.AsyncClient()
+    fast, plain = (dialect_for(api, "http://test", "app-1", client) for client in (own, None))
+    timeout = httpx.Timeout(5, read=7)
+
+    def request(dialect: Any, token: str) -> tuple[Any, ...]:
+        built = dialect.request(own, "svc", b'{"a":1}', token, timeout, False)
+        return built.method, built.url, built.headers.multi_items(), built.extensions
+
+    for token in ("token-1", "token-2", "token-1"):
+        assert request(fast, token) == request(plain, token)
+    own.cookies.set("session", "s1")  # cookies to send: built by build_request, with them
+    assert request(fast, "token-1") == request(plain, "token-1")
+    assert ("cookie", "session=s1") in request(fast, "token-1")[2]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
