@@ -225,6 +225,8 @@ class QuotaModel:
         #: What the fleet has yet to hear (a shared store sends and clears these).
         self.grown: float = 0.0
         self.cut: float | None = None
+        #: Whether that cut only lowers the last one (no new epoch).
+        self.cut_refines: bool = False
 
     def __repr__(self) -> str:
         return f"<QuotaModel rate={self.rate:.3g}/s rpm={self.rpm} tpm={self.tpm}>"
@@ -374,6 +376,8 @@ class QuotaModel:
             return
         refined = max(FLOOR, MARGIN * measured)
         if refined < self.rate:
+            if self.cut is None:  # (a cut the fleet has yet to hear stays one)
+                self.cut_refines = True
             self.rate = self._proven = self.cut = refined
 
     def _cut(self, now: float, measured: int) -> None:
@@ -385,11 +389,11 @@ class QuotaModel:
             and proven < rate
             and measured <= FOUND_MORE * proven
         )
-        if probed:
+        if probed and proven is not None:
             # A probe above a rate that held for a whole hold was refused: go back to just
             # above that rate (the service's window let the probe's first calls through, so
             # the calls counted in the last second overstate the quota).
-            target = CREEP * proven  # type: ignore[operator]
+            target = CREEP * proven
         else:
             target = rate
             if self._held_cut and now - self._cut_at < HOLD:
@@ -399,7 +403,7 @@ class QuotaModel:
         self.rate = max(FLOOR, min(target, MARGIN * rate))
         self._proven = self.rate  # proven once its hold passes without a refusal
         self._held_cut = not probed
-        self.cut = self.rate
+        self.cut, self.cut_refines = self.rate, False
         self.epoch += 1
         self._cut_at = now
         self._hold_until = now + HOLD

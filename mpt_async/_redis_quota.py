@@ -228,10 +228,12 @@ class RedisQuotaStore:
     ) -> list[int]:
         model = self.model
         owed = self._owed
+        refines = model.cut is not None and model.cut_refines
         arguments = [
             *self._arguments(claim, cost),
             *(self._lease, int(batch), lease, round(LEASE * _US), round(RECHECK * _US)),
             *(most, round(CLAIM_AHEAD * _US), round(CLAIM_LATE * _US)),
+            int(refines),
             *owed,
         ]
         self._owed = []
@@ -263,7 +265,9 @@ class RedisQuotaStore:
         seed = 0 if math.isinf(rate) else max(1, round(rate * _MILLI))
         cut = 0 if model.cut is None else max(1, round(model.cut * _MILLI))
         grown = max(0, round(model.grown * _MILLI))
-        model.cut, model.grown = None, 0.0
+        # A cut was made in the epoch before the model's; a refinement, in the model's.
+        made_in = model.epoch - 1 if cut and not model.cut_refines else model.epoch
+        model.cut, model.grown, model.cut_refines = None, 0.0, False
         announced = self._shared = model.announced
         return [
             claim,
@@ -275,9 +279,9 @@ class RedisQuotaStore:
             cost,
             max(0, math.ceil((limits.not_before - now) * _US)) if limits.not_before > now else 0,
             seed,
-            model.epoch - (1 if cut else 0),  # a cut was made in the epoch before it
+            made_in,
             cut,
-            model.epoch - (1 if cut else 0),
+            made_in,
             grown,
             *(limit or 0 for limit in announced),  # with every call: Redis may lose them
             limits.burst,

@@ -39,8 +39,9 @@ __all__ = ["TAKE", "UNLOCK"]
 #: is live), 20 what to do with this client's lease ("+" renew it, "-" drop it, "?" renew it
 #: if the call must wait and drop it if it starts, "" nothing), 21 a lease's length, 22 how
 #: soon a batch call stepping aside asks again, 23 the most places to claim, 24 how far
-#: ahead a place may start, 25 how late a place may be used, then pairs (logged id, real
-#: tokens; -1: forget it).
+#: ahead a place may start, 25 how late a place may be used, 26 "1" when the cut (11) only
+#: lowers the rate of the epoch it was made in (12, no new epoch), then pairs (logged id,
+#: real tokens; -1: forget it).
 #: Returns {wait, why (0 none, 1 rate, 2 window, 3 pause, 4 another client's interactive
 #: calls wait), now, rate, epoch, calls in the last second, calls in the window, tokens in
 #: the window, announced rpm, announced tpm, places claimed (0: wait, and why), then each
@@ -59,7 +60,7 @@ redis.call('ZREMRANGEBYSCORE', leases, '(' .. (now + 2 * lease), '+inf')
 if action == '+' then redis.call('ZADD', leases, now + lease, mine) end
 if action == '-' then redis.call('ZREM', leases, mine) end
 
-for i = 26, #ARGV, 2 do
+for i = 27, #ARGV, 2 do
   local member, real = ARGV[i], tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', costs, member) or '')
   if old then
@@ -89,7 +90,7 @@ if not rate or not epoch or rate <= 0 then rate, epoch = tonumber(ARGV[9]), tonu
 local cut = tonumber(ARGV[11])
 if cut > 0 and tonumber(ARGV[12]) == epoch then
   if cut < rate then rate = cut end
-  epoch = epoch + 1
+  if ARGV[26] ~= '1' then epoch = epoch + 1 end
 elseif tonumber(ARGV[13]) > 0 and tonumber(ARGV[10]) == epoch then
   rate = rate + tonumber(ARGV[13])
 end

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -247,16 +248,21 @@ class _Learns(Protocol):
 
 #: The limiters of the clients with telemetry on, and what their gauge points carry.
 _WATCHED: weakref.WeakKeyDictionary[_Learns, dict[str, str | int]] = weakref.WeakKeyDictionary()
+#: The gauge is read in the metric reader's thread while clients are made in others: an
+#: insertion during the read's copy would fail it ("dictionary changed size").
+_WATCHING = threading.Lock()
 
 
 def watch_quota(limiter: _Learns, endpoint: str, server: Server) -> None:
     """Have the ``mpt_async.quota.learned_rate`` gauge report ``limiter`` while it lives."""
     address, port = server
-    _WATCHED[limiter] = {
+    attributes: dict[str, str | int] = {
         "gen_ai.request.model": endpoint,
         "server.address": address,
         "server.port": port,
     }
+    with _WATCHING:
+        _WATCHED[limiter] = attributes
 
 
 def _learned_rates(_options: Any) -> Iterable[Any]:
@@ -264,7 +270,9 @@ def _learned_rates(_options: Any) -> Iterable[Any]:
     from opentelemetry.metrics import Observation
 
     points = []
-    for limiter, attributes in list(_WATCHED.items()):
+    with _WATCHING:  # (collected limiters leave only after the copy: the dict guards that)
+        watched = list(_WATCHED.items())
+    for limiter, attributes in watched:
         with _CONTAINED:
             qps = limiter.learned().qps
             if qps is not None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.abc
@@ -52,6 +53,40 @@ async def test_a_stream_left_by_break_gives_its_connection_back_when_collected(
         reply = await client.chat(HI, timeout=mpt_async.Timeouts(pool=5.0))
         assert reply.result
     assert await wait_no_connections(emulator) == 0
+
+
+@contextlib.contextmanager
+def descriptors_taken(below: int) -> Iterator[None]:
+    """Hold every free file descriptor numbered under ``below``: the next socket's is above."""
+    resource = pytest.importorskip("resource")
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = limits
+    if soft != resource.RLIM_INFINITY and soft < below + 100:
+        if hard != resource.RLIM_INFINITY and hard < below + 100:
+            pytest.skip(f"at most {hard} open files here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (below + 100, hard))
+    taken: list[int] = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) < below:
+            taken.append(fd)
+        os.close(fd)
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
+async def test_connections_numbered_past_what_select_takes_are_reused(
+    emulator: Emulator, route: tuple[str, str]
+) -> None:
+    """A connection whose descriptor is numbered 1024 or more is checked and reused like any."""
+    with descriptors_taken(1024):
+        http = httpx.AsyncClient(transport=transport(route[1], max_connections=1))
+        async with http, token_client(emulator, http_client=http, max_retries=0) as client:
+            for _ in range(3):
+                assert (await client.chat(HI)).result
+    assert emulator.stats.connections_seen == 1
 
 
 @contextlib.asynccontextmanager

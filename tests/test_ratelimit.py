@@ -291,6 +291,28 @@ async def test_burst_without_learning_is_refused(emulator: Emulator) -> None:
 
 
 @pytest.mark.anyio
+async def test_timeouts_quota_bounds_a_wait_for_an_announced_minute(emulator: Emulator) -> None:
+    """Under an announced rpm=2, a third call waits for the window: Timeouts.quota ends it.
+
+    A RateLimitError that says waiting would help, after the bound and not the minute, and
+    the call is never sent.
+    """
+    emulator.set_rate_limits(rpm=2)
+    timeout = mpt_async.Timeouts(quota=0.3)
+    async with limited(emulator, RateLimits(), timeout=timeout) as client:
+        await client.chat(HI)
+        await client.chat(HI)
+        assert client.learned_limits().rpm == 2
+        started = anyio.current_time()
+        with pytest.raises(mpt_async.RateLimitError) as info:
+            await client.chat(HI)
+        waited = anyio.current_time() - started
+    assert info.value.can_wait
+    assert 0.29 <= waited < 30
+    assert emulator.stats.chat_requests == 2
+
+
+@pytest.mark.anyio
 async def test_rpm_is_adopted_from_the_headers(emulator: Emulator) -> None:
     """With RateLimits() and a server at rpm=4, the client sends 4 calls and holds the rest."""
     emulator.set_rate_limits(rpm=4)

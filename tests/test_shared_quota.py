@@ -72,6 +72,37 @@ async def test_a_cut_learned_by_one_process_holds_for_the_other(
 
 @pytest.mark.anyio
 @BACKENDS
+async def test_a_refined_cut_holds_for_the_fleet(redis: RedisServer, prefix: str) -> None:
+    """A later refusal of a call sent before the cut lowers the fleet's rate, in that epoch.
+
+    Redis takes it as a lower rate for the same cut: the other process adopts it, and the
+    process that refined keeps it (Redis's answer does not put the first cut back).
+    """
+    qps = mpt_async.RateLimitError("qps", error_code=18, quota=QuotaKind.SECOND)
+    async with (
+        RedisStore(redis.url, prefix=prefix) as one_store,
+        RedisStore(redis.url, prefix=prefix) as other_store,
+    ):
+        one, other = shared(one_store), shared(other_store)
+        await calls(one, 1)  # the first reply: calls no longer go one at a time
+        sent = [await one.acquire(10) for _ in range(5)]
+        sent[0].refused(qps)
+        await one.store.flush()  # the cut, and the refused call's place given back
+        cut = one.model.rate
+        measured = one.store.usage().last_second
+        sent[1].refused(qps)
+        refined = MARGIN * measured  # a call fewer than the cut measured
+        assert refined < cut
+        assert one.model.rate == pytest.approx(refined)
+        await one.store.flush()
+        await other.acquire(10)
+        assert other.model.rate == pytest.approx(refined)
+        assert one.model.rate == pytest.approx(refined)
+        assert other.model.epoch == one.model.epoch == 1
+
+
+@pytest.mark.anyio
+@BACKENDS
 async def test_cancelled_waiters_hold_no_shared_capacity(redis: RedisServer, prefix: str) -> None:
     """Ten waiters cancelled at qps=1: the next place is the next second, not the eleventh.
 

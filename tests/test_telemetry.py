@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,49 @@ async def test_learned_rate_gauge_follows_the_client(otel: Recorded) -> None:
         del client
         gc.collect()
         assert gauge_points(otel, own.port) == []  # a client gone, its point too
+
+
+@pytest.mark.anyio
+async def test_a_client_with_telemetry_off_has_no_gauge_point(otel: Recorded) -> None:
+    """``telemetry=False``: the learned-rate gauge does not report the client's rate."""
+    with Emulator() as own:
+        async with token_client(own, telemetry=False) as client:
+            await client.chat(HI)
+            assert client.learned_limits().qps is not None
+            assert gauge_points(otel, own.port) == []
+
+
+class _Steady:
+    def learned(self) -> mpt_async.LearnedLimits:
+        return mpt_async.LearnedLimits(qps=1.0, rpm=None, tpm=None, adaptive=True)
+
+
+def test_the_gauge_reads_while_clients_are_made_in_another_thread() -> None:
+    """A metric reader's thread reads the gauge while clients register: every read succeeds.
+
+    Unguarded, an insertion during the read's copy failed it ("dictionary changed size").
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    made = [_Steady()]
+    _telemetry.watch_quota(made[0], "mpt-30b-instruct", ("127.0.0.1", 1))
+    stop = threading.Event()
+
+    def make() -> None:
+        while not stop.is_set():
+            made.append(limiter := _Steady())
+            del made[1:-100]  # the oldest are collected, and leave the gauge
+            _telemetry.watch_quota(limiter, "mpt-30b-instruct", ("127.0.0.1", 1))
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    try:
+        reads = [len(list(_telemetry._learned_rates(None))) for _ in range(2000)]
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert min(reads) >= 1
 
 
 def timeline(span: ReadableSpan, children: list[ReadableSpan]) -> dict[str, Any]:
