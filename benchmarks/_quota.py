@@ -47,6 +47,10 @@ COST_CALLS = 200  # calls per round
 COST_ROUNDS = 30  # paired rounds
 COST_WARM_UP = 10_000  # calls, at most
 FIRST_CALLS = 7  # fresh clients of each kind
+FLOW_CALLERS = 50  # concurrent callers of a fresh client
+FLOW_RAMP = 1_500  # its first calls, not measured (the slow start)
+FLOW_CALLS = 4_000  # the calls measured after them
+FLOW_RUNS = 3  # fresh clients of each kind
 HI = [{"role": "user", "content": "hi"}]
 RESULT = "QUOTA-RESULT "
 
@@ -255,6 +259,47 @@ async def _paired(clients: dict[str, Any]) -> list[dict[str, float]]:
     return rounds
 
 
+async def _flow(emu: Any, limits: Any) -> tuple[float, float]:
+    """A fresh client's FLOW_CALLERS callers, non-stop: CPU per call and calls a second,
+    over the calls after the first FLOW_RAMP (its slow start)."""
+    import anyio
+
+    import mpt_async
+
+    auth = mpt_async.AccessTokenAuth(emu.api_key, emu.secret_key)
+    done, mark = 0, [0.0, 0.0]
+    async with mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=limits) as client:
+
+        async def caller() -> None:
+            nonlocal done
+            while done < FLOW_RAMP + FLOW_CALLS:
+                await client.chat(HI)
+                done += 1
+                if done == FLOW_RAMP:
+                    mark[:] = time.thread_time(), time.perf_counter()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(FLOW_CALLERS):
+                tg.start_soon(caller)
+        calls = done - FLOW_RAMP
+        return (time.thread_time() - mark[0]) / calls, calls / (time.perf_counter() - mark[1])
+
+
+async def _flows(emu: Any, limits: dict[str, Any]) -> dict[str, Any]:
+    """FLOW_RUNS runs of :func:`_flow` for each kind of client, in alternating order."""
+    import statistics
+
+    runs = [
+        {n: await _flow(emu, limits[n]) for n in list(limits)[:: 1 if i % 2 else -1]}
+        for i in range(FLOW_RUNS)
+    ]
+    return {
+        "cpu_us": {n: statistics.median(r[n][0] for r in runs) * 1e6 for n in limits},
+        "ratio": statistics.median(r["default"][0] / r["off"][0] for r in runs),
+        "pace": {n: statistics.median(r[n][1] for r in runs) for n in limits},
+    }
+
+
 def _spread(ratios: list[float]) -> list[float]:
     """The lowest, the quartiles and the highest."""
     import statistics
@@ -277,6 +322,7 @@ async def _cost(emu: Any) -> dict[str, Any]:
     async with mpt_async.Client(auth=auth, base_url=emu.base_url) as process_warm_up:
         await process_warm_up.chat(HI)  # imports, the emulator's token: not the first call's
     first = await _first_calls(emu, {"default": None, "off": off})
+    flow = await _flows(emu, {"default": None, "off": off})
     clients = {
         name: mpt_async.Client(auth=auth, base_url=emu.base_url, rate_limits=value)
         for name, value in limits.items()
@@ -294,6 +340,7 @@ async def _cost(emu: Any) -> dict[str, Any]:
         "control_spread": _spread([r["off again"] / r["off"] for r in rounds]),
         "held_rounds": int(sum(r["held"] for r in rounds)),
         "warm_up": {"calls": warm, "held": waits.count},
+        "flow": flow,
         "first_ms": first["ms"],
         "first_held": first["held"],
     }
@@ -681,8 +728,28 @@ def _cost_lines(result: dict[str, Any]) -> list[str]:
         f"{result['asyncio']['cost']['first_held']} (asyncio), "
         f"{result['trio']['cost']['first_held']} (trio).",
         "",
+        *_flow_lines(result),
     ]
     return lines
+
+
+def _flow_lines(result: dict[str, Any]) -> list[str]:
+    parts = []
+    for runtime in ("asyncio", "trio"):
+        flow = result[runtime]["cost"]["flow"]
+        cpu, pace = flow["cpu_us"], flow["pace"]
+        parts.append(
+            f"{runtime}: {cpu['default']:.0f} against {cpu['off']:.0f} µs a call (ratio "
+            f"{flow['ratio']:.3f}), {pace['default']:.0f} against {pace['off']:.0f} calls a "
+            "second"
+        )
+    return [
+        f"Concurrent callers, for information: a fresh client's {FLOW_CALLERS} callers call "
+        f"non-stop; measured over the {FLOW_CALLS} calls after its first {FLOW_RAMP} (the "
+        f"slow start), the median of {FLOW_RUNS} fresh clients of each kind, in alternating "
+        f"order (noisier than the rounds above): {'; '.join(parts)}.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_slow_start_grows_by_a_share_of_a_high_rate() -> None:
     while model.rate < 2000.0:
         model.admitted(held=True)
         held += 1
-    # Doubling takes a few dozen held calls (the fixed step would take 250).
+    # Doubling takes 23 held calls (the fixed step would take 250).
     assert held == math.ceil(math.log(2) / math.log(1 + START_SHARE))
 
 
