@@ -193,6 +193,20 @@ class Limiter:
         """How many calls wait for a place."""
         return self._waiting
 
+    def admit_now(self, size: int, priority: int = INTERACTIVE) -> Ticket | None:
+        """A place at once, if no call waits and the store grants one without I/O.
+
+        ``None``: :meth:`acquire` it (a wait, or a round trip to a shared store).
+        """
+        model = self.model
+        if self._waiting or (self._flying and model.first_reply_wait()):
+            return None
+        cost, fallback = model.estimate(size, model.tpm)
+        grant = self.store.take_at_once(model, cost, priority)
+        if grant is None:
+            return None
+        return self._admit(grant.handle, size, fallback, held=False)
+
     async def acquire(self, size: int, priority: int = INTERACTIVE) -> Ticket:
         """Wait for a place for one attempt, by priority then in arrival order.
 

@@ -64,6 +64,14 @@ class QuotaStore(Protocol):
                 store keeps this client's lease while some remain).
         """
 
+    def take_at_once(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE
+    ) -> Grant | None:
+        """:meth:`take`, if a place can start now and the store knows it without I/O.
+
+        ``None``: ask with :meth:`take` (which may wait, or ask a shared store).
+        """
+
     def release(self) -> None:
         """This client's interactive calls no longer wait: drop its lease (best effort)."""
 
@@ -112,6 +120,13 @@ class MemoryQuotaStore:
         The priority is the limiter's business here: one process has one queue.
         """
         return self.take_now(model.current(), cost)
+
+    def take_at_once(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE
+    ) -> Grant | None:
+        """A place now, counted, or ``None`` (nothing counted)."""
+        grant = self.take_now(model.current(), cost)
+        return grant if grant.wait <= 0 else None
 
     def release(self) -> None:
         """No lease in one process."""

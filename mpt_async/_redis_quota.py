@@ -167,6 +167,15 @@ class RedisQuotaStore:
         self._stock(claim, answer[12:], sent, model)
         return Grant(0.0, None, f"{claim}:1")  # the first place starts now
 
+    def take_at_once(
+        self, model: QuotaModel, cost: int, priority: int = INTERACTIVE
+    ) -> Grant | None:
+        """A place claimed before, due now, for an interactive call; else ``None``."""
+        if priority == BATCH or not self._stash:
+            return None
+        grant = self._from_stash(model)
+        return grant if grant is not None and grant.wait <= 0 else None
+
     def _claim_size(self, model: QuotaModel, now: float, behind: int) -> int:
         """How many places to claim: as many as the calls that come soon will use."""
         if model.rpm is not None or model.tpm is not None:

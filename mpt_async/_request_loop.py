@@ -300,12 +300,17 @@ class RequestLoop:
         Raises:
             AttemptFailed: The bound passed first (a :class:`RateLimitError`, not retried).
         """
+        priority = call.options.priority
+        if call.observer is None:  # (an observer marks the call's priority on its span)
+            # Most calls wait for nothing: no timer to set for them, nor a deadline to move.
+            ticket = self.limiter.admit_now(len(call.body), queue_of(priority))
+            if ticket is not None:
+                return ticket
         deadline = call.deadline
         scope = deadline.scope
         if scope is not None:
             scope.deadline = math.inf  # the wait pushes the total deadline back
         started = time.monotonic()
-        priority = call.options.priority
         acquiring = self.limiter.acquire(len(call.body), queue_of(priority))
         try:
             with anyio.move_on_after(deadline.quota_left):

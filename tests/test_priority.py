@@ -26,14 +26,21 @@ def spaced(emu: Emulator, qps: float) -> mpt_async.Client:
 def record_admissions(limiter: Limiter, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The queue (INTERACTIVE or BATCH) of each attempt the limiter admits, in order."""
     admitted: list[int] = []
-    acquire = limiter.acquire
+    acquire, admit_now = limiter.acquire, limiter.admit_now
 
     async def recording(size: int, priority: int = INTERACTIVE) -> Ticket:
         ticket = await acquire(size, priority)
         admitted.append(priority)
         return ticket
 
+    def recording_now(size: int, priority: int = INTERACTIVE) -> Ticket | None:
+        ticket = admit_now(size, priority)
+        if ticket is not None:
+            admitted.append(priority)
+        return ticket
+
     monkeypatch.setattr(limiter, "acquire", recording)
+    monkeypatch.setattr(limiter, "admit_now", recording_now)
     return admitted
 
 

@@ -42,14 +42,24 @@ def record(
 ) -> None:
     """Append ``name`` and the call's queue to ``admitted`` as each attempt is admitted."""
     limiter = client._request_loop.limiter
-    acquire = limiter.acquire
+    acquire, admit_now = limiter.acquire, limiter.admit_now
+
+    def note(priority: int) -> None:
+        admitted.append(f"{name} {'interactive' if priority == INTERACTIVE else 'batch'}")
 
     async def recording(size: int, priority: int = INTERACTIVE) -> Ticket:
         ticket = await acquire(size, priority)
-        admitted.append(f"{name} {'interactive' if priority == INTERACTIVE else 'batch'}")
+        note(priority)
+        return ticket
+
+    def recording_now(size: int, priority: int = INTERACTIVE) -> Ticket | None:
+        ticket = admit_now(size, priority)
+        if ticket is not None:
+            note(priority)
         return ticket
 
     mp.setattr(limiter, "acquire", recording)
+    mp.setattr(limiter, "admit_now", recording_now)
 
 
 def key(server: RedisServer, prefix: str, kind: str) -> str | None:

@@ -163,6 +163,30 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     assert order == list(range(6))
 
 
+@pytest.mark.anyio
+@BACKENDS
+async def test_a_place_at_once_never_goes_before_a_waiting_call() -> None:
+    """admit_now (the request loop's way in when nothing waits) gives a place only then.
+
+    One call a second: a second call waits; once its second has passed, a newcomer asking
+    for a place at once gets none (the waiting call goes first), and nothing is counted.
+    """
+    now = [0.0]
+    model = QuotaModel(
+        RateLimits(qps=1, adopt_server_limits=False, adaptive=False), clock=lambda: now[0]
+    )
+    limiter = Limiter(model, MemoryQuotaStore(model))
+    assert limiter.admit_now(10) is not None
+    assert limiter.admit_now(10) is None  # within the second: no place
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 10)
+        await anyio.wait_all_tasks_blocked()
+        now[0] = 2.0  # the waiting call's place is free (it sleeps on the loop's clock)
+        assert limiter.admit_now(10) is None
+        assert limiter.store.usage().last_second == 0  # nothing counted for the newcomer
+        tg.cancel_scope.cancel()
+
+
 async def three_wait_for_tokens(limiter: Limiter, tg: TaskGroup, admitted: list[int]) -> Ticket:
     """TPM 100: a first call is charged 95 tokens for now, and three of 35 queue behind it."""
 
