@@ -42,9 +42,9 @@ class Grant:
     __slots__ = ("handle", "reason", "wait")
 
     def __init__(self, wait: float, reason: str | None, handle: object = None) -> None:
-        self.wait = wait
-        self.reason = reason
-        self.handle = handle
+        self.wait: float = wait
+        self.reason: str | None = reason
+        self.handle: object = handle
 
 
 class QuotaStore(Protocol):
