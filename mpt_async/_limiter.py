@@ -198,9 +198,9 @@ class Limiter:
 
         ``None``: :meth:`acquire` it (a wait, or a round trip to a shared store).
         """
-        model = self.model
-        if self._waiting or (self._flying and model.first_reply_wait()):
+        if not self._may_go_first():
             return None
+        model = self.model
         cost, fallback = model.estimate(size, model.tpm)
         grant = self.store.take_at_once(model, cost, priority)
         if grant is None:
@@ -217,7 +217,7 @@ class Limiter:
         model = self.model
         cost, fallback = model.estimate(size, model.tpm)
         grant = None
-        if not self._waiting and not (self._flying and model.first_reply_wait()):
+        if self._may_go_first():
             try:
                 grant = await self._take(cost, priority, 0)
             finally:
@@ -226,6 +226,13 @@ class Limiter:
             if grant.wait <= 0:
                 return self._admit(grant.handle, size, fallback, held=False)
         return await self._queue(size, priority, grant)
+
+    def _may_go_first(self) -> bool:
+        """Whether a new call may ask for a place without queueing.
+
+        None waits, and no call is awaiting the first reply (which may announce the limits).
+        """
+        return not self._waiting and not (self._flying and self.model.first_reply_wait())
 
     async def _queue(self, size: int, priority: int, refused: Grant | None) -> Ticket:
         """Wait in ``priority``'s queue until this call is the head and the store admits it.
@@ -348,22 +355,22 @@ class Limiter:
     def _serve(self) -> None:
         """Take places for the waiters at the head that may start now, in order, and wake them.
 
-        Only with the in-process store, whose answer costs no I/O. Without this, a queue
-        (once calls were held) drains one waiter a turn of the event loop, every new call
-        queues behind it meanwhile, and under many concurrent callers it never empties, at
-        any rate.
+        Only places a store grants without I/O (the in-process counters, or places a shared
+        store claimed before). Without this, a queue (once calls were held) drains one
+        waiter a turn of the event loop, every new call queues behind it meanwhile, and
+        under many concurrent callers it never empties, at any rate.
         """
-        store, model = self.store, self.model
+        model = self.model
         while (head := self._head()) is not None:
             # (Before the first reply, the head goes alone: it may announce the limits.)
-            if not isinstance(store, MemoryQuotaStore) or model.first_reply_wait():
+            if model.first_reply_wait():
                 return
+            priority = INTERACTIVE if self._queues[INTERACTIVE] else BATCH
             cost, fallback = model.estimate(head.size, model.tpm)
-            grant = store.take_now(model.current(), cost)
-            if grant.wait > 0:
+            grant = self.store.take_at_once(model, cost, priority)
+            if grant is None:
                 return
-            queue = self._queues[INTERACTIVE] or self._queues[BATCH]
-            queue.popleft()
+            self._queues[priority].popleft()
             self._waiting -= 1
             head.queued = False
             head.grant, head.fallback = grant, fallback

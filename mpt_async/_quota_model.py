@@ -247,6 +247,11 @@ class QuotaModel:
             self._learned_tpm = None
         return _strictest(self.limits.tpm, self._announced_tpm, self._learned_tpm)
 
+    @property
+    def not_before(self) -> float:
+        """No call starts before this time (a ``Retry-After``), as in :meth:`current`."""
+        return self._not_before
+
     def first_reply_wait(self) -> float:
         """How long a call waits for the first reply (which may announce the real limits).
 

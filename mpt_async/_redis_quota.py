@@ -199,20 +199,20 @@ class RedisQuotaStore:
         self._claimed = 1 + len(starts)
         self._unused = len(starts)
         self._stash_epoch = model.epoch
-        after = model.clock()
-        late = sent + CLAIM_LATE
-        for number, start in enumerate(starts, 2):
-            offset = start / _US
-            handle = f"{claim}:{number}"
-            if after > late:
+        after, late = model.clock(), sent + CLAIM_LATE
+        handles = [f"{claim}:{number}" for number in range(2, len(starts) + 2)]
+        if after > late:  # none could be used in time: all go back
+            for handle in handles:
                 self._owed += (handle, -1)
-            else:
-                self._stash.append((after + offset, late + offset, handle))
+            return
+        for handle, start in zip(handles, starts, strict=True):
+            offset = start / _US
+            self._stash.append((after + offset, late + offset, handle))
 
     def _from_stash(self, model: QuotaModel) -> Grant | None:
         """A claimed place for this call, a wait for the next one, or ``None``: claim anew."""
         stash, now = self._stash, model.clock()
-        if model.epoch != self._stash_epoch or model.current().not_before > now:
+        if model.epoch != self._stash_epoch or model.not_before > now:
             self._give_back(len(stash))  # the rate was cut, or the service said to pause
             return None
         while stash and stash[0][1] < now:
@@ -237,9 +237,9 @@ class RedisQuotaStore:
     ) -> list[int]:
         model = self.model
         owed = self._owed
-        refines = model.cut is not None and model.cut_refines
+        first, refines = self._arguments(claim, cost)
         arguments = [
-            *self._arguments(claim, cost),
+            *first,
             *(self._lease, int(batch), lease, round(LEASE * _US), round(RECHECK * _US)),
             *(most, round(CLAIM_AHEAD * _US), round(CLAIM_LATE * _US)),
             int(refines),
@@ -265,8 +265,11 @@ class RedisQuotaStore:
             model.adopt_announced(answer[8] or None, answer[9] or None)
         return answer
 
-    def _arguments(self, claim: str, cost: int) -> list[Any]:
-        """The script's first arguments: the limits in force and what the fleet should learn."""
+    def _arguments(self, claim: str, cost: int) -> tuple[list[Any], bool]:
+        """The script's first arguments: the limits in force and what the fleet should learn.
+
+        Also whether the cut they carry only refines the last one (the script's 26th).
+        """
         model = self.model
         limits = model.current()
         now = model.clock()
@@ -275,10 +278,11 @@ class RedisQuotaStore:
         cut = 0 if model.cut is None else max(1, round(model.cut * _MILLI))
         grown = max(0, round(model.grown * _MILLI))
         # A cut was made in the epoch before the model's; a refinement, in the model's.
-        made_in = model.epoch - 1 if cut and not model.cut_refines else model.epoch
+        refines = bool(cut) and model.cut_refines
+        made_in = model.epoch if refines or not cut else model.epoch - 1
         model.cut, model.grown, model.cut_refines = None, 0.0, False
         announced = self._shared = model.announced
-        return [
+        first = [
             claim,
             round(limits.interval * _US),
             limits.per_second or 0,
@@ -296,6 +300,7 @@ class RedisQuotaStore:
             limits.burst,
             int(model.limits.adopt_server_limits),
         ]
+        return first, refines
 
     def settle(self, handle: object, tokens: int) -> None:
         """Send a call's real tokens (``-1``: refused) with the next call."""
